@@ -1,0 +1,95 @@
+"""JSONL, the one data format posttrain reads and writes.
+
+Reading validates as it goes: a malformed line, a row that is not an object, or a missing or
+mistyped field raises :class:`DataError` naming the file, the line and the field. Writing is
+atomic (whole file) or append-only with one ``write`` per line (resumable outputs), and a reader
+can tolerate a torn last line left by a killed writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from posttrain.artifacts import atomic_open
+from posttrain.errors import DataError
+
+
+def iter_jsonl(
+    path: str | os.PathLike,
+    required: Mapping[str, type | tuple[type, ...]] | None = None,
+    allow_torn_tail: bool = False,
+) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, row)`` for each non-blank line of ``path``.
+
+    ``required`` maps field names to the accepted type(s); a row missing one or holding another
+    type is an error. With ``allow_torn_tail`` an unparsable *last* line without a trailing
+    newline (a writer killed mid-line) is skipped instead of raising.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        raw_lines = handle.read().split(b"\n")
+    ends_with_newline = raw_lines[-1] == b""
+    for index, raw in enumerate(raw_lines):
+        number = index + 1
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            is_last = index == len(raw_lines) - 1 and not ends_with_newline
+            if allow_torn_tail and is_last:
+                return
+            raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        for field, kinds in (required or {}).items():
+            if field not in row:
+                raise DataError(f"{path}:{number}: missing field '{field}'")
+            if not isinstance(row[field], kinds):
+                names = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+                raise DataError(
+                    f"{path}:{number}: field '{field}' must be {names}, got {type(row[field]).__name__}"
+                )
+        yield number, row
+
+
+def read_jsonl(path: str | os.PathLike, required: Mapping[str, type | tuple[type, ...]] | None = None) -> list[dict]:
+    """All rows of ``path`` (see :func:`iter_jsonl`); an empty file is an error."""
+    rows = [row for _, row in iter_jsonl(path, required)]
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    return rows
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write all ``rows`` to ``path`` atomically (a reader never sees a partial file)."""
+    with atomic_open(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append ``rows`` durably. Each line goes out in one ``write`` followed by ``fsync``, so a
+    crash leaves at most one torn last line, which ``iter_jsonl(allow_torn_tail=True)`` skips."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A torn tail from an earlier crash would glue onto the next row: cut it off first.
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as handle:
+            data = handle.read()
+            if not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+    with open(path, "a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

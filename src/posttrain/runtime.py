@@ -1,0 +1,42 @@
+"""Process-level setup shared by every command: seeding and rank-aware logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def process_rank() -> int:
+    """Global rank of this process under torchrun/accelerate (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so runs repeat exactly on the same hardware."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger that speaks at INFO on rank 0 and only at WARNING on the other ranks,
+    so a multi-process run prints each message once."""
+    logger = logging.getLogger(name)
+    if not logging.getLogger("posttrain").handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[posttrain] %(message)s"))
+        root = logging.getLogger("posttrain")
+        root.addHandler(handler)
+        root.propagate = False
+        root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
+    return logger

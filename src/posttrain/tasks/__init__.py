@@ -1,0 +1,41 @@
+"""Tasks: a dataset generator plus a scorer, the interface RL and evaluation plug into.
+
+A task makes rows ``{"prompt", "completion", "answer", ...}`` for a split and scores a model's
+completion with ``score(prompt, completion, **row) -> (reward, feedback)``, where ``feedback`` is
+a string saying what was wrong (``None`` when the completion is right).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from posttrain.errors import ConfigError
+
+
+class Task(Protocol):
+    name: str
+
+    def make_dataset(self, split: str, n: int | None = None) -> list[dict]:
+        """Rows for ``split`` ("train" or "test"), each with prompt, completion and answer."""
+        ...
+
+    def score(self, prompt: str, completion: str, **row) -> tuple[float, str | None]:
+        """Reward in [0, 1] and feedback for a wrong completion."""
+        ...
+
+    def hinted_prompt(self, row: dict) -> str:
+        """The prompt with a correct solution in context (for in-context teachers)."""
+        ...
+
+
+def get_task(name: str, **options) -> Task:
+    """Build a task by name; ``options`` are the task's constructor arguments."""
+    from posttrain.tasks.arithmetic import ArithmeticTask
+
+    registry = {"arithmetic": ArithmeticTask}
+    if name not in registry:
+        raise ConfigError(f"unknown task '{name}' (available: {', '.join(registry)})")
+    try:
+        return registry[name](**options)
+    except TypeError as err:
+        raise ConfigError(f"bad task_options for '{name}': {err}") from None

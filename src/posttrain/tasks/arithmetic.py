@@ -1,0 +1,125 @@
+"""Arithmetic word problems: the built-in task of the embedded default.
+
+Problems are additions of two ``digits``-digit numbers ("What is 47 + 38?"). The reference
+solution is a column-by-column scratchpad, least significant digit first::
+
+    7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85
+
+Each step needs only single-digit sums and a carry, which is what lets a ~1M-parameter model
+learn the task in CPU minutes; answering directly forces it to resolve every carry in one
+forward pass, and then it barely learns (about 10% in the same budget).
+
+The verifier is exact (the number after the last ``Answer:``). Feedback for a wrong answer
+names the first wrong step of the scratchpad, or else that the final answer disagrees with it.
+The hinted prompt puts a correct solution in context, so an in-context teacher is better than
+the student, as it is for large models.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from posttrain.errors import ConfigError
+
+_ANSWER = re.compile(r"Answer:\s*(-?\d+)")
+_STEP = re.compile(r"(\d)\+(\d)(?:\+(\d))?=(\d+)")
+_PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
+
+
+def solve(a: int, b: int, digits: int) -> str:
+    """The scratchpad solution of ``a + b`` (both ``digits`` digits long)."""
+    steps, carry = [], 0
+    for position in range(digits):
+        da, db = (a // 10**position) % 10, (b // 10**position) % 10
+        total = da + db + carry
+        lhs = f"{da}+{db}" if position == 0 else f"{da}+{db}+{carry}"
+        carry = total // 10
+        steps.append(f"{lhs}={total} carry {carry}.")
+    return " ".join(steps) + f" Answer: {a + b}"
+
+
+def extract_answer(completion: str) -> int | None:
+    """The integer after the last ``Answer:``, or None if there is none."""
+    found = _ANSWER.findall(completion)
+    return int(found[-1]) if found else None
+
+
+class ArithmeticTask:
+    """Two-operand addition with a scratchpad, seeded and with disjoint train/test splits.
+
+    Args:
+        digits: digits per operand (2 gives 8,100 distinct problems).
+        test_size: problems held out for the test split.
+        seed: fixes which problems are held out and the order of both splits.
+    """
+
+    name = "arithmetic"
+
+    def __init__(self, digits: int = 2, test_size: int = 300, seed: int = 0):
+        if not 1 <= digits <= 6:
+            raise ConfigError(f"arithmetic task: digits must be in [1, 6], got {digits}")
+        low, high = 10 ** (digits - 1), 10**digits - 1
+        space = (high - low + 1) ** 2
+        if not 0 < test_size < space:
+            raise ConfigError(f"arithmetic task: test_size must be in [1, {space - 1}], got {test_size}")
+        self.digits, self.test_size, self.seed = digits, test_size, seed
+        self._low, self._high, self._space = low, high, space
+
+    def _pairs(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        rng = random.Random(self.seed)
+        width = self._high - self._low + 1
+        if self._space <= 2_000_000:
+            order = rng.sample(range(self._space), self._space)
+        else:  # large spaces: sample distinct problems without enumerating them
+            order = rng.sample(range(self._space), min(self._space, 200_000))
+        pairs = [(self._low + i // width, self._low + i % width) for i in order]
+        return pairs[self.test_size :], pairs[: self.test_size]
+
+    def make_dataset(self, split: str, n: int | None = None) -> list[dict]:
+        train, test = self._pairs()
+        if split not in ("train", "test"):
+            raise ConfigError(f"arithmetic task: split must be 'train' or 'test', got '{split}'")
+        pairs = train if split == "train" else test
+        if n is not None:
+            pairs = pairs[:n]
+        return [self._row(a, b) for a, b in pairs]
+
+    def _row(self, a: int, b: int) -> dict:
+        return {
+            "prompt": f"What is {a} + {b}?",
+            "completion": solve(a, b, self.digits),
+            "answer": a + b,
+            "a": a,
+            "b": b,
+        }
+
+    def hinted_prompt(self, row: dict) -> str:
+        return f"{row['prompt']}\nHint: a correct solution is: {solve(row['a'], row['b'], self.digits)}"
+
+    def score(self, prompt: str, completion: str, **row) -> tuple[float, str | None]:
+        if "a" in row and "b" in row:
+            a, b = int(row["a"]), int(row["b"])
+        else:
+            match = _PROBLEM.search(prompt)
+            if match is None:
+                raise ValueError(f"arithmetic task cannot parse the problem in prompt {prompt!r}")
+            a, b = int(match.group(1)), int(match.group(2))
+        answer = extract_answer(completion)
+        if answer == a + b:
+            return 1.0, None
+        return 0.0, self.feedback(a, b, completion, answer)
+
+    def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
+        """Say what is wrong: the first wrong scratchpad step, else the final answer."""
+        reference = _STEP.findall(solve(a, b, self.digits))
+        for position, (got, want) in enumerate(zip(_STEP.findall(completion), reference)):
+            if got != want:
+                lhs = "+".join(d for d in want[:3] if d != "")
+                got_lhs = "+".join(d for d in got[:3] if d != "")
+                if got_lhs != lhs:
+                    return f"Step {position + 1} should add the digits {lhs} (you added {got_lhs})."
+                return f"Step {position + 1} is wrong: {lhs} is {want[3]}, not {got[3]}."
+        if answer is None:
+            return "No final answer: end with 'Answer: <number>'."
+        return f"The final answer {answer} is wrong; combine the column sums and the last carry."

@@ -1,0 +1,1 @@
+"""Trainers: posttrain's commands on top of TRL's SFTTrainer, DPOTrainer and GRPOTrainer."""

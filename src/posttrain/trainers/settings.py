@@ -1,0 +1,53 @@
+"""Training settings shared by every trainer, named as in transformers' ``TrainingArguments``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from posttrain.config import config_field
+from posttrain.errors import ConfigError
+
+
+@dataclass
+class TrainingSettings:
+    output_dir: str = config_field("runs/train", help="Where checkpoints, logs and the final model go.")
+    num_train_epochs: float = config_field(3.0, help="Passes over the training data.", gt=0)
+    max_steps: int = config_field(-1, help="Stop after this many optimizer steps (-1: use num_train_epochs).", ge=-1)
+    learning_rate: float = config_field(2e-4, help="Peak learning rate.", gt=0)
+    per_device_train_batch_size: int = config_field(8, help="Examples per device per step.", ge=1)
+    gradient_accumulation_steps: int = config_field(1, help="Micro-batches per optimizer step.", ge=1)
+    lr_scheduler_type: str = config_field("linear", help="transformers scheduler name (linear, cosine, constant, ...).")
+    warmup_steps: float = config_field(0.0, help="Warmup steps (a value below 1 is a fraction of all steps).", ge=0)
+    weight_decay: float = config_field(0.0, help="AdamW weight decay.", ge=0)
+    max_grad_norm: float = config_field(1.0, help="Gradient clipping norm.", gt=0)
+    logging_steps: int = config_field(10, help="Log metrics every N steps.", ge=1)
+    save_strategy: Literal["epoch", "steps", "no"] = config_field("epoch", help="When to write checkpoints.")
+    save_steps: int = config_field(500, help="Checkpoint interval with save_strategy=steps.", ge=1)
+    save_total_limit: int | None = config_field(None, help="Keep at most this many checkpoints (None: all).", ge=1)
+    seed: int = config_field(42, help="Seed for data order, initialisation and sampling.")
+    bf16: bool = config_field(False, help="bfloat16 mixed precision (GPU).")
+    gradient_checkpointing: bool = config_field(False, help="Trade compute for activation memory.")
+    report_to: str = config_field("none", help="Experiment trackers: none, tensorboard, wandb (comma-separated).")
+    resume: bool = config_field(False, help="Resume from the last checkpoint in output_dir, if any.")
+    trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through.")
+
+    def trl_kwargs(self, trl_config_cls: type) -> dict:
+        """Keyword arguments for a TRL config class (``trl.SFTConfig``, ``trl.DPOConfig``, ...)."""
+        known = {f.name for f in dataclasses.fields(trl_config_cls)}
+        for key in self.trainer_args:
+            if key not in known:
+                raise ConfigError(f"unknown key '{key}' in trainer_args (not a field of {trl_config_cls.__name__})")
+        kwargs = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(TrainingSettings)
+            if f.name not in ("resume", "trainer_args")
+        }
+        kwargs["report_to"] = [r.strip() for r in self.report_to.split(",")] if self.report_to != "none" else "none"
+        kwargs["use_cpu"] = not torch.cuda.is_available()
+        kwargs["logging_first_step"] = True
+        kwargs.update(self.trainer_args)
+        return kwargs

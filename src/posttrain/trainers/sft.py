@@ -1,0 +1,75 @@
+"""``posttrain sft``: supervised fine-tuning on TRL's SFTTrainer with response-only loss.
+
+posttrain tokenizes the data itself (see :mod:`posttrain.data.sft`) so that the loss mask, the
+base-model format and the over-length policy are exact and checked row by row before any model
+is loaded; TRL's SFTTrainer then builds labels from ``completion_mask`` and runs training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from posttrain.config import config_field
+from posttrain.data.sft import build_sft_examples
+from posttrain.data.sources import load_rows
+from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
+from posttrain.models.loading import check_model_source, load_model_for_training
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.settings import TrainingSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SFTJobConfig(TrainingSettings, LoraArguments, ModelArguments):
+    """Everything ``posttrain sft`` needs: model, LoRA, data and training settings."""
+
+    dataset_name: str = config_field(
+        "task:arithmetic", help="A .jsonl file, task:<name> (built-in task), or a hub dataset id."
+    )
+    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:2000], train[:10%].")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
+    max_length: int = config_field(512, help="Longest training sequence in tokens.", ge=8)
+    overlong: Literal["truncate", "error"] = config_field(
+        "truncate", help="Rows longer than max_length: truncate (with a warning) or stop with an error."
+    )
+
+
+def run_sft(config: SFTJobConfig) -> dict:
+    """Train, save the final model (or adapter) to ``output_dir``; return the train metrics."""
+    seed_everything(config.seed)
+    check_model_source(config.model_name_or_path)
+    trl_args = SFTConfig(
+        **config.trl_kwargs(SFTConfig),
+        max_length=config.max_length,
+        completion_only_loss=True,  # labels come from our completion_mask
+    )
+    tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong)
+    log.info(f"SFT on {len(examples)} examples from {config.dataset_name} ({config.dataset_train_split})")
+
+    model = load_model_for_training(config)
+    trainer = SFTTrainer(
+        model=model,
+        args=trl_args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+        callbacks=[MetricsFileCallback(config.output_dir)],
+    )
+    last = get_last_checkpoint(config.output_dir) if config.resume else None
+    if last:
+        log.info(f"resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(config.output_dir)
+    tokenizer.save_pretrained(config.output_dir)
+    metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+    log.info(f"saved the {'adapter' if config.use_peft else 'model'} to {config.output_dir}")
+    return metrics
