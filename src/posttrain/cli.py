@@ -1,0 +1,90 @@
+"""The ``posttrain`` command line. Thin on purpose: parsing here, work in the modules.
+
+Training commands take ``--config FILE.yaml`` plus ``--key value`` overrides, like TRL's CLI.
+User errors print one line and exit with status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from posttrain import __version__
+from posttrain.commands import COMMANDS, Command
+from posttrain.errors import PosttrainError
+
+EXIT_USAGE = 2
+
+
+def _fields_help(command: Command) -> str:
+    from posttrain.config import describe_fields
+
+    lines = ["config keys (set in --config FILE.yaml or as --key value):"]
+    for name, type_name, default, text in describe_fields(command.config_cls):
+        lines.append(f"  --{name} ({type_name}, default {default!r})\n      {text}")
+    return "\n".join(lines)
+
+
+class _CommandHelp(argparse.Action):
+    """``--help`` on a command also lists its config keys (importing the command lazily)."""
+
+    def __init__(self, option_strings, command: Command, dest=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+        self.command = command
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        print()
+        print(_fields_help(self.command))
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posttrain",
+        description="Post-train language models: SFT, DPO family, preference data, SDPO, and more.",
+    )
+    parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help, add_help=False)
+        p.add_argument("-h", "--help", action=_CommandHelp, command=command, help="show this help and the config keys")
+        p.add_argument("--config", help="YAML file with config keys")
+    run = sub.add_parser("run", help="Run a pipeline of stages (resumable).", description="Run a pipeline of stages; a rerun skips finished stages and resumes an interrupted one.")
+    run.add_argument("pipeline", help="pipeline YAML file (e.g. recipes/quickstart.yaml)")
+    run.add_argument("--output-root", default=None, help="directory for runs (default: the file's output_root, or runs/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            if rest:
+                raise PosttrainError(f"unexpected argument '{rest[0]}' for run")
+            from posttrain.pipeline import run_pipeline
+
+            run_pipeline(args.pipeline, args.output_root)
+            return 0
+        from posttrain.config import load_config, parse_overrides
+
+        command = COMMANDS[args.command]
+        config = load_config(command.config_cls, path=args.config, overrides=parse_overrides(rest))
+        metrics = command.run(config)
+        print(json.dumps(metrics, indent=2, default=str))
+        return 0
+    except PosttrainError as err:
+        print(f"posttrain {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"posttrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The registry of posttrain's commands, shared by the CLI and the pipeline runner.
+
+Each command is a config dataclass plus a function ``run(config) -> metrics``. Both are named by
+import path so ``posttrain --help`` stays fast (torch and TRL load only for the command you run).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    config_path: str  # "module:ConfigClass"
+    run_path: str  # "module:function"
+    output_field: str  # the config field that holds the output directory
+
+    @property
+    def config_cls(self) -> type:
+        return _import(self.config_path)
+
+    @property
+    def run(self) -> Callable[[Any], dict]:
+        return _import(self.run_path)
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in [
+        Command(
+            "make-model",
+            "Build the tiny offline Qwen2 model and tokenizer.",
+            "posttrain.models.tiny:MakeModelConfig",
+            "posttrain.models.tiny:make_model",
+            "out",
+        ),
+        Command(
+            "sft",
+            "Supervised fine-tuning with response-only loss (chat or base format, LoRA).",
+            "posttrain.trainers.sft:SFTJobConfig",
+            "posttrain.trainers.sft:run_sft",
+            "output_dir",
+        ),
+        Command(
+            "eval",
+            "Accuracy (greedy and pass@k) of a model on a task's test split.",
+            "posttrain.evaluation.accuracy:EvalConfig",
+            "posttrain.evaluation.accuracy:run_eval",
+            "output_dir",
+        ),
+    ]
+}

@@ -1,0 +1,1 @@
+"""Evaluating models on tasks."""

@@ -1,0 +1,110 @@
+"""``posttrain eval``: accuracy of a model on a task's test split.
+
+Greedy accuracy (one deterministic completion per problem) and, optionally, pass@k from
+``num_samples`` sampled completions per problem with the unbiased estimator of Chen et al.
+(2021). Writes ``eval.json`` (the numbers) and ``predictions.jsonl`` (every completion with its
+reward and feedback) to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from posttrain.artifacts import write_json
+from posttrain.config import config_field
+from posttrain.data.jsonl import write_jsonl
+from posttrain.errors import ConfigError
+from posttrain.generation.sampling import generate
+from posttrain.models import ModelArguments, free_model, load_model, load_tokenizer, render_prompt
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks import get_task
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EvalConfig(ModelArguments):
+    output_dir: str = config_field("runs/eval", help="Where eval.json and predictions.jsonl go.")
+    task: str = config_field("arithmetic", help="Built-in task to evaluate on.")
+    task_options: dict = config_field({}, help="Task options (must match those used for training).")
+    split: str = config_field("test", help="Task split to evaluate.")
+    num_examples: int | None = config_field(None, help="Evaluate the first N problems (None: all).", ge=1)
+    batch_size: int = config_field(64, help="Prompts per generate call.", ge=1)
+    max_new_tokens: int = config_field(64, help="Generation budget per completion.", ge=1)
+    num_samples: int = config_field(0, help="Sampled completions per problem for pass@k (0: greedy only).", ge=0)
+    pass_k: list = config_field([1], help="k values for pass@k (each <= num_samples).")
+    temperature: float = config_field(1.0, help="Sampling temperature for pass@k.", gt=0)
+    top_p: float = config_field(1.0, help="Nucleus sampling for pass@k.", gt=0, le=1)
+    seed: int = config_field(0, help="Sampling seed.")
+
+    def __post_init__(self):
+        if self.num_samples and any(not isinstance(k, int) or not 1 <= k <= self.num_samples for k in self.pass_k):
+            raise ConfigError(f"config key 'pass_k': every k must be an integer in [1, num_samples={self.num_samples}]")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021, eq. 1):
+    ``1 - C(n-c, k) / C(n, k)``, the chance that at least one of k samples drawn without
+    replacement is correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[float, str | None]]:
+    return [task.score(row["prompt"], text, **_row_fields(row)) for row, text in zip(rows, completions)]
+
+
+def _row_fields(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key not in ("prompt", "completion")}
+
+
+def run_eval(config: EvalConfig) -> dict:
+    """Evaluate one model, free it, write the artifacts, return the metrics."""
+    seed_everything(config.seed)
+    task = get_task(config.task, **config.task_options)
+    rows = task.make_dataset(config.split, n=config.num_examples)
+    tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    prompts = [render_prompt(tokenizer, row["prompt"], config.base_model_mode) for row in rows]
+    stop = ["END"] if config.base_model_mode else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)
+    try:
+        greedy = [c[0] for c in generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
+                                         batch_size=config.batch_size, stop_strings=stop, desc="greedy")]
+        sampled = []
+        if config.num_samples:
+            sampled = generate(model, tokenizer, prompts, num_return_sequences=config.num_samples, do_sample=True,
+                               temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                               batch_size=max(1, config.batch_size // config.num_samples), stop_strings=stop, desc="sampling")
+    finally:
+        free_model(model)
+
+    scores = _score_all(task, rows, greedy)
+    metrics = {
+        "model": config.model_name_or_path,
+        "task": config.task,
+        "split": config.split,
+        "num_examples": len(rows),
+        "accuracy": sum(reward for reward, _ in scores) / len(rows),
+    }
+    predictions = [
+        {"prompt": row["prompt"], "completion": text, "reward": reward, "feedback": feedback, "answer": row.get("answer")}
+        for row, text, (reward, feedback) in zip(rows, greedy, scores)
+    ]
+    if sampled:
+        correct = [sum(r >= 1.0 for r, _ in _score_all(task, [row] * len(samples), samples)) for row, samples in zip(rows, sampled)]
+        for k in config.pass_k:
+            metrics[f"pass@{k}"] = sum(pass_at_k(config.num_samples, c, k) for c in correct) / len(rows)
+        metrics["num_samples"] = config.num_samples
+        metrics["temperature"] = config.temperature
+    out = Path(config.output_dir)
+    write_jsonl(out / "predictions.jsonl", predictions)
+    write_json(out / "eval.json", metrics)
+    log.info("eval: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics

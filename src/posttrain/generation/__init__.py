@@ -1,0 +1,1 @@
+"""Generating completions: batched sampling now, rollouts and judges later."""
