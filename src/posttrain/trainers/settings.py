@@ -46,6 +46,8 @@ class TrainingSettings:
             for f in dataclasses.fields(TrainingSettings)
             if f.name not in ("resume", "trainer_args")
         }
+        if "activation_checkpointing" in known:  # transformers >= 5 renamed it; the old name warns
+            kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
         kwargs["report_to"] = [r.strip() for r in self.report_to.split(",")] if self.report_to != "none" else "none"
         kwargs["use_cpu"] = not torch.cuda.is_available()
         kwargs["logging_first_step"] = True

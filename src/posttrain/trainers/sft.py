@@ -8,6 +8,7 @@ is loaded; TRL's SFTTrainer then builds labels from ``completion_mask`` and runs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from datasets import Dataset
@@ -41,8 +42,8 @@ class SFTJobConfig(TrainingSettings, LoraArguments, ModelArguments):
     )
 
 
-def run_sft(config: SFTJobConfig) -> dict:
-    """Train, save the final model (or adapter) to ``output_dir``; return the train metrics."""
+def build_sft_trainer(config: SFTJobConfig) -> SFTTrainer:
+    """Validate, tokenize the data, load the model, and return a ready SFTTrainer."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
     trl_args = SFTConfig(
@@ -54,22 +55,24 @@ def run_sft(config: SFTJobConfig) -> dict:
     rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
     examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong)
     log.info(f"SFT on {len(examples)} examples from {config.dataset_name} ({config.dataset_train_split})")
-
-    model = load_model_for_training(config)
-    trainer = SFTTrainer(
-        model=model,
+    return SFTTrainer(
+        model=load_model_for_training(config),
         args=trl_args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=config.lora_config(),
         callbacks=[MetricsFileCallback(config.output_dir)],
     )
-    last = get_last_checkpoint(config.output_dir) if config.resume else None
+
+
+def run_sft(config: SFTJobConfig) -> dict:
+    """Train, save the final model (or adapter) to ``output_dir``; return the train metrics."""
+    trainer = build_sft_trainer(config)
+    last = get_last_checkpoint(config.output_dir) if config.resume and Path(config.output_dir).is_dir() else None
     if last:
         log.info(f"resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(config.output_dir)
-    tokenizer.save_pretrained(config.output_dir)
-    metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+    trainer.processing_class.save_pretrained(config.output_dir)
     log.info(f"saved the {'adapter' if config.use_peft else 'model'} to {config.output_dir}")
-    return metrics
+    return {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}

@@ -1,0 +1,42 @@
+# posttrain: two commands.
+#   make demo   set everything up, then run the quickstart pipeline (offline, CPU)
+#   make test   set everything up, then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Nothing downloads models or data at run time.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+# torch goes in first: the CPU build where no GPU is present (a plain `pip install torch` would
+# pull a multi-GB CUDA build), then posttrain with its pinned ranges, which torch already meets.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "GPU found: installing the CUDA build of torch"; \
+		$(BIN)/pip install "torch==2.13.0"; \
+	else \
+		echo "no GPU: installing the CPU build of torch"; \
+		$(BIN)/pip install "torch==2.13.0+cpu" || \
+		$(BIN)/pip install "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/posttrain run recipes/quickstart.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+# The fast subset while working (everything not marked slow).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,52 @@
+"""make-model: a standard HF directory, single-digit tokens, a working chat template."""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def test_directory_loads_with_plain_from_pretrained(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert json.loads((Path(tiny_model_dir) / "config.json").read_text())["model_type"] == "qwen2"
+    assert model.config.vocab_size == len(tokenizer)
+    ids = tokenizer("What is 12 + 34?", return_tensors="pt")["input_ids"]
+    logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+def test_every_digit_is_its_own_token(tokenizer):
+    tokens = tokenizer.tokenize("123 + 4567 = 4690")
+    digit_tokens = [t for t in tokens if any(ch.isdigit() for ch in t)]
+    assert all(len(t.replace("Ġ", "")) == 1 for t in digit_tokens)
+    assert "".join(t.replace("Ġ", "") for t in digit_tokens) == "12345674690"
+
+
+def test_pad_eos_and_chat_template(tokenizer):
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.pad_token == "<|endoftext|>"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_any_text_round_trips(tokenizer):
+    text = "Ünïcode, emoji 🙂 and tabs\tstay intact: {{name}}"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_presets_and_seed(tmp_path):
+    from posttrain.models.tiny import MakeModelConfig, make_model
+
+    tiny = make_model(MakeModelConfig(out=str(tmp_path / "a"), preset="tiny", seed=1))
+    again = make_model(MakeModelConfig(out=str(tmp_path / "b"), preset="tiny", seed=1))
+    small = make_model(MakeModelConfig(out=str(tmp_path / "c"), preset="small", seed=1))
+    assert small["parameters"] > 3 * tiny["parameters"]
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,198 @@
+"""posttrain run: ordering, references, manifest, skip / rerun / resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from posttrain.commands import COMMANDS, Command
+from posttrain.config import config_field
+from posttrain.errors import ConfigError
+from posttrain.pipeline.runner import plan, run_pipeline
+
+
+@dataclass
+class EchoConfig:
+    output_dir: str = config_field("", help="out")
+    source: str = config_field("", help="an upstream directory")
+    value: int = config_field(0, help="a number", ge=0)
+    resume: bool = config_field(False, help="resume flag")
+
+
+CALLS: list[tuple[str, int, bool]] = []
+
+
+def echo(config: EchoConfig) -> dict:
+    """Writes its value; fails when value == 13 (to test failure handling)."""
+    CALLS.append((Path(config.output_dir).name, config.value, config.resume))
+    if config.value == 13:
+        raise RuntimeError("unlucky")
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(config.output_dir) / "value.txt").write_text(str(config.value))
+    return {"value": config.value, "accuracy": config.value / 100}
+
+
+@dataclass(frozen=True)
+class InlineCommand(Command):
+    """A command given by objects instead of import paths (for tests)."""
+
+    config_obj: type = EchoConfig
+    run_obj: object = None
+
+    @property
+    def config_cls(self):
+        return self.config_obj
+
+    @property
+    def run(self):
+        return self.run_obj
+
+
+@pytest.fixture
+def echo_command(monkeypatch):
+    CALLS.clear()
+    monkeypatch.setitem(COMMANDS, "echo", InlineCommand("echo", "test", "", "", "output_dir", run_obj=echo))
+
+
+def write_pipeline(path: Path, a=1, b=2, extra="") -> Path:
+    path.write_text(
+        f"""name: demo
+stages:
+  - name: first
+    command: echo
+    config: {{value: {a}}}
+  - name: second
+    command: echo
+    config: {{value: {b}, source: "${{first}}"}}
+  - name: third
+    command: echo
+    config: {{value: 5}}
+{extra}"""
+    )
+    return path
+
+
+def test_stages_run_in_order_with_references_and_manifest(tmp_path, echo_command):
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    manifest = run_pipeline(pipeline, output_root=str(tmp_path / "runs"))
+    assert [c[0] for c in CALLS] == ["first", "second", "third"]
+    saved = json.loads((tmp_path / "runs" / "demo" / "manifest.json").read_text())
+    assert saved == manifest
+    assert [s["status"] for s in saved["stages"]] == ["done", "done", "done"]
+    second = saved["stages"][1]
+    assert second["metrics"] == {"value": 2, "accuracy": 0.02}
+    assert second["artifacts"] == ["value.txt"]
+    assert second["output_dir"] == str(tmp_path / "runs" / "demo" / "second")
+    _, _, stages = plan(pipeline, str(tmp_path / "runs"))
+    assert stages[1].config.source == str(tmp_path / "runs" / "demo" / "first")
+
+
+def test_rerun_skips_done_and_reruns_changed_and_downstream(tmp_path, echo_command):
+    runs = str(tmp_path / "runs")
+    run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=runs)
+    CALLS.clear()
+    run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=runs)
+    assert CALLS == []  # everything done, nothing rerun
+    (tmp_path / "runs" / "demo" / "first" / "stale.txt").write_text("old")
+    run_pipeline(write_pipeline(tmp_path / "p.yaml", a=7), output_root=runs)
+    # first changed; second references it and reruns; third is independent and is skipped
+    assert [c[:2] for c in CALLS] == [("first", 7), ("second", 2)]
+    assert not (tmp_path / "runs" / "demo" / "first" / "stale.txt").exists()  # started over
+
+
+def test_failed_stage_is_recorded_and_resumed_on_rerun(tmp_path, echo_command):
+    runs = str(tmp_path / "runs")
+    with pytest.raises(RuntimeError, match="unlucky"):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=13), output_root=runs)
+    manifest = json.loads((tmp_path / "runs" / "demo" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "failed", "pending"]
+    assert manifest["stages"][1]["error"] == "unlucky"
+    CALLS.clear()
+    with pytest.raises(RuntimeError):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=13), output_root=runs)
+    assert CALLS == [("second", 13, True)]  # same config: resumed, first skipped
+
+
+def test_interrupted_stage_resumes(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(runs))
+    manifest_path = runs / "demo" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["stages"][1]["status"] = "running"  # what a kill -9 leaves behind
+    manifest_path.write_text(json.dumps(manifest))
+    CALLS.clear()
+    run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(runs))
+    assert CALLS == [("second", 2, True)]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("  - name: fourth\n    command: nope\n", "unknown command 'nope'"),
+        ("  - name: fourth\n    command: echo\n    config: {source: '${later}'}\n", r"\$\{later\} does not name an earlier stage"),
+        ("  - name: first\n    command: echo\n", "duplicate stage name 'first'"),
+        ("  - name: fourth\n    command: echo\n    config: {valeu: 1}\n", "stage 'fourth': unknown config key 'valeu'.*did you mean 'value'"),
+        ("  - name: fourth\n    command: echo\n    config: {value: -1}\n", "stage 'fourth': config key 'value' must be >= 0"),
+        ("  - name: fourth\n    command: echo\n    cofnig: {}\n", "unknown key 'cofnig'"),
+    ],
+)
+def test_every_stage_is_validated_before_anything_runs(tmp_path, echo_command, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", extra=extra), output_root=str(tmp_path / "runs"))
+    assert CALLS == []
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_real_pipeline_survives_kill_and_resumes_from_checkpoint(tmp_path):
+    """make-model -> sft -> eval; SFT is killed with SIGKILL after its first checkpoint,
+    the rerun resumes it from that checkpoint and finishes the pipeline."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        """name: small
+stages:
+  - name: model
+    command: make-model
+  - name: sft
+    command: sft
+    config:
+      model_name_or_path: ${model}
+      dataset_train_split: "train[:256]"
+      max_steps: 30
+      per_device_train_batch_size: 8
+      save_strategy: steps
+      save_steps: 5
+      logging_steps: 1
+  - name: eval
+    command: eval
+    config: {model_name_or_path: "${sft}", num_examples: 16, max_new_tokens: 40}
+"""
+    )
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "posttrain.cli", "run", str(pipeline), "--output-root", str(runs)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = runs / "small" / "sft" / "checkpoint-5" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "SFT never wrote its first checkpoint"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    manifest = json.loads((runs / "small" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "running", "pending"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stage 'model': done already, skipping" in done.stderr
+    assert "resuming from" in done.stderr
+    manifest = json.loads((runs / "small" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "done", "done"]
+    assert manifest["stages"][1]["metrics"]["global_step"] == 30
+    assert 0.0 <= manifest["stages"][2]["metrics"]["accuracy"] <= 1.0
+    assert (runs / "small" / "eval" / "eval.json").exists()

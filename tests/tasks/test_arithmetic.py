@@ -1,0 +1,304 @@
+"""Unit tests for the arithmetic task (posttrain.tasks.arithmetic) and the task registry."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from posttrain.errors import ConfigError
+from posttrain.tasks import get_task
+from posttrain.tasks.arithmetic import ArithmeticTask, extract_answer, solve
+
+# ---------------------------------------------------------------------------------------------
+# solve(): scratchpads worked out by hand
+
+
+@pytest.mark.parametrize(
+    "a, b, digits, expected",
+    [
+        (47, 38, 2, "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"),
+        (99, 99, 2, "9+9=18 carry 1. 9+9+1=19 carry 1. Answer: 198"),
+        (10, 10, 2, "0+0=0 carry 0. 1+1+0=2 carry 0. Answer: 20"),
+        (12, 34, 2, "2+4=6 carry 0. 1+3+0=4 carry 0. Answer: 46"),
+        (456, 789, 3, "6+9=15 carry 1. 5+8+1=14 carry 1. 4+7+1=12 carry 1. Answer: 1245"),
+        (305, 205, 3, "5+5=10 carry 1. 0+0+1=1 carry 0. 3+2+0=5 carry 0. Answer: 510"),
+        (5, 7, 1, "5+7=12 carry 1. Answer: 12"),
+    ],
+)
+def test_solve_scratchpad(a, b, digits, expected):
+    """The scratchpad adds column by column from the least significant digit, carrying."""
+    assert solve(a, b, digits) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Answer: 85", 85), ("x Answer: 1 y Answer:  42", 42), ("Answer:-7", -7), ("no answer here", None), ("Answer: x", None)],
+)
+def test_extract_answer(text, expected):
+    """extract_answer takes the integer after the last 'Answer:' (None if there is none)."""
+    assert extract_answer(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def test_rows_have_prompt_completion_answer():
+    """Each row carries prompt, scratchpad completion, answer and the operands."""
+    row = ArithmeticTask(digits=2, test_size=10, seed=0).make_dataset("test", n=1)[0]
+    assert set(row) == {"prompt", "completion", "answer", "a", "b"}
+    assert row["prompt"] == f"What is {row['a']} + {row['b']}?"
+    assert row["answer"] == row["a"] + row["b"]
+    assert row["completion"] == solve(row["a"], row["b"], 2)
+    assert 10 <= row["a"] <= 99 and 10 <= row["b"] <= 99
+
+
+def test_split_sizes_and_disjoint_cover_whole_space():
+    """2-digit: 90*90 = 8100 problems; test has test_size, train the rest, disjoint and covering all."""
+    task = ArithmeticTask(digits=2, test_size=300, seed=0)
+    train = task.make_dataset("train")
+    test = task.make_dataset("test")
+    assert (len(train), len(test)) == (7800, 300)
+    train_pairs = {(r["a"], r["b"]) for r in train}
+    test_pairs = {(r["a"], r["b"]) for r in test}
+    assert len(train_pairs) == 7800 and len(test_pairs) == 300
+    assert not train_pairs & test_pairs
+    assert train_pairs | test_pairs == {(a, b) for a in range(10, 100) for b in range(10, 100)}
+
+
+def test_one_digit_space():
+    """1-digit operands are 1..9 (81 problems)."""
+    task = ArithmeticTask(digits=1, test_size=1)
+    train, test = task.make_dataset("train"), task.make_dataset("test")
+    assert (len(train), len(test)) == (80, 1)
+    assert {(r["a"], r["b"]) for r in train + test} == {(a, b) for a in range(1, 10) for b in range(1, 10)}
+
+
+def test_n_limits_rows_and_is_a_prefix():
+    """n takes the first n rows of the split."""
+    task = ArithmeticTask(digits=2, test_size=50, seed=3)
+    assert task.make_dataset("train", n=5) == task.make_dataset("train")[:5]
+    assert len(task.make_dataset("test", n=7)) == 7
+
+
+def test_same_seed_same_rows():
+    """Two tasks with the same seed give identical splits."""
+    a = ArithmeticTask(digits=2, test_size=100, seed=7)
+    b = ArithmeticTask(digits=2, test_size=100, seed=7)
+    assert a.make_dataset("train") == b.make_dataset("train")
+    assert a.make_dataset("test") == b.make_dataset("test")
+
+
+def test_different_seed_different_order():
+    """A different seed changes the order (and the held-out set)."""
+    a = ArithmeticTask(digits=2, test_size=100, seed=0)
+    b = ArithmeticTask(digits=2, test_size=100, seed=1)
+    assert [r["prompt"] for r in a.make_dataset("train", n=50)] != [r["prompt"] for r in b.make_dataset("train", n=50)]
+    assert {r["prompt"] for r in a.make_dataset("test")} != {r["prompt"] for r in b.make_dataset("test")}
+
+
+def test_large_space_split_is_disjoint_and_sized():
+    """4-digit operands (sampled, not enumerated) still give disjoint, distinct, in-range splits."""
+    task = ArithmeticTask(digits=4, test_size=50, seed=0)
+    train = task.make_dataset("train", n=2000)
+    test = task.make_dataset("test")
+    assert (len(train), len(test)) == (2000, 50)
+    train_pairs = {(r["a"], r["b"]) for r in train}
+    test_pairs = {(r["a"], r["b"]) for r in test}
+    assert len(train_pairs) == 2000 and not train_pairs & test_pairs
+    assert all(1000 <= a <= 9999 and 1000 <= b <= 9999 for a, b in train_pairs | test_pairs)
+
+
+@pytest.mark.xfail(
+    reason="BUG: for digits >= 4 only 200,000 problems are sampled, but test_size is only checked against the "
+    "full space (< 9000**2), so test_size >= 200,000 is accepted and leaves an empty train split "
+    "(and fewer test rows than test_size)",
+    strict=True,
+)
+def test_large_test_size_is_rejected_or_leaves_train_rows():
+    """A test_size the task accepts must leave training rows (else it should be a ConfigError)."""
+    try:
+        task = ArithmeticTask(digits=4, test_size=250_000)
+    except ConfigError:
+        return
+    assert len(task.make_dataset("train", n=10)) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+
+
+TASK = ArithmeticTask(digits=2, test_size=10)
+PROMPT = "What is 47 + 38?"
+RIGHT = "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"
+
+
+def test_score_right_answer():
+    """The reference solution scores 1.0 with no feedback."""
+    assert TASK.score(PROMPT, RIGHT) == (1.0, None)
+
+
+def test_score_right_answer_without_scratchpad():
+    """The verifier checks only the final answer."""
+    assert TASK.score(PROMPT, "Answer: 85") == (1.0, None)
+
+
+def test_score_last_answer_wins():
+    """Only the last 'Answer:' counts."""
+    assert TASK.score(PROMPT, "Answer: 84. Wait, no. Answer: 85")[0] == 1.0
+    reward, feedback = TASK.score(PROMPT, "Answer: 85. Hmm. Answer: 84")
+    assert reward == 0.0
+    assert "84" in feedback
+
+
+def test_score_uses_row_operands_over_prompt():
+    """With a and b in the row the prompt need not be parseable."""
+    assert TASK.score("anything", "Answer: 85", a=47, b=38, answer=85) == (1.0, None)
+    assert TASK.score("What is 10 + 10?", "Answer: 85", a=47, b=38)[0] == 1.0
+
+
+def test_score_parses_operands_from_prompt_only():
+    """Without a/b in the row, the operands come from the prompt text (also inside a template)."""
+    assert TASK.score("What is 12 + 34?", "Answer: 46") == (1.0, None)
+    assert TASK.score("<|user|>\nWhat is 12 + 34?\n<|assistant|>", "Answer: 46")[0] == 1.0
+    assert TASK.score("What is 12 + 34?", "Answer: 47")[0] == 0.0
+
+
+def test_score_unparseable_prompt_raises():
+    """A prompt without 'What is a + b?' and no a/b is a ValueError quoting the prompt."""
+    with pytest.raises(ValueError, match="cannot parse the problem"):
+        TASK.score("Compute 1 plus 2", "Answer: 3")
+
+
+def test_feedback_wrong_digit_sum():
+    """A wrong column sum names the step and the right and wrong sums."""
+    assert TASK.score(PROMPT, "7+8=14 carry 1. 4+3+1=8 carry 0. Answer: 84") == (
+        0.0,
+        "Step 1 is wrong: 7+8 is 15, not 14.",
+    )
+
+
+def test_feedback_wrong_digits_added():
+    """Adding the wrong digits names the step, the right digits and those added."""
+    assert TASK.score(PROMPT, "7+3=10 carry 1. Answer: 84") == (
+        0.0,
+        "Step 1 should add the digits 7+8 (you added 7+3).",
+    )
+
+
+def test_feedback_forgotten_carry_in_step_two():
+    """Dropping the carry in step 2 is reported as adding the wrong digits there."""
+    assert TASK.score(PROMPT, "7+8=15 carry 1. 4+3=7 carry 0. Answer: 75") == (
+        0.0,
+        "Step 2 should add the digits 4+3+1 (you added 4+3).",
+    )
+
+
+def test_feedback_wrong_sum_in_step_two():
+    """A wrong sum in a later step is reported with its step number."""
+    assert TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=9 carry 0. Answer: 95")[1] == "Step 2 is wrong: 4+3+1 is 8, not 9."
+
+
+def test_feedback_final_answer_wrong_after_correct_steps():
+    """Correct steps but a wrong final number blames the final answer."""
+    reward, feedback = TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 84")
+    assert reward == 0.0
+    assert feedback == "The final answer 84 is wrong; combine the column sums and the last carry."
+
+
+def test_feedback_no_answer():
+    """A completion without 'Answer:' gets feedback saying so."""
+    reward, feedback = TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0.")
+    assert reward == 0.0
+    assert feedback == "No final answer: end with 'Answer: <number>'."
+
+
+def test_feedback_empty_completion():
+    """An empty completion scores 0 with the no-answer feedback."""
+    assert TASK.score(PROMPT, "") == (0.0, "No final answer: end with 'Answer: <number>'.")
+
+
+def test_feedback_three_digit_step_three():
+    """For 3 digits, a wrong third column is named as step 3."""
+    task = ArithmeticTask(digits=3, test_size=10)
+    completion = "6+9=15 carry 1. 5+8+1=14 carry 1. 4+7+1=11 carry 1. Answer: 1145"
+    assert task.score("What is 456 + 789?", completion) == (0.0, "Step 3 is wrong: 4+7+1 is 12, not 11.")
+    assert task.score("What is 456 + 789?", solve(456, 789, 3)) == (1.0, None)
+
+
+def test_every_reference_completion_scores_one():
+    """All rows' own completions are correct (scored with the row fields as eval passes them)."""
+    task = ArithmeticTask(digits=2, test_size=100, seed=5)
+    for row in task.make_dataset("test"):
+        fields = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+        assert task.score(row["prompt"], row["completion"], **fields) == (1.0, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# hinted prompt
+
+
+def test_hinted_prompt_contains_correct_solution():
+    """The hinted prompt starts with the prompt and includes the reference scratchpad."""
+    row = {"prompt": PROMPT, "a": 47, "b": 38}
+    hinted = TASK.hinted_prompt(row)
+    assert hinted.startswith(PROMPT + "\n")
+    assert RIGHT in hinted
+    assert hinted == f"{PROMPT}\nHint: a correct solution is: {RIGHT}"
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and registry
+
+
+@pytest.mark.parametrize("digits", [0, 7, -1])
+def test_bad_digits(digits):
+    """digits outside [1, 6] is a ConfigError naming the value."""
+    with pytest.raises(ConfigError, match=re.escape(f"digits must be in [1, 6], got {digits}")):
+        ArithmeticTask(digits=digits)
+
+
+@pytest.mark.parametrize("test_size", [0, -5, 8100, 9000])
+def test_bad_test_size(test_size):
+    """test_size must leave at least one training problem (2 digits: at most 8099)."""
+    with pytest.raises(ConfigError, match=re.escape(f"test_size must be in [1, 8099], got {test_size}")):
+        ArithmeticTask(digits=2, test_size=test_size)
+
+
+def test_largest_test_size_leaves_one_train_row():
+    """test_size = space - 1 is accepted and leaves exactly one training problem."""
+    task = ArithmeticTask(digits=1, test_size=80)
+    assert len(task.make_dataset("train")) == 1
+
+
+@pytest.mark.parametrize("split", ["validation", "TRAIN", ""])
+def test_bad_split(split):
+    """Only 'train' and 'test' are splits."""
+    with pytest.raises(ConfigError, match="split must be 'train' or 'test'"):
+        ArithmeticTask(digits=1, test_size=1).make_dataset(split)
+
+
+def test_get_task_builds_with_options():
+    """get_task passes options to the task constructor."""
+    task = get_task("arithmetic", digits=3, test_size=5, seed=2)
+    assert isinstance(task, ArithmeticTask)
+    assert (task.name, task.digits, task.test_size, task.seed) == ("arithmetic", 3, 5, 2)
+
+
+def test_get_task_unknown_name():
+    """An unknown task name is a ConfigError listing the available tasks."""
+    with pytest.raises(ConfigError, match=r"unknown task 'algebra' \(available: arithmetic\)"):
+        get_task("algebra")
+
+
+def test_get_task_bad_option():
+    """An unknown task option is a ConfigError naming the task."""
+    with pytest.raises(ConfigError, match="bad task_options for 'arithmetic'.*digts"):
+        get_task("arithmetic", digts=2)
+
+
+def test_get_task_bad_option_value():
+    """An invalid option value surfaces the task's own ConfigError."""
+    with pytest.raises(ConfigError, match="digits must be in"):
+        get_task("arithmetic", digits=9)
