@@ -61,7 +61,7 @@ Step one, step two, step three. The final answer is given at the end. Please che
 class MakeModelConfig:
     out: str = config_field("tiny-model", help="Directory to write the model and tokenizer to.")
     preset: Literal["tiny", "small"] = config_field("tiny", help="Model size preset.")
-    vocab_size: int = config_field(1024, help="BPE vocabulary size (including bytes and specials).", ge=300)
+    vocab_size: int = config_field(1024, help="Largest BPE vocabulary (bytes and specials included; the built-in corpus fills about 600).", ge=300)
     max_position_embeddings: int = config_field(1024, help="Longest sequence the model accepts.", ge=64)
     seed: int = config_field(0, help="Seed for the weights.")
 

@@ -1,0 +1,113 @@
+"""Unit tests for posttrain.evaluation.accuracy: the pass@k estimator and EvalConfig checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from posttrain.config import load_config, parse_overrides
+from posttrain.errors import ConfigError
+from posttrain.evaluation.accuracy import EvalConfig, pass_at_k
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (4, 1, 1, 0.25),  # one draw, 1 of 4 correct
+        (4, 1, 4, 1.0),  # all 4 drawn: the correct one is always among them
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (5, 2, 1, 0.4),  # k=1 is the plain fraction correct
+        (10, 3, 2, 1 - 21 / 45),  # 1 - C(7,2)/C(10,2)
+        (4, 0, 1, 0.0),  # nothing correct
+        (4, 0, 4, 0.0),
+        (3, 2, 2, 1.0),  # n - c = 1 < k = 2: any 2 draws include a correct one
+        (4, 4, 1, 1.0),  # all correct
+    ],
+)
+def test_pass_at_k_hand_worked(n, c, k, expected):
+    """pass@k = 1 - C(n-c, k) / C(n, k), and 1.0 when n - c < k."""
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_zero_correct_is_exactly_zero():
+    """With c = 0 the estimate is exactly 0 for every k."""
+    assert [pass_at_k(6, 0, k) for k in range(1, 7)] == [0.0] * 6
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_pass_at_k_matches_enumeration(n):
+    """Brute force over all k-subsets of n samples with c correct gives the same value."""
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            samples = [True] * c + [False] * (n - c)
+            subsets = list(itertools.combinations(samples, k))
+            brute = sum(any(s) for s in subsets) / len(subsets)
+            assert pass_at_k(n, c, k) == pytest.approx(brute), (n, c, k)
+
+
+def test_pass_at_k_monotone_in_k():
+    """More draws never lower pass@k."""
+    values = [pass_at_k(10, 2, k) for k in range(1, 11)]
+    assert values == sorted(values)
+    assert values[0] == pytest.approx(0.2) and values[-1] == 1.0
+
+
+def test_eval_config_rejects_pass_k_above_num_samples():
+    """pass_k larger than num_samples is a ConfigError from load_config."""
+    with pytest.raises(ConfigError, match=r"'pass_k'.*\[1, num_samples=2\]"):
+        load_config(EvalConfig, values={"num_samples": 2, "pass_k": [1, 4]})
+
+
+@pytest.mark.parametrize("pass_k", [[0], [1.5], ["2"]])
+def test_eval_config_rejects_non_positive_or_non_int_k(pass_k):
+    """Each k must be an int >= 1."""
+    with pytest.raises(ConfigError, match="'pass_k'"):
+        load_config(EvalConfig, values={"num_samples": 4, "pass_k": pass_k})
+
+
+def test_eval_config_accepts_valid_pass_k():
+    """k values within [1, num_samples] load, including the YAML flow list form on the command line."""
+    config = load_config(EvalConfig, values={"num_samples": 4, "pass_k": [1, 4]})
+    assert (config.num_samples, config.pass_k) == (4, [1, 4])
+    config = load_config(EvalConfig, overrides=parse_overrides(["--num_samples", "4", "--pass_k", "[1, 2]"]))
+    assert config.pass_k == [1, 2]
+
+
+def test_eval_config_pass_k_unchecked_for_greedy_only():
+    """With num_samples = 0 (greedy only) pass_k is not checked."""
+    assert load_config(EvalConfig, values={"num_samples": 0, "pass_k": [8]}).pass_k == [8]
+
+
+def test_eval_config_bounds():
+    """Field bounds apply with messages naming the key (top_p <= 1, temperature > 0, batch_size >= 1)."""
+    with pytest.raises(ConfigError, match="config key 'top_p' must be <= 1, got 1.5"):
+        load_config(EvalConfig, values={"top_p": 1.5})
+    with pytest.raises(ConfigError, match="config key 'temperature' must be > 0, got 0.0"):
+        load_config(EvalConfig, values={"temperature": 0})
+    with pytest.raises(ConfigError, match="config key 'batch_size' must be >= 1, got 0"):
+        load_config(EvalConfig, overrides={"batch_size": "0"})
+
+
+@pytest.mark.xfail(
+    reason="BUG: load_config checks ge/gt/le bounds only after cls(**merged), so EvalConfig.__post_init__ runs "
+    "first and '--num_samples -1' is reported as \"config key 'pass_k': every k must be an integer in "
+    "[1, num_samples=-1]\" instead of naming num_samples",
+    strict=True,
+)
+def test_eval_config_negative_num_samples_names_num_samples():
+    """A negative num_samples is reported against num_samples, not pass_k."""
+    with pytest.raises(ConfigError, match="config key 'num_samples' must be >= 0, got -1"):
+        load_config(EvalConfig, overrides={"num_samples": "-1"})
+
+
+@pytest.mark.xfail(
+    reason="BUG: a comma-separated list override ('--pass_k 1,4') is split into strings ['1', '4'] and never "
+    "converted, so EvalConfig rejects it whenever num_samples > 0 (and keeps strings otherwise); only the "
+    "'[1, 4]' form works",
+    strict=True,
+)
+def test_eval_config_pass_k_comma_form_on_command_line():
+    """`--num_samples 4 --pass_k 1,4` gives the integer list [1, 4]."""
+    config = load_config(EvalConfig, overrides=parse_overrides(["--num_samples", "4", "--pass_k", "1,4"]))
+    assert config.pass_k == [1, 4]
