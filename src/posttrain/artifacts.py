@@ -26,6 +26,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     except OSError as err:
         raise PosttrainError(f"cannot write {path}: {err.strerror}") from err
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
@@ -37,6 +38,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         if isinstance(err, OSError):
             raise PosttrainError(f"cannot write {path}: {err.strerror}") from err
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -104,14 +104,13 @@ def load_config(
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
             merged[key] = _coerce(key, value, hints[key], from_string=source == "command line", source=source)
+            _check_bounds(key, merged[key], fields[key].metadata)
     try:
         config = cls(**merged)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid {cls.__name__}: {err}") from None
-    for name, f in fields.items():
-        _check_bounds(name, getattr(config, name), f.metadata)
     return config
 
 
@@ -214,6 +213,8 @@ def _coerce(key: str, value: Any, tp: Any, from_string: bool, source: str) -> An
                 raise fail from None
         if not isinstance(value, container):
             raise fail
+        if container is list and args:  # list[int] etc.: convert every element
+            return [_coerce(f"{key}[{i}]", item, args[0], from_string, source) for i, item in enumerate(value)]
         return value
     return value
 

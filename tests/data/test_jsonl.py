@@ -173,11 +173,6 @@ def test_allow_torn_tail_keeps_complete_unterminated_last_line(tmp_path):
     assert [row for _, row in iter_jsonl(path, allow_torn_tail=True)] == [{"a": 1}, {"a": 2}]
 
 
-@pytest.mark.xfail(
-    reason="BUG: iter_jsonl decodes UTF-8 before the torn-tail check, so a last line torn inside a multi-byte "
-    "character (append_jsonl writes ensure_ascii=False) raises 'not valid UTF-8' even with allow_torn_tail=True",
-    strict=True,
-)
 def test_allow_torn_tail_skips_line_torn_inside_multibyte_character(tmp_path):
     """A writer killed mid-character leaves invalid UTF-8 on the torn last line; it is still a torn tail."""
     full = json.dumps({"text": "日本語"}, ensure_ascii=False).encode("utf-8")

@@ -113,7 +113,7 @@ def test_load_rows_empty_slice_is_error(tmp_path, split):
     path = _jsonl(tmp_path / "d.jsonl", [{"i": i} for i in range(5)])
     with pytest.raises(DataError) as info:
         load_rows(str(path), split)
-    assert str(info.value).startswith(f"{path} ({split}): no rows")
+    assert str(info.value) == f"{path}: split '{split}' selects none of its 5 rows"
 
 
 def test_load_rows_empty_file_is_error(tmp_path):
@@ -174,5 +174,5 @@ def test_load_rows_task_bad_split():
 
 def test_load_rows_task_empty_slice_is_error():
     """An empty slice of a task split is a DataError."""
-    with pytest.raises(DataError, match=r"task:arithmetic \(test\[1:1\]\): no rows"):
+    with pytest.raises(DataError, match=r"task:arithmetic: split 'test\[1:1\]' selects none of its 5 rows"):
         load_rows("task:arithmetic", "test[1:1]", task_options={"digits": 1, "test_size": 5})

@@ -110,12 +110,6 @@ def test_large_space_split_is_disjoint_and_sized():
     assert all(1000 <= a <= 9999 and 1000 <= b <= 9999 for a, b in train_pairs | test_pairs)
 
 
-@pytest.mark.xfail(
-    reason="BUG: for digits >= 4 only 200,000 problems are sampled, but test_size is only checked against the "
-    "full space (< 9000**2), so test_size >= 200,000 is accepted and leaves an empty train split "
-    "(and fewer test rows than test_size)",
-    strict=True,
-)
 def test_large_test_size_is_rejected_or_leaves_train_rows():
     """A test_size the task accepts must leave training rows (else it should be a ConfigError)."""
     try:

@@ -38,15 +38,18 @@ def iter_jsonl(
         number = index + 1
         if not raw.strip():
             continue
+        # a writer killed mid-line leaves an unterminated last line, possibly cut inside a character
+        torn_tail_allowed = allow_torn_tail and index == len(raw_lines) - 1 and not ends_with_newline
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
+            if torn_tail_allowed:
+                return
             raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
-            is_last = index == len(raw_lines) - 1 and not ends_with_newline
-            if allow_torn_tail and is_last:
+            if torn_tail_allowed:
                 return
             raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
         if not isinstance(row, dict):
@@ -54,7 +57,9 @@ def iter_jsonl(
         for field, kinds in (required or {}).items():
             if field not in row:
                 raise DataError(f"{path}:{number}: missing field '{field}'")
-            if not isinstance(row[field], kinds):
+            value = row[field]
+            bool_for_number = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+            if bool_for_number or not isinstance(value, kinds):
                 names = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
                 raise DataError(
                     f"{path}:{number}: field '{field}' must be {names}, got {type(row[field]).__name__}"

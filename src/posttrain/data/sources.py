@@ -34,7 +34,8 @@ def _resolve(bound: str | None, total: int) -> int | None:
 def load_rows(dataset_name: str, split: str = "train", task_options: dict | None = None) -> list[tuple[str, dict]]:
     """Rows of ``dataset_name`` as ``(location, row)`` pairs.
 
-    ``dataset_name`` is a ``.jsonl`` file, ``task:<name>`` (a built-in task's split), or a hub
+    ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
+    the slice), ``task:<name>`` (a built-in task's split), or a hub
     dataset id (loaded with ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``.
     """
     name, part = split_slice(split)
@@ -55,7 +56,9 @@ def load_rows(dataset_name: str, split: str = "train", task_options: dict | None
             raise DataError(f"cannot load dataset {dataset_name} split {name}: {str(err).splitlines()[0]}") from None
         located = [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(dataset)]
     total = len(located)
+    if not total:
+        raise DataError(f"{dataset_name} ({split}): no rows (the dataset is empty)")
     located = located[slice(_resolve(part.start, total), _resolve(part.stop, total))]
     if not located:
-        raise DataError(f"{dataset_name} ({split}): no rows (the dataset is empty)")
+        raise DataError(f"{dataset_name}: split '{split}' selects none of its {total} rows")
     return located

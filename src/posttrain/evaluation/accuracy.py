@@ -36,7 +36,7 @@ class EvalConfig(ModelArguments):
     batch_size: int = config_field(64, help="Prompts per generate call.", ge=1)
     max_new_tokens: int = config_field(64, help="Generation budget per completion.", ge=1)
     num_samples: int = config_field(0, help="Sampled completions per problem for pass@k (0: greedy only).", ge=0)
-    pass_k: list = config_field([1], help="k values for pass@k (each <= num_samples).")
+    pass_k: list[int] = config_field([1], help="k values for pass@k (each <= num_samples).")
     temperature: float = config_field(1.0, help="Sampling temperature for pass@k.", gt=0)
     top_p: float = config_field(1.0, help="Nucleus sampling for pass@k.", gt=0, le=1)
     seed: int = config_field(0, help="Sampling seed.")

@@ -19,7 +19,7 @@ class LoraArguments:
     lora_r: int = config_field(16, help="LoRA rank.", ge=1)
     lora_alpha: int = config_field(32, help="LoRA scaling numerator (scale = alpha / r).", ge=1)
     lora_dropout: float = config_field(0.1, help="Dropout on the LoRA input.", ge=0.0, le=1.0)
-    lora_target_modules: list = config_field(list(ALL_PROJECTIONS), help="Module names that get adapters.")
+    lora_target_modules: list[str] = config_field(list(ALL_PROJECTIONS), help="Module names that get adapters.")
     load_in_4bit: bool = config_field(False, help="QLoRA: quantise the frozen base to 4 bits (needs a CUDA GPU and bitsandbytes).")
 
     def lora_config(self) -> LoraConfig | None:

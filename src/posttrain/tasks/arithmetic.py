@@ -25,6 +25,7 @@ from posttrain.errors import ConfigError
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _STEP = re.compile(r"(\d)\+(\d)(?:\+(\d))?=(\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
+POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
 
 
 def solve(a: int, b: int, digits: int) -> str:
@@ -49,7 +50,8 @@ class ArithmeticTask:
     """Two-operand addition with a scratchpad, seeded and with disjoint train/test splits.
 
     Args:
-        digits: digits per operand (2 gives 8,100 distinct problems).
+        digits: digits per operand (2 gives 8,100 distinct problems; from 3 digits on, a seeded
+            pool of 200,000 distinct problems is drawn).
         test_size: problems held out for the test split.
         seed: fixes which problems are held out and the order of both splits.
     """
@@ -61,18 +63,16 @@ class ArithmeticTask:
             raise ConfigError(f"arithmetic task: digits must be in [1, 6], got {digits}")
         low, high = 10 ** (digits - 1), 10**digits - 1
         space = (high - low + 1) ** 2
-        if not 0 < test_size < space:
-            raise ConfigError(f"arithmetic task: test_size must be in [1, {space - 1}], got {test_size}")
+        pool = min(space, POOL_SIZE)
+        if not 0 < test_size < pool:
+            raise ConfigError(f"arithmetic task: test_size must be in [1, {pool - 1}], got {test_size}")
         self.digits, self.test_size, self.seed = digits, test_size, seed
-        self._low, self._high, self._space = low, high, space
+        self._low, self._high, self._space, self._pool = low, high, space, pool
 
     def _pairs(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         rng = random.Random(self.seed)
         width = self._high - self._low + 1
-        if self._space <= 2_000_000:
-            order = rng.sample(range(self._space), self._space)
-        else:  # large spaces: sample distinct problems without enumerating them
-            order = rng.sample(range(self._space), min(self._space, 200_000))
+        order = rng.sample(range(self._space), self._pool)  # distinct problems, seeded order
         pairs = [(self._low + i // width, self._low + i % width) for i in order]
         return pairs[self.test_size :], pairs[: self.test_size]
 
