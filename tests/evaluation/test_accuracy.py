@@ -99,3 +99,59 @@ def test_eval_config_pass_k_comma_form_on_command_line():
     """`--num_samples 4 --pass_k 1,4` gives the integer list [1, 4]."""
     config = load_config(EvalConfig, overrides=parse_overrides(["--num_samples", "4", "--pass_k", "1,4"]))
     assert config.pass_k == [1, 4]
+
+
+# --- run_eval with the tiny model ----------------------------------------------------------
+
+
+def test_run_eval_writes_consistent_artifacts(tiny_model_dir, tmp_path):
+    import json
+
+    from posttrain.evaluation.accuracy import run_eval
+
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
+                                             "num_examples": 6, "max_new_tokens": 8, "num_samples": 2, "pass_k": [1, 2]})
+    metrics = run_eval(config)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert saved == metrics
+    assert len(predictions) == 6 == metrics["num_examples"]
+    assert metrics["accuracy"] == sum(p["reward"] for p in predictions) / 6
+    assert set(predictions[0]) == {"prompt", "completion", "reward", "feedback", "answer"}
+    assert {"pass@1", "pass@2"} <= set(metrics) and metrics["pass@1"] <= metrics["pass@2"]
+    # an untrained model does not solve arithmetic, and each failure comes with feedback
+    assert all(p["feedback"] for p in predictions if p["reward"] == 0.0)
+
+
+def test_run_eval_scores_a_perfect_model_as_perfect(tiny_model_dir, tmp_path, monkeypatch):
+    """Accuracy counts exactly the verified answers: feed the reference solutions through."""
+    from posttrain.evaluation import accuracy
+    from posttrain.tasks.arithmetic import ArithmeticTask
+
+    rows = ArithmeticTask().make_dataset("test", n=5)
+    answers = {r["prompt"]: r["completion"] for r in rows}
+    answers[rows[0]["prompt"]] = "wrong. Answer: 1"
+
+    def oracle(model, tokenizer, prompts, **kwargs):
+        return [[next(a for p, a in answers.items() if p in prompt)] for prompt in prompts]
+
+    monkeypatch.setattr(accuracy, "generate", oracle)
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path), "num_examples": 5})
+    assert accuracy.run_eval(config)["accuracy"] == 0.8
+
+
+def test_run_eval_base_mode_uses_instruction_format_and_stops_at_end(tiny_model_dir, tmp_path, monkeypatch):
+    from posttrain.evaluation import accuracy
+
+    seen = {}
+
+    def record(model, tokenizer, prompts, **kwargs):
+        seen.update(prompts=prompts, stop=kwargs.get("stop_strings"), template=tokenizer.chat_template)
+        return [["Answer: 0"] for _ in prompts]
+
+    monkeypatch.setattr(accuracy, "generate", record)
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
+                                             "num_examples": 2, "base_model_mode": True})
+    accuracy.run_eval(config)
+    assert seen["prompts"][0].startswith("Instruction: What is ") and seen["prompts"][0].endswith("\nResponse:")
+    assert seen["stop"] == ["END"] and seen["template"] is None

@@ -29,3 +29,34 @@ def test_cut_at_stop(text, stops, expected):
 def test_cut_at_stop_without_stops_returns_text(stops):
     """None or an empty list leaves the text unchanged."""
     assert cut_at_stop("Answer: 1 END", stops) == "Answer: 1 END"
+
+
+# --- with the tiny model -------------------------------------------------------------------
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny_model_dir, tokenizer):
+    """Left padding must not change what greedy decoding produces."""
+    from posttrain.generation.sampling import generate
+    from posttrain.models import load_model, render_prompt
+
+    model = load_model(tiny_model_dir)
+    side = tokenizer.padding_side
+    prompts = [render_prompt(tokenizer, p, False) for p in ["What is 1 + 2?", "What is 12 + 34?", "Hello there, how are you today?"]]
+    batched = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=3)
+    single = [generate(model, tokenizer, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    assert tokenizer.padding_side == side  # restored after generation
+
+
+def test_num_return_sequences_groups_per_prompt(tiny_model_dir, tokenizer):
+    import torch
+
+    from posttrain.generation.sampling import generate
+    from posttrain.models import load_model, render_prompt
+
+    torch.manual_seed(0)
+    model = load_model(tiny_model_dir)
+    prompts = [render_prompt(tokenizer, p, False) for p in ["a", "b"]]
+    out = generate(model, tokenizer, prompts, num_return_sequences=3, do_sample=True, max_new_tokens=6, batch_size=2)
+    assert [len(group) for group in out] == [3, 3]
+    assert len(set(out[0])) > 1  # sampling gives different completions
