@@ -176,25 +176,14 @@ def _coerce(key: str, value: Any, tp: Any, from_string: bool, source: str) -> An
         if isinstance(value, str) and value.lower() in ("false", "0", "no"):
             return False
         raise fail
-    if tp is int:
-        if isinstance(value, bool):
+    if tp in (int, float):
+        if isinstance(value, bool):  # bool is an int subclass, but never a number here
             raise fail
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
+        if isinstance(value, str):  # the command line, or YAML 1.1 reading "1e-4" as a string
             try:
-                return int(value)
-            except ValueError:
-                raise fail from None
-        raise fail
-    if tp is float:
-        if isinstance(value, bool):
-            raise fail
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
+                return tp(value)
             except ValueError:
                 raise fail from None
         raise fail

@@ -40,32 +40,28 @@ def test_chat_prompt_rendering(tokenizer):
     assert render_prompt(tokenizer, "hi", base_model_mode=False).endswith("<|im_start|>assistant\n")
 
 
-def test_tokenizer_without_pad_uses_eos(tiny_model_dir, monkeypatch):
+def _loaded_tokenizers_lack(monkeypatch, attribute):
+    """Make every tokenizer load without ``attribute`` (pad_token, eos_token)."""
     from transformers import AutoTokenizer
 
     original = AutoTokenizer.from_pretrained
 
-    def without_pad(*args, **kwargs):
+    def load_without(*args, **kwargs):
         tokenizer = original(*args, **kwargs)
-        tokenizer.pad_token = None
+        setattr(tokenizer, attribute, None)
         return tokenizer
 
-    monkeypatch.setattr(AutoTokenizer, "from_pretrained", without_pad)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", load_without)
+
+
+def test_tokenizer_without_pad_uses_eos(tiny_model_dir, monkeypatch):
+    _loaded_tokenizers_lack(monkeypatch, "pad_token")
     tokenizer = load_tokenizer(tiny_model_dir)
     assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
 
 
 def test_tokenizer_without_eos_is_an_error(tiny_model_dir, monkeypatch):
-    from transformers import AutoTokenizer
-
-    original = AutoTokenizer.from_pretrained
-
-    def without_eos(*args, **kwargs):
-        tokenizer = original(*args, **kwargs)
-        tokenizer.eos_token = None
-        return tokenizer
-
-    monkeypatch.setattr(AutoTokenizer, "from_pretrained", without_eos)
+    _loaded_tokenizers_lack(monkeypatch, "eos_token")
     with pytest.raises(PosttrainError, match="no eos_token"):
         load_tokenizer(tiny_model_dir)
 
