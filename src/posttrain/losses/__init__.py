@@ -1,0 +1,13 @@
+"""Losses and schedules, as small pure functions and classes (each cites its paper)."""
+
+from posttrain.losses.beta_schedules import BetaDPOSchedule, BetaSchedule, ConstantBeta, QuantileBetaSchedule
+from posttrain.losses.dpo import DPO_LOSS_TYPES, dpo_loss
+
+__all__ = [
+    "DPO_LOSS_TYPES",
+    "BetaDPOSchedule",
+    "BetaSchedule",
+    "ConstantBeta",
+    "QuantileBetaSchedule",
+    "dpo_loss",
+]
