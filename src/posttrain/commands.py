@@ -51,6 +51,13 @@ COMMANDS: dict[str, Command] = {
             "output_dir",
         ),
         Command(
+            "dpo",
+            "Preference optimisation: DPO family (sigmoid, ipo, hinge, robust) with constant, beta-DPO or quantile beta.",
+            "posttrain.trainers.dpo:DPOJobConfig",
+            "posttrain.trainers.dpo:run_dpo",
+            "output_dir",
+        ),
+        Command(
             "eval",
             "Accuracy (greedy and pass@k) of a model on a task's test split.",
             "posttrain.evaluation.accuracy:EvalConfig",

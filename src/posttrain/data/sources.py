@@ -31,10 +31,13 @@ def _resolve(bound: str | None, total: int) -> int | None:
     return int(bound)
 
 
-def load_rows(dataset_name: str, split: str = "train", task_options: dict | None = None) -> list[tuple[str, dict]]:
+def load_rows(
+    dataset_name: str, split: str = "train", task_options: dict | None = None, preference: bool = False
+) -> list[tuple[str, dict]]:
     """Rows of ``dataset_name`` as ``(location, row)`` pairs.
 
-    ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
+    With ``preference``, a ``task:<name>`` source yields the task's verifier-built pairs
+    (prompt/chosen/rejected) instead of its SFT rows. ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
     the slice), ``task:<name>`` (a built-in task's split), or a hub
     dataset id (loaded with ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``.
     """
@@ -43,7 +46,8 @@ def load_rows(dataset_name: str, split: str = "train", task_options: dict | None
         from posttrain.tasks import get_task
 
         task_name = dataset_name.removeprefix("task:")
-        rows = get_task(task_name, **(task_options or {})).make_dataset(name)
+        task = get_task(task_name, **(task_options or {}))
+        rows = task.make_pairs(name) if preference else task.make_dataset(name)
         located = [(f"{dataset_name}[{i}]", row) for i, row in enumerate(rows)]
     elif dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
         located = [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]

@@ -23,6 +23,10 @@ class Task(Protocol):
         """Reward in [0, 1] and feedback for a wrong completion."""
         ...
 
+    def make_pairs(self, split: str, n: int | None = None) -> list[dict]:
+        """Preference pairs for ``split``: a verified-correct ``chosen`` and a wrong ``rejected``."""
+        ...
+
     def hinted_prompt(self, row: dict) -> str:
         """The prompt with a correct solution in context (for in-context teachers)."""
         ...

@@ -94,6 +94,39 @@ class ArithmeticTask:
             "b": b,
         }
 
+    def make_pairs(self, split: str, n: int | None = None) -> list[dict]:
+        """Pairs whose ``rejected`` is the reference solution with one typical mistake (a dropped
+        carry, an off-by-one column sum, or a final answer that disagrees with the steps); the
+        verifier confirms chosen is right and rejected is wrong."""
+        rng = random.Random(self.seed + 1)
+        pairs = []
+        for row in self.make_dataset(split, n):
+            rejected = self.mistake(row["a"], row["b"], rng)
+            pairs.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected, "answer": row["answer"]})
+        return pairs
+
+    def mistake(self, a: int, b: int, rng: random.Random) -> str:
+        """A wrong scratchpad for ``a + b`` with one plausible error, propagated to the answer."""
+        kind = rng.choice(["dropped carry", "column sum", "final answer"])
+        steps, carry, digits = [], 0, []
+        column = rng.randrange(self.digits)
+        for position in range(self.digits):
+            da, db = (a // 10**position) % 10, (b // 10**position) % 10
+            carry_in = 0 if kind == "dropped carry" and position == column + 1 else carry
+            total = da + db + carry_in
+            if kind == "column sum" and position == column:
+                total += rng.choice([-1, 1]) if total > 0 else 1
+            lhs = f"{da}+{db}" if position == 0 else f"{da}+{db}+{carry_in}"
+            carry = total // 10
+            steps.append(f"{lhs}={total} carry {carry}.")
+            digits.append(total % 10)
+        answer = int(str(carry) + "".join(str(d) for d in reversed(digits))) if carry else int("".join(str(d) for d in reversed(digits)))
+        if answer == a + b:  # e.g. no carry to drop: fall back to a wrong final answer
+            answer = a + b + rng.choice([-10, -1, 1, 10])
+        if kind == "final answer":
+            answer = a + b + rng.choice([-10, -1, 1, 10])
+        return " ".join(steps) + f" Answer: {answer}"
+
     def hinted_prompt(self, row: dict) -> str:
         return f"{row['prompt']}\nHint: a correct solution is: {solve(row['a'], row['b'], self.digits)}"
 
