@@ -91,8 +91,8 @@ class TestBetaDPOScheduleByHand:
         expected = 0.1 * (1 + 0.6 * (statistics.fmean(kept) - 0.4))
         assert beta == pytest.approx(expected, rel=1e-6)
         assert schedule.beta == beta
-        # With M0 = 0.4 and σ ≈ 0.354 the weight of 10.0 is exp(−½·27.1²), 0 in float32, while the other four are
-        # positive: sampling 4 without replacement must take exactly those four.
+        # With M0 = 0.4 and σ ≈ 0.354 the weight of 10.0 is exp(−½·27.1²), 0 in float32, while the other
+        # four are positive: sampling 4 without replacement must take exactly those four.
         assert keep.tolist() == [True, True, True, True, False]
         assert beta == pytest.approx(0.1 * (1 + 0.6 * (2.5 - 0.4)), rel=1e-6)  # 0.226
 
@@ -157,6 +157,17 @@ class TestBetaDPOScheduleByHand:
         assert keep.dtype == torch.bool and keep.shape == (10,)
         assert int(keep.sum()) == 5
         assert isinstance(beta, float)
+
+    @pytest.mark.parametrize(
+        ("n", "rho", "n_keep"),
+        [(5, 0.8, 4), (7, 0.8, 6), (9, 0.3, 3), (10, 0.5, 5), (4, 0.1, 1), (1, 0.3, 1), (6, 1.0, 6)],
+    )
+    def test_keeps_round_n_rho_pairs(self, n, rho, n_keep):
+        schedule = BetaDPOSchedule(momentum=0.0, rho=rho)
+        margins = torch.linspace(-1.0, 1.0, n)
+        beta, keep = schedule.step(margins, _gen(n))
+        assert int(keep.sum()) == n_keep
+        assert beta == pytest.approx(0.1 * (1 + 0.6 * (margins[keep].mean().item() - schedule.margin_mean)), rel=1e-6)
 
 
 # a batch whose running stats (momentum 0: M0 = mean 6.5, σ = std ≈ 4.92) give the outlier 20.0 weight ≈ 0.023

@@ -208,7 +208,8 @@ def test_tensor_beta_gives_the_same_loss_as_float_beta(loss_type):
 def test_gradient_reaches_logratios_but_not_beta(loss_type):
     chosen, rejected = _pairs(requires_grad=True)
     beta = torch.tensor(0.1, requires_grad=True)
-    loss = dpo_loss(chosen, rejected, beta=beta, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0)
+    eps = 0.1 if loss_type == "robust" else 0.0
+    loss = dpo_loss(chosen, rejected, beta=beta, loss_type=loss_type, label_smoothing=eps)
     assert loss.requires_grad
     loss.sum().backward()
     assert beta.grad is None

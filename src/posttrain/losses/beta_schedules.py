@@ -101,6 +101,9 @@ class BetaDPOSchedule:
             weights = torch.ones_like(margins)
         if not weights.sum() > 0:  # every pair infinitely far out: fall back to uniform
             weights = torch.ones_like(margins)
+        # weights of far outliers underflow to 0; sampling without replacement needs n_keep
+        # categories with positive weight on every backend, so give them a vanishing floor
+        weights = weights.clamp(min=1e-30)
         n_keep = max(1, round(n * self.rho))
         kept = torch.multinomial(weights, n_keep, replacement=False, generator=generator)
         keep_mask = torch.zeros(n, dtype=torch.bool)

@@ -17,8 +17,9 @@ Loss types (each per pair, shape ``(B,)``):
   unbiased loss under label noise with flip rate ε ∈ [0, 0.5):
   ``[−(1−ε) log σ(βM) + ε log σ(−βM)] / (1 − 2ε)``.
 
-For the same inputs these equal TRL's DPOTrainer losses (``tests/losses/test_dpo.py`` checks
-against TRL itself).
+For the same inputs these equal TRL's DPOTrainer losses (``tests/losses/test_dpo_against_trl.py``
+checks against TRL itself). One exception: TRL 1.16's ``sigmoid`` ignores ``label_smoothing``, so
+cDPO (sigmoid with ε > 0) has no TRL counterpart; use ``robust`` for TRL's label-smoothed loss.
 """
 
 from __future__ import annotations
