@@ -70,6 +70,9 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
     quantile_beta_min: float = config_field(0.0, help="Quantile β: lower clip.", ge=0)
     quantile_beta_max: float = config_field(2.0, help="Quantile β: upper clip.", gt=0)
     quantile_warmup_steps: int = config_field(120, help="Quantile β: batches at β0 before τ is set.", ge=0)
+    rpo_alpha: float = config_field(
+        0.0, help="RPO (Pang et al. 2024): weight of the NLL of chosen responses added to the loss (TRL: loss_type [sigmoid, sft]).", ge=0
+    )
     ref_model_name_or_path: str | None = config_field(
         None, help="A separate reference model (default: the initial policy; the adapter-disabled base under LoRA)."
     )
@@ -95,11 +98,12 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
 class ScheduledDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer with posttrain's loss, a β schedule and a margin log."""
 
-    def __init__(self, *args, beta_schedule, loss_type: str, label_smoothing: float, **kwargs):
+    def __init__(self, *args, beta_schedule, loss_type: str, label_smoothing: float, rpo_alpha: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.beta_schedule = beta_schedule
         self.posttrain_loss_type = loss_type
         self.posttrain_label_smoothing = label_smoothing
+        self.rpo_alpha = rpo_alpha
         self.schedule_updates = 0  # batches seen by the schedule; seeds its sampling
         self.margin_log = MarginLog(self.args.output_dir)
 
@@ -148,6 +152,10 @@ class ScheduledDPOTrainer(DPOTrainer):
             generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self.schedule_updates)
             beta, keep_valid = self.beta_schedule.step(gathered[valid].cpu(), generator)
             self.schedule_updates += 1
+            if self.accelerator.num_processes > 1:  # same margins, seed and state: β must agree
+                betas = self.accelerator.gather(torch.tensor([float(beta)], device=margins.device))
+                if not torch.all(betas == betas[0]):
+                    raise PosttrainError(f"processes disagree on β at step {self.state.global_step + 1}: {betas.tolist()}")
             keep = torch.zeros_like(valid)
             keep[valid] = keep_valid.to(keep.device)
         else:  # evaluation neither moves the schedule nor drops pairs
@@ -162,6 +170,14 @@ class ScheduledDPOTrainer(DPOTrainer):
         # Mean over the kept pairs of the *global* batch. DDP averages gradients over processes,
         # so each process contributes its kept sum scaled by world size / global kept count.
         loss = (per_pair * local_keep).sum() * self.accelerator.num_processes / num_kept
+        if self.rpo_alpha:
+            # RPO: token-mean NLL of the kept chosen responses (global batch), keeps their likelihood up
+            chosen_logps = policy_logps.chunk(2)[0]
+            chosen_tokens = completion_mask[:, 1:].sum(dim=1).chunk(2)[0].to(per_pair.dtype)
+            total_tokens = self.accelerator.gather((chosen_tokens * local_keep).sum().reshape(1)).sum().clamp(min=1)
+            nll = -(chosen_logps * local_keep).sum() * self.accelerator.num_processes / total_tokens
+            loss = loss + self.rpo_alpha * nll
+            self._metrics[mode]["nll_loss"].append(nll.detach().item() / self.accelerator.num_processes)
 
         self._record_metrics(mode, beta, chosen_logratios, rejected_logratios, policy_logps, keep, valid)
         if mode == "train":
@@ -257,6 +273,7 @@ def build_dpo_trainer(config: DPOJobConfig) -> ScheduledDPOTrainer:
         beta_schedule=schedule,
         loss_type=config.loss_type,
         label_smoothing=config.label_smoothing,
+        rpo_alpha=config.rpo_alpha,
     )
 
 
