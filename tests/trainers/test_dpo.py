@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from posttrain.config import load_config
 from posttrain.errors import ConfigError, PosttrainError
@@ -72,23 +71,15 @@ def test_training_prefers_chosen(tiny_model_dir, tmp_path):
     assert logged[-1]["loss"] < 0.9 * logged[0]["loss"]
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
 
 @pytest.mark.parametrize("schedule", [{"beta_schedule": "beta_dpo"}, {"beta_schedule": "quantile", "quantile_warmup_steps": 2, "quantile_alpha": 0.5}])
-def test_resume_reproduces_the_beta_trajectory(tiny_model_dir, tmp_path, schedule):
+def test_resume_reproduces_the_beta_trajectory(tiny_model_dir, tmp_path, schedule, stop_after_checkpoint):
     straight = dpo_config(tiny_model_dir, tmp_path / "straight", max_steps=6, **schedule)
     run_dpo(straight)
 
     interrupted = dpo_config(tiny_model_dir, tmp_path / "resumed", max_steps=6, **schedule)
     trainer = build_dpo_trainer(interrupted)
-    trainer.add_callback(StopAt(2))
+    trainer.add_callback(stop_after_checkpoint(2))
     trainer.train()
     # a crash after the checkpoint at step 2 leaves later batches in the log; resume drops them
     trainer.margin_log.write(step=3, update=3, beta=9.9, loss=0.0, margins=torch.zeros(8), kept=8, schedule={})

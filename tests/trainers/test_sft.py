@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
@@ -54,23 +53,13 @@ def test_sft_learns_and_checkpoints_every_epoch(tiny_model_dir, tmp_path):
     assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
 
 
-class StopAt(TrainerCallback):
-    """Simulate an interruption right after a given step (its checkpoint is already written)."""
 
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
-def test_resume_continues_to_the_same_weights(tiny_model_dir, tmp_path):
+def test_resume_continues_to_the_same_weights(tiny_model_dir, tmp_path, stop_after_checkpoint):
     run_sft(sft_config(tiny_model_dir, tmp_path / "straight"))
 
     interrupted = sft_config(tiny_model_dir, tmp_path / "resumed")
     trainer = build_sft_trainer(interrupted)
-    trainer.add_callback(StopAt(4))
+    trainer.add_callback(stop_after_checkpoint(4))
     trainer.train()
     assert trainer.state.global_step == 4
     interrupted.resume = True

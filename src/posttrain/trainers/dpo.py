@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 from datasets import Dataset
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import use_adapter
 
@@ -37,6 +37,7 @@ from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.margin_log import MarginLog
 from posttrain.trainers.settings import TrainingSettings
 
@@ -278,18 +279,7 @@ def build_dpo_trainer(config: DPOJobConfig) -> ScheduledDPOTrainer:
 
 
 def run_dpo(config: DPOJobConfig) -> dict:
-    """Train; save the final model (or adapter); return the train metrics."""
+    """Train; save the final model (or adapter); return the train metrics and the final β."""
     trainer = build_dpo_trainer(config)
-    last = get_last_checkpoint(config.output_dir) if config.resume and Path(config.output_dir).is_dir() else None
-    if last:
-        log.info(f"resuming from {last}")
-        trainer.restore_schedule(last)
-    result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(config.output_dir)
-    trainer.processing_class.save_pretrained(config.output_dir)
-    return {
-        "train_loss": result.training_loss,
-        "global_step": result.global_step,
-        "final_beta": float(trainer.beta_schedule.beta),
-        **result.metrics,
-    }
+    metrics = train_and_save(trainer, config.output_dir, config.resume, on_resume=trainer.restore_schedule)
+    return {**metrics, "final_beta": float(trainer.beta_schedule.beta)}

@@ -8,11 +8,9 @@ is loaded; TRL's SFTTrainer then builds labels from ``completion_mask`` and runs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from posttrain.config import config_field
@@ -22,6 +20,7 @@ from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.settings import TrainingSettings
 
 log = get_logger(__name__)
@@ -67,12 +66,4 @@ def build_sft_trainer(config: SFTJobConfig) -> SFTTrainer:
 
 def run_sft(config: SFTJobConfig) -> dict:
     """Train, save the final model (or adapter) to ``output_dir``; return the train metrics."""
-    trainer = build_sft_trainer(config)
-    last = get_last_checkpoint(config.output_dir) if config.resume and Path(config.output_dir).is_dir() else None
-    if last:
-        log.info(f"resuming from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(config.output_dir)
-    trainer.processing_class.save_pretrained(config.output_dir)
-    log.info(f"saved the {'adapter' if config.use_peft else 'model'} to {config.output_dir}")
-    return {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+    return train_and_save(build_sft_trainer(config), config.output_dir, config.resume)
