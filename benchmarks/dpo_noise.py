@@ -8,7 +8,7 @@ the pairs' labels flipped (chosen <-> rejected). For every (noise, method, seed)
 * held-out preference accuracy: on 300 clean test pairs, how often the trained policy's implicit
   reward (log π − log π_ref) ranks the correct solution above the wrong one;
 * task accuracy: greedy exact-match on the 300 held-out problems (``posttrain eval``);
-* seconds per optimizer step, and its ratio to constant β in the same run.
+* seconds per optimizer step (median over seeds), and its ratio to constant β in the same run.
 
 β-DPO's claim (Wu et al. 2024) is robustness to mixed-quality pairs; this shows whether it
 holds at this scale. Without --sft-model, the quickstart's model and SFT stages are run first.
@@ -122,12 +122,13 @@ def main() -> None:
     print(f"\nSFT model: task accuracy {sft_accuracy:.3f}; {args.pairs} pairs, seeds {args.seeds}; DPO {dpo_values}")
     print(f"{'noise':>5}  {'method':10} {'pref. acc.':>14} {'task acc.':>14} {'s/step':>8} {'vs const':>8}")
     for noise in args.noise:
-        base = statistics.mean(r["sec_per_step"] for r in results if r["noise"] == noise and r["method"] == "constant")
+        # medians: one run disturbed by other work on the machine should not move the ratio
+        base = statistics.median(r["sec_per_step"] for r in results if r["noise"] == noise and r["method"] == "constant")
         for method in METHODS:
             rows = [r for r in results if r["noise"] == noise and r["method"] == method]
             pref = [r["pref_acc"] for r in rows]
             acc = [r["task_acc"] for r in rows]
-            step = statistics.mean(r["sec_per_step"] for r in rows)
+            step = statistics.median(r["sec_per_step"] for r in rows)
             spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
             print(f"{noise:5.1f}  {method:10} {statistics.mean(pref):7.3f} ±{spread(pref):.3f} {statistics.mean(acc):7.3f} ±{spread(acc):.3f}"
                   f" {step:8.3f} {step / base:8.3f}")
