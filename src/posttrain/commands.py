@@ -58,6 +58,27 @@ COMMANDS: dict[str, Command] = {
             "output_dir",
         ),
         Command(
+            "rollout",
+            "Sample N completions per prompt (resumable JSONL; HF generate or vLLM; few-shot prompts for base models).",
+            "posttrain.generation.rollouts:RolloutConfig",
+            "posttrain.generation.rollouts:run_rollout",
+            "output_dir",
+        ),
+        Command(
+            "pairs",
+            "Judge rollouts into prompt/chosen/rejected pairs (verifier, reward model, log-prob A/B, OpenAI API), with diverse negatives.",
+            "posttrain.generation.pairs:PairsConfig",
+            "posttrain.generation.pairs:run_pairs",
+            "output_dir",
+        ),
+        Command(
+            "sft-data",
+            "Turn base-model rollouts into filtered, de-duplicated Instruction/Response SFT data.",
+            "posttrain.generation.pairs:SFTDataConfig",
+            "posttrain.generation.pairs:run_sft_data",
+            "output_dir",
+        ),
+        Command(
             "eval",
             "Accuracy (greedy and pass@k) of a model on a task's test split.",
             "posttrain.evaluation.accuracy:EvalConfig",

@@ -33,7 +33,8 @@ def generate(
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     outputs: list[list[str]] = []
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not is_main_process()):
+        single_batch = len(prompts) <= batch_size  # the caller shows progress already
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not is_main_process() or single_batch):
             batch = prompts[start : start + batch_size]
             encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}

@@ -1,0 +1,186 @@
+"""``posttrain pairs``: rollouts -> prompt/chosen/rejected pairs, judged; and SFT data.
+
+For each prompt of a rollouts file the judge ranks the distinct completions: scoring judges
+(verifier, reward model) score each one; pairwise judges (log-prob A/B, OpenAI-compatible) play a
+round robin of comparisons, each asked in both orders. The best and the worst become a pair
+(``kind: "judged"``) with both scores and their margin; equal best and worst is a tie, dropped
+and counted. Optional diverse negatives add pairs whose rejected side is built from the chosen
+one: ``truncation`` (cut short), ``wrong_answer`` (its last number changed), ``off_topic`` (a
+completion written for another prompt), each labelled with its kind.
+
+Output ``<output_dir>/pairs.jsonl`` is appended one prompt at a time; a rerun skips prompts
+already written. ``summary.json`` counts rows written, prompts skipped, ties, negatives by kind,
+and how often a pairwise judge's two orders agreed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from posttrain.artifacts import write_json
+from posttrain.config import config_field
+from posttrain.data.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_jsonl
+from posttrain.errors import ConfigError
+from posttrain.generation.few_shot import has_chat_markup
+from posttrain.judges.base import Judge
+from posttrain.judges.factory import JUDGES, build_judge
+from posttrain.runtime import get_logger
+
+log = get_logger(__name__)
+
+NEGATIVE_KINDS = ("truncation", "wrong_answer", "off_topic")
+PAIRWISE_JUDGES = ("logprob_ab", "openai")
+_NUMBER = re.compile(r"-?\d+")
+
+
+@dataclass
+class PairsConfig:
+    rollouts: str = config_field("", help="rollouts.jsonl written by posttrain rollout.")
+    output_dir: str = config_field("runs/pairs", help="Where pairs.jsonl and summary.json go.")
+    judge: str = config_field("verifier", help="verifier | reward_model | logprob_ab | openai.")
+    judge_model: str | None = config_field(None, help="Judge model: a reward model or causal LM directory/hub id, or the API's model name.")
+    judge_base_url: str | None = config_field(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+    judge_api_key_env: str = config_field("OPENAI_API_KEY", help="Environment variable holding the API key (never logged).")
+    judge_cache_dir: str | None = config_field(None, help="On-disk cache of API replies (default: <output_dir>/judge_cache).")
+    task: str = config_field("arithmetic", help="Task whose verifier judges (judge: verifier).")
+    task_options: dict = config_field({}, help="Options of the task.")
+    negatives: list[str] = config_field([], help="Diverse negatives to add: truncation, wrong_answer, off_topic.")
+    seed: int = config_field(0, help="Seeds the negatives.")
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise ConfigError(f"config key 'judge': must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        unknown = [k for k in self.negatives if k not in NEGATIVE_KINDS]
+        if unknown:
+            raise ConfigError(f"config key 'negatives': unknown kind '{unknown[0]}' (expected {', '.join(NEGATIVE_KINDS)})")
+
+
+def rank(judge: Judge, prompt: str, completions: list[str], fields: dict, agreement: Counter) -> list[float]:
+    """One number per completion, higher is better: scores, or round-robin wins."""
+    if judge.name not in PAIRWISE_JUDGES:
+        return judge.score_many(prompt, completions, **fields)
+    wins = [0.0] * len(completions)
+    for i, j in itertools.combinations(range(len(completions)), 2):
+        verdict = judge.compare(prompt, completions[i], completions[j], **fields)
+        wins[i] += verdict.prob_a
+        wins[j] += 1 - verdict.prob_a
+        if verdict.orders_agree is not None:
+            agreement["agree" if verdict.orders_agree else "disagree"] += 1
+    return wins
+
+
+def make_negative(kind: str, chosen: str, rng: random.Random, other: str | None) -> str | None:
+    """A rejected response built from ``chosen`` (None when this kind does not apply)."""
+    if kind == "truncation":
+        words = chosen.split(" ")
+        if len(words) < 3:
+            return None
+        return " ".join(words[: max(1, int(len(words) * rng.uniform(0.3, 0.7)))])
+    if kind == "wrong_answer":
+        numbers = list(_NUMBER.finditer(chosen))
+        if not numbers:
+            return None
+        last = numbers[-1]
+        wrong = int(last.group()) + rng.choice([-1, 1]) * rng.randint(1, 9)
+        return chosen[: last.start()] + str(wrong) + chosen[last.end() :]
+    return other if other and other != chosen else None  # off_topic
+
+
+def run_pairs(config: PairsConfig) -> dict:
+    if not config.rollouts:
+        raise ConfigError("config key 'rollouts' is empty: give the rollouts.jsonl of posttrain rollout")
+    rollouts = read_jsonl(config.rollouts, required={"id": str, "prompt": (str, list), "completions": list})
+    out_path = Path(config.output_dir) / "pairs.jsonl"
+    done = {row["id"] for _, row in iter_jsonl(out_path, allow_torn_tail=True)} if out_path.exists() else set()
+    judge = build_judge(
+        config.judge, task=config.task, task_options=config.task_options, model=config.judge_model,
+        base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
+        cache_dir=config.judge_cache_dir or str(Path(config.output_dir) / "judge_cache"),
+    )
+    rng = random.Random(config.seed)
+    counts, agreement = Counter(), Counter()
+    for index, row in enumerate(tqdm(rollouts, desc=f"judging ({config.judge})")):
+        if row["id"] in done:
+            counts["skipped_done"] += 1
+            continue
+        completions = list(dict.fromkeys(c for c in row["completions"] if c.strip()))  # distinct, in order
+        if len(completions) < 2:
+            counts["fewer_than_two_distinct"] += 1
+            continue
+        fields = row.get("fields", {})
+        values = rank(judge, row["prompt"], completions, fields, agreement)
+        best = max(range(len(completions)), key=values.__getitem__)
+        worst = min(range(len(completions)), key=values.__getitem__)
+        if values[best] == values[worst]:
+            counts["ties"] += 1
+            continue
+        chosen = completions[best]
+        base = {"id": row["id"], "prompt": row["prompt"], "chosen": chosen, "judge": config.judge, **fields}
+        pairs = [{**base, "rejected": completions[worst], "chosen_score": values[best],
+                  "rejected_score": values[worst], "margin": values[best] - values[worst], "kind": "judged"}]
+        for kind in config.negatives:
+            other_row = rollouts[rng.choice([i for i in range(len(rollouts)) if i != index])] if len(rollouts) > 1 else None
+            negative = make_negative(kind, chosen, rng, other_row["completions"][0] if other_row else None)
+            if negative is None:
+                counts[f"negative_not_applicable_{kind}"] += 1
+                continue
+            pairs.append({**base, "rejected": negative, "chosen_score": values[best], "rejected_score": None, "margin": None, "kind": kind})
+            counts[f"negatives_{kind}"] += 1
+        append_jsonl(out_path, pairs)
+        counts["rows_written"] += len(pairs)
+        counts["prompts_paired"] += 1
+    summary = {"prompts": len(rollouts), **counts}
+    if agreement:
+        summary["judge_orders_agree"] = agreement["agree"] / (agreement["agree"] + agreement["disagree"])
+    if config.judge == "openai":
+        summary.update(api_requests=judge.requests_sent, api_cache_hits=judge.cache_hits)
+    write_json(Path(config.output_dir) / "summary.json", summary)
+    log.info("pairs: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return summary
+
+
+@dataclass
+class SFTDataConfig:
+    rollouts: str = config_field("", help="rollouts.jsonl from a base model (posttrain rollout with base_model_mode).")
+    output_dir: str = config_field("runs/sft-data", help="Where sft.jsonl and summary.json go.")
+    min_words: int = config_field(3, help="Drop completions with fewer words.", ge=0)
+    max_per_prompt: int = config_field(1, help="Keep at most this many distinct completions per prompt.", ge=1)
+
+
+def run_sft_data(config: SFTDataConfig) -> dict:
+    """Base-model rollouts -> ``{"prompt", "completion"}`` rows for ``posttrain sft --base_model_mode``:
+    chat-contaminated and short completions dropped, duplicates (after whitespace and case
+    normalisation) removed."""
+    if not config.rollouts:
+        raise ConfigError("config key 'rollouts' is empty")
+    rollouts = read_jsonl(config.rollouts, required={"prompt": str, "completions": list})
+    seen: set[str] = set()
+    counts = Counter()
+    rows = []
+    for row in rollouts:
+        kept = 0
+        for completion in row["completions"]:
+            text = completion.strip()
+            key = " ".join(text.lower().split())
+            if has_chat_markup(text):
+                counts["dropped_chat_markup"] += 1
+            elif len(text.split()) < config.min_words:
+                counts["dropped_too_short"] += 1
+            elif key in seen:
+                counts["dropped_duplicate"] += 1
+            elif kept < config.max_per_prompt:
+                seen.add(key)
+                rows.append({"prompt": row["prompt"], "completion": text})
+                kept += 1
+    write_jsonl(Path(config.output_dir) / "sft.jsonl", rows)
+    summary = {"rollout_rows": len(rollouts), "written": len(rows), **counts}
+    write_json(Path(config.output_dir) / "summary.json", summary)
+    log.info("sft-data: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary

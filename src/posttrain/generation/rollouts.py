@@ -1,0 +1,154 @@
+"""``posttrain rollout``: N sampled completions per prompt, resumable, as JSONL.
+
+Each output row (``<output_dir>/rollouts.jsonl``)::
+
+    {"id": "task:arithmetic[12]", "prompt": "...", "completions": [...], "num_tokens": [...],
+     "seed": 1234, "fields": {...the source row's other fields...}}
+
+Rows are appended one batch of prompts at a time, each line in a single write, then fsync'd. A
+rerun reads the ids already written and skips them, so an interrupted run loses at most the
+batch in flight and never writes a duplicate; a torn last line is ignored and cut off.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from posttrain.artifacts import write_json
+from posttrain.config import config_field
+from posttrain.data.jsonl import append_jsonl, iter_jsonl
+from posttrain.data.sources import load_rows
+from posttrain.errors import DataError, PosttrainError
+from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
+from posttrain.generation.sampling import generate
+from posttrain.models import ModelArguments, free_model, load_model, load_tokenizer, render_prompt
+from posttrain.runtime import get_logger, seed_everything
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RolloutConfig(ModelArguments):
+    output_dir: str = config_field("runs/rollouts", help="Where rollouts.jsonl and summary.json go.")
+    dataset_name: str = config_field("task:arithmetic", help="Prompts: task:<name>, or a .jsonl with a 'prompt' field (string or messages).")
+    dataset_split: str = config_field("train[:256]", help="Split, optionally sliced.")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
+    num_samples: int = config_field(4, help="Completions per prompt (N).", ge=1)
+    temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
+    top_p: float = config_field(1.0, help="Nucleus sampling.", gt=0, le=1)
+    max_new_tokens: int = config_field(64, help="Generation budget per completion.", ge=1)
+    batch_size: int = config_field(16, help="Prompts per generate call (each with num_samples completions).", ge=1)
+    few_shot: int = config_field(3, help="Base-model mode: Instruction/Response/END examples before each prompt.", ge=1, le=4)
+    backend: Literal["hf", "vllm"] = config_field("hf", help="hf: transformers generate (CPU/GPU); vllm: vLLM (GPU, if installed).")
+    seed: int = config_field(0, help="Seeds sampling (each batch gets seed + its first prompt's index).")
+
+
+def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
+    rows = load_rows(config.dataset_name, config.dataset_split, config.task_options)
+    for where, row in rows:
+        if "prompt" not in row:
+            raise DataError(f"{where}: missing field 'prompt'")
+        if not isinstance(row["prompt"], (str, list)):
+            raise DataError(f"{where}: field 'prompt' must be a string or a list of messages")
+    return rows
+
+
+def _done_ids(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {row["id"] for _, row in iter_jsonl(path, allow_torn_tail=True)}
+
+
+def run_rollout(config: RolloutConfig) -> dict:
+    seed_everything(config.seed)
+    rows = _prompt_rows(config)
+    out_path = Path(config.output_dir) / "rollouts.jsonl"
+    done = _done_ids(out_path)
+    todo = [(index, where, row) for index, (where, row) in enumerate(rows) if where not in done]
+    log.info(f"rollouts: {len(rows)} prompts, {len(done)} already done, {len(todo)} to generate")
+    summary = {"prompts": len(rows), "skipped_done": len(rows) - len(todo), "written": 0, "completions": 0, "contaminated": 0}
+    if todo:
+        tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+        rng = random.Random(config.seed)
+        rendered = {
+            where: few_shot_prompt(row["prompt"], rng, config.few_shot) if config.base_model_mode
+            else render_prompt(tokenizer, row["prompt"], False)
+            for _, where, row in todo
+        }
+        sample = _sampler(config, tokenizer)
+        for start in tqdm(range(0, len(todo), config.batch_size), desc="rollouts"):
+            batch = todo[start : start + config.batch_size]
+            batch_seed = config.seed + batch[0][0]
+            groups = sample([rendered[where] for _, where, _ in batch], batch_seed)
+            out_rows = []
+            for (_, where, row), completions in zip(batch, groups):
+                contaminated = config.base_model_mode and any(has_chat_markup(c) for c in completions)
+                summary["contaminated"] += int(contaminated)
+                out_rows.append({
+                    "id": where,
+                    "prompt": row["prompt"],
+                    "completions": completions,
+                    "num_tokens": [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions],
+                    "seed": batch_seed,
+                    **({"contaminated": True} if contaminated else {}),
+                    "fields": {k: v for k, v in row.items() if k not in ("prompt", "completion")},
+                })
+            append_jsonl(out_path, out_rows)
+            summary["written"] += len(out_rows)
+            summary["completions"] += sum(len(r["completions"]) for r in out_rows)
+        sample.close()
+    if summary["contaminated"]:
+        log.warning(f"{summary['contaminated']} prompts got completions containing chat-template tokens (marked 'contaminated')")
+    write_json(Path(config.output_dir) / "summary.json", summary)
+    log.info(f"rollouts: wrote {summary['written']} rows ({summary['completions']} completions) to {out_path}")
+    return summary
+
+
+class _HFSampler:
+    def __init__(self, config: RolloutConfig, tokenizer):
+        self.config, self.tokenizer = config, tokenizer
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)
+
+    def __call__(self, prompts: list[str], seed: int) -> list[list[str]]:
+        torch.manual_seed(seed)
+        c = self.config
+        return generate(
+            self.model, self.tokenizer, prompts, num_return_sequences=c.num_samples, do_sample=True,
+            temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, batch_size=len(prompts),
+            stop_strings=["END"] if c.base_model_mode else None, desc="batch",
+        )
+
+    def close(self) -> None:
+        free_model(self.model)
+
+
+class _VLLMSampler:
+    def __init__(self, config: RolloutConfig, tokenizer):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise PosttrainError("backend 'vllm' needs the vllm package (pip install 'posttrain[gpu]') and a GPU") from None
+        self.config = config
+        self.llm = LLM(model=config.model_name_or_path, trust_remote_code=config.trust_remote_code, seed=config.seed)
+
+    def __call__(self, prompts: list[str], seed: int) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        c = self.config
+        params = SamplingParams(n=c.num_samples, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
+                                seed=seed, stop=["END"] if c.base_model_mode else None)
+        return [[o.text for o in result.outputs] for result in self.llm.generate(prompts, params, use_tqdm=False)]
+
+    def close(self) -> None:
+        del self.llm
+
+
+def _sampler(config: RolloutConfig, tokenizer):
+    return _VLLMSampler(config, tokenizer) if config.backend == "vllm" else _HFSampler(config, tokenizer)
