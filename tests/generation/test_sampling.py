@@ -60,3 +60,21 @@ def test_num_return_sequences_groups_per_prompt(tiny_model_dir, tokenizer):
     out = generate(model, tokenizer, prompts, num_return_sequences=3, do_sample=True, max_new_tokens=6, batch_size=2)
     assert [len(group) for group in out] == [3, 3]
     assert len(set(out[0])) > 1  # sampling gives different completions
+
+
+def test_token_counts_match_an_unpadded_generate(tiny_model_dir, tokenizer):
+    """Counts equal the ids a single, unpadded generate call produces before its first eos."""
+    import torch
+
+    from posttrain.generation.sampling import generate
+    from posttrain.models import load_model, render_prompt
+
+    model = load_model(tiny_model_dir)
+    prompts = [render_prompt(tokenizer, p, False) for p in ["a", "What is 1 + 2?", "Tell me a long story please"]]
+    _, counts = generate(model, tokenizer, prompts, max_new_tokens=7, batch_size=3, return_token_counts=True)
+    for prompt, (count,) in zip(prompts, counts):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            new = model.generate(ids, max_new_tokens=7, do_sample=False, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+        stops = [i for i, t in enumerate(new.tolist()) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)]
+        assert count == (stops[0] if stops else len(new))

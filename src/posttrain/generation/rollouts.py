@@ -85,16 +85,16 @@ def run_rollout(config: RolloutConfig) -> dict:
         for start in tqdm(range(0, len(todo), config.batch_size), desc="rollouts"):
             batch = todo[start : start + config.batch_size]
             batch_seed = config.seed + batch[0][0]
-            groups = sample([rendered[where] for _, where, _ in batch], batch_seed)
+            groups, token_counts = sample([rendered[where] for _, where, _ in batch], batch_seed)
             out_rows = []
-            for (_, where, row), completions in zip(batch, groups):
+            for (_, where, row), completions, num_tokens in zip(batch, groups, token_counts):
                 contaminated = config.base_model_mode and any(has_chat_markup(c) for c in completions)
                 summary["contaminated"] += int(contaminated)
                 out_rows.append({
                     "id": where,
                     "prompt": row["prompt"],
                     "completions": completions,
-                    "num_tokens": [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions],
+                    "num_tokens": num_tokens,
                     "seed": batch_seed,
                     **({"contaminated": True} if contaminated else {}),
                     "fields": {k: v for k, v in row.items() if k not in ("prompt", "completion")},
@@ -116,13 +116,13 @@ class _HFSampler:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)
 
-    def __call__(self, prompts: list[str], seed: int) -> list[list[str]]:
+    def __call__(self, prompts: list[str], seed: int) -> tuple[list[list[str]], list[list[int]]]:
         torch.manual_seed(seed)
         c = self.config
         return generate(
             self.model, self.tokenizer, prompts, num_return_sequences=c.num_samples, do_sample=True,
             temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, batch_size=len(prompts),
-            stop_strings=["END"] if c.base_model_mode else None, desc="batch",
+            stop_strings=["END"] if c.base_model_mode else None, desc="batch", return_token_counts=True,
         )
 
     def close(self) -> None:
@@ -138,13 +138,14 @@ class _VLLMSampler:
         self.config = config
         self.llm = LLM(model=config.model_name_or_path, trust_remote_code=config.trust_remote_code, seed=config.seed)
 
-    def __call__(self, prompts: list[str], seed: int) -> list[list[str]]:
+    def __call__(self, prompts: list[str], seed: int) -> tuple[list[list[str]], list[list[int]]]:
         from vllm import SamplingParams
 
         c = self.config
         params = SamplingParams(n=c.num_samples, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
                                 seed=seed, stop=["END"] if c.base_model_mode else None)
-        return [[o.text for o in result.outputs] for result in self.llm.generate(prompts, params, use_tqdm=False)]
+        results = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[o.text for o in r.outputs] for r in results], [[len(o.token_ids) for o in r.outputs] for r in results]
 
     def close(self) -> None:
         del self.llm

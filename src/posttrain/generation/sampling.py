@@ -22,16 +22,20 @@ def generate(
     batch_size: int = 32,
     stop_strings: list[str] | None = None,
     desc: str = "generating",
-) -> list[list[str]]:
+    return_token_counts: bool = False,
+) -> list[list[str]] | tuple[list[list[str]], list[list[int]]]:
     """Complete each rendered prompt; returns ``num_return_sequences`` texts per prompt.
 
     Prompts must already be rendered (chat template or base format) and are tokenized without
-    adding special tokens. Completions are cut before the first stop string.
+    adding special tokens. Completions are cut before the first stop string. With
+    ``return_token_counts``, also returns how many tokens each completion generated (up to, not
+    including, the first end-of-sequence or padding token).
     """
     model.eval()
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     outputs: list[list[str]] = []
+    counts: list[list[int]] = []
     try:
         single_batch = len(prompts) <= batch_size  # the caller shows progress already
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not is_main_process() or single_batch):
@@ -51,13 +55,18 @@ def generate(
                     **sampling,
                 )
             # tokens: (batch * num_return_sequences, prompt_len + new_len)
-            texts = tokenizer.batch_decode(tokens[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+            new_tokens = tokens[:, encoded["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             texts = [cut_at_stop(text, stop_strings) for text in texts]
+            ongoing = (new_tokens != tokenizer.pad_token_id) & (new_tokens != tokenizer.eos_token_id)
+            lengths = ongoing.long().cumprod(dim=1).sum(dim=1).tolist()  # tokens before the first eos/pad
             for i in range(len(batch)):
-                outputs.append(texts[i * num_return_sequences : (i + 1) * num_return_sequences])
+                group = slice(i * num_return_sequences, (i + 1) * num_return_sequences)
+                outputs.append(texts[group])
+                counts.append(lengths[group])
     finally:
         tokenizer.padding_side = padding_side
-    return outputs
+    return (outputs, counts) if return_token_counts else outputs
 
 
 def cut_at_stop(text: str, stop_strings: list[str] | None) -> str:

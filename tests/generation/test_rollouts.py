@@ -1,0 +1,131 @@
+"""posttrain rollout: schema, resumability (torn lines, kill -9), base-model prompting, sources."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from posttrain.config import load_config
+from posttrain.data.jsonl import write_jsonl
+from posttrain.errors import DataError
+from posttrain.generation import rollouts as rollouts_module
+from posttrain.generation.rollouts import RolloutConfig, run_rollout
+
+
+def rollout_config(model_dir, out, **values):
+    defaults = dict(model_name_or_path=model_dir, output_dir=str(out), dataset_split="train[:6]", num_samples=3,
+                    batch_size=2, max_new_tokens=8, seed=5)
+    return load_config(RolloutConfig, values={**defaults, **values})
+
+
+def read_rows(out):
+    return [json.loads(line) for line in (Path(out) / "rollouts.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_schema_and_counts(tiny_model_dir, tmp_path):
+    summary = run_rollout(rollout_config(tiny_model_dir, tmp_path))
+    rows = read_rows(tmp_path)
+    assert summary == {"prompts": 6, "skipped_done": 0, "written": 6, "completions": 18, "contaminated": 0}
+    assert [r["id"] for r in rows] == [f"task:arithmetic[{i}]" for i in range(6)]
+    assert [r["seed"] for r in rows] == [5, 5, 7, 7, 9, 9]  # seed + index of the batch's first prompt
+    for row in rows:
+        assert len(row["completions"]) == 3 == len(row["num_tokens"])
+        assert all(0 <= n <= 8 for n in row["num_tokens"])  # max_new_tokens
+        assert set(row["fields"]) == {"answer", "a", "b"} and row["prompt"].startswith("What is ")
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+@pytest.mark.slow
+def test_rerun_skips_done_prompts_and_repairs_a_torn_line(tiny_model_dir, tmp_path):
+    run_rollout(rollout_config(tiny_model_dir, tmp_path / "full"))
+    full = read_rows(tmp_path / "full")
+    partial = tmp_path / "partial" / "rollouts.jsonl"
+    partial.parent.mkdir()
+    # what a crash leaves: two complete rows and half of the third
+    partial.write_text("".join(json.dumps(r) + "\n" for r in full[:2]) + json.dumps(full[2])[:40])
+    summary = run_rollout(rollout_config(tiny_model_dir, tmp_path / "partial"))
+    rows = read_rows(tmp_path / "partial")  # every line parses: no torn line left
+    assert summary["skipped_done"] == 2 and summary["written"] == 4
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in full)  # no duplicates, none missing
+    assert rows[:2] == full[:2]  # done rows were not regenerated
+
+
+@pytest.mark.slow
+def test_kill_during_generation_then_resume(tiny_model_dir, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "posttrain.cli", "rollout", "--model_name_or_path", tiny_model_dir,
+               "--output_dir", str(out), "--dataset_split", "train[:120]", "--num_samples", "2",
+               "--batch_size", "4", "--max_new_tokens", "24"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    target = out / "rollouts.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if target.exists() and target.stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written_before = len([line for line in target.read_text().splitlines() if line.strip()])
+    assert 0 < written_before < 120, "the kill should land mid-run"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = [r["id"] for r in read_rows(out)]
+    assert len(ids) == len(set(ids)) == 120
+
+
+def test_base_model_mode_uses_few_shot_prompts_and_stops_at_end(tiny_model_dir, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen.update(prompts=prompts, stop=kwargs["stop_strings"], template=tokenizer.chat_template)
+        return [["3+4=7. Answer: 7", "<|im_start|>assistant\nhi"] for _ in prompts], [[5, 4] for _ in prompts]
+
+    monkeypatch.setattr(rollouts_module, "generate", fake_generate)
+    summary = run_rollout(rollout_config(tiny_model_dir, tmp_path, base_model_mode=True, few_shot=4, num_samples=2,
+                                         dataset_split="train[:2]"))
+    prompt = seen["prompts"][0]
+    assert prompt.count("\nEND") == 4 and prompt.endswith("\nInstruction: What is 58 + 27?\nResponse:")
+    assert seen["stop"] == ["END"] and seen["template"] is None
+    assert "<|im_start|>" not in prompt
+    assert summary["contaminated"] == 2
+    assert all(row["contaminated"] for row in read_rows(tmp_path))
+
+
+def test_jsonl_prompts_as_text_or_messages(tiny_model_dir, tmp_path, monkeypatch):
+    data = tmp_path / "prompts.jsonl"
+    write_jsonl(data, [{"prompt": "Say hi."}, {"prompt": [{"role": "system", "content": "Be brief."},
+                                                           {"role": "user", "content": "Say bye."}], "topic": "x"}])
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen["prompts"] = prompts
+        n = kwargs["num_return_sequences"]
+        return [["ok"] * n for _ in prompts], [[1] * n for _ in prompts]
+
+    monkeypatch.setattr(rollouts_module, "generate", fake_generate)
+    run_rollout(rollout_config(tiny_model_dir, tmp_path / "out", dataset_name=str(data), dataset_split="train"))
+    assert seen["prompts"][1].startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    rows = read_rows(tmp_path / "out")
+    assert rows[1]["id"] == f"{data}:2" and rows[1]["fields"] == {"topic": "x"}
+
+
+def test_rows_without_prompt_are_rejected(tiny_model_dir, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    write_jsonl(data, [{"prompt": "ok"}, {"question": "no prompt"}])
+    with pytest.raises(DataError, match=r"bad.jsonl:2: missing field 'prompt'"):
+        run_rollout(rollout_config(tiny_model_dir, tmp_path / "out", dataset_name=str(data), dataset_split="train"))
+    assert not (tmp_path / "out" / "rollouts.jsonl").exists()
+
+
+@pytest.mark.gpu
+def test_vllm_backend(tiny_model_dir, tmp_path):
+    pytest.importorskip("vllm")
+    run_rollout(rollout_config(tiny_model_dir, tmp_path, backend="vllm"))
+    rows = read_rows(tmp_path)
+    assert len(rows) == 6 and all(len(r["completions"]) == 3 for r in rows)
