@@ -97,11 +97,6 @@ def test_shots_out_of_range_for_default_pool_raises():
         few_shot_prompt("Q?", random.Random(0), shots=len(EXAMPLE_POOL) + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: few_shot_prompt samples `shots` examples and only then drops the one equal to the "
-    "instruction, so an instruction that is in the pool yields shots-1 examples",
-)
 def test_instruction_in_pool_still_gives_exactly_shots_examples():
     """The new instruction is never one of its own examples, and there are still ``shots`` of them."""
     instruction = POOL[0][0]
@@ -112,11 +107,6 @@ def test_instruction_in_pool_still_gives_exactly_shots_examples():
         assert last == f"Instruction: {instruction}\nResponse:"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `pool = pool or EXAMPLE_POOL` treats an explicitly empty pool as 'no pool' and "
-    "silently draws from the built-in examples instead of raising",
-)
 def test_empty_pool_raises():
     with pytest.raises(ValueError):
         few_shot_prompt("Q?", random.Random(0), shots=1, pool=[])

@@ -73,6 +73,7 @@ def test_best_and_worst_become_the_judged_pair(tmp_path):
         "rejected_score": 0.0,
         "margin": 1.0,
         "kind": "judged",
+        "rows_for_prompt": 1,  # lets a resumed run tell a complete prompt from one cut short
     }
     assert second["id"] == "p2" and second["chosen"] == solve(12, 34, 2)
     assert second["rejected"] == _wrong(12, 34, 47)
@@ -173,7 +174,7 @@ def test_negatives_not_applicable_are_counted(tmp_path, monkeypatch):
     class LengthJudge(Judge):
         name = "fake_scorer"
 
-        def score(self, prompt, completion, **row):
+        def score(self, prompt, completion, /, **row):
             return float(len(completion))
 
     import posttrain.generation.pairs as pairs
@@ -278,10 +279,10 @@ class FakePairwiseJudge(Judge):
         self.disagree_on = disagree_on
         self.calls = []
 
-    def score(self, prompt, completion, **row):  # pragma: no cover - a pairwise judge is not scored
+    def score(self, prompt, completion, /, **row):  # pragma: no cover - a pairwise judge is not scored
         raise AssertionError("run_pairs must compare, not score, with a pairwise judge")
 
-    def compare(self, prompt, a, b, **row):
+    def compare(self, prompt, a, b, /, **row):
         self.calls.append((prompt, a, b, row))
         prob_a = 0.9 if len(a) > len(b) else 0.1 if len(a) < len(b) else 0.5
         preferred = "a" if prob_a > 0.5 else "b" if prob_a < 0.5 else "tie"
@@ -334,7 +335,7 @@ def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
     import posttrain.generation.pairs as pairs
 
     class NoOrder(FakePairwiseJudge):
-        def compare(self, prompt, a, b, **row):
+        def compare(self, prompt, a, b, /, **row):
             verdict = super().compare(prompt, a, b, **row)
             verdict.orders_agree = None
             return verdict
@@ -343,6 +344,19 @@ def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
     summary, rows = _run(tmp_path, [{"id": "q", "prompt": "Q?", "completions": ["a", "bbb"]}], judge="logprob_ab")
     assert rows[0]["chosen"] == "bbb"
     assert "judge_orders_agree" not in summary
+
+
+def test_pairwise_judge_with_arithmetic_fields(tmp_path, monkeypatch):
+    """The rollouts rollout writes for the built-in task carry fields a, b, answer."""
+    import posttrain.generation.pairs as pairs
+
+    judge = FakePairwiseJudge(disagree_on=set())
+    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
+    row = _row("p1", 47, 38, ["Answer: 85", solve(47, 38, 2), "85"])
+    summary, rows = _run(tmp_path, [row], judge="logprob_ab")
+    assert rows[0]["chosen"] == solve(47, 38, 2) and rows[0]["rejected"] == "85"
+    assert (rows[0]["a"], rows[0]["b"], rows[0]["answer"]) == (47, 38, 85)
+    assert summary["judge_orders_agree"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,11 +397,6 @@ def test_missing_completions_is_a_data_error_naming_file_and_line(tmp_path):
     assert not (tmp_path / "out" / "pairs.jsonl").exists()  # validated before anything is written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resume marks a prompt done when any one of its rows parsed, so a crash that "
-    "tore the prompt's later rows (negatives) leaves that prompt incomplete for good",
-)
 def test_prompt_torn_midway_is_completed_on_resume(tmp_path):
     """A crash after a prompt's judged row but inside its truncation row: the rerun must end with
     every row of that prompt, each (id, kind) once."""

@@ -56,11 +56,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[float, str | None]]:
-    return [task.score(row["prompt"], text, **_row_fields(row)) for row, text in zip(rows, completions)]
-
-
-def _row_fields(row: dict) -> dict:
-    return {key: value for key, value in row.items() if key not in ("prompt", "completion")}
+    return [task.score(row["prompt"], text, **row) for row, text in zip(rows, completions)]
 
 
 def run_eval(config: EvalConfig) -> dict:

@@ -37,10 +37,11 @@ def format_example(instruction: str, response: str) -> str:
 
 def few_shot_prompt(instruction: str, rng: random.Random, shots: int = 3, pool: list[tuple[str, str]] | None = None) -> str:
     """``shots`` examples drawn without replacement from ``pool``, then the new instruction."""
-    pool = pool or EXAMPLE_POOL
-    if not 1 <= shots <= len(pool):
-        raise ValueError(f"shots must be in [1, {len(pool)}], got {shots}")
-    examples = [format_example(i, r) for i, r in rng.sample(pool, shots) if i != instruction]
+    pool = EXAMPLE_POOL if pool is None else pool
+    candidates = [(i, r) for i, r in pool if i != instruction]  # never answer the question in the prompt
+    if not 1 <= shots <= len(candidates):
+        raise ValueError(f"shots must be in [1, {len(candidates)}] for this pool, got {shots}")
+    examples = [format_example(i, r) for i, r in rng.sample(candidates, shots)]
     return "\n\n".join(examples) + f"\n\nInstruction: {instruction}\nResponse:"
 
 

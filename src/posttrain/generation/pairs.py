@@ -93,12 +93,25 @@ def make_negative(kind: str, chosen: str, rng: random.Random, other: str | None)
     return other if other and other != chosen else None  # off_topic
 
 
+def _complete_prompts(path: Path) -> set[str]:
+    """Ids whose rows are all on disk. A crash can cut a prompt's rows short: those rows are
+    removed (the file is rewritten atomically) so the prompt is paired again from scratch."""
+    if not path.exists():
+        return set()
+    rows = [row for _, row in iter_jsonl(path, allow_torn_tail=True)]
+    written = Counter(row["id"] for row in rows)
+    complete = {row["id"] for row in rows if written[row["id"]] == row["rows_for_prompt"]}
+    if len(complete) < len(written):
+        write_jsonl(path, [row for row in rows if row["id"] in complete])
+    return complete
+
+
 def run_pairs(config: PairsConfig) -> dict:
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty: give the rollouts.jsonl of posttrain rollout")
     rollouts = read_jsonl(config.rollouts, required={"id": str, "prompt": (str, list), "completions": list})
     out_path = Path(config.output_dir) / "pairs.jsonl"
-    done = {row["id"] for _, row in iter_jsonl(out_path, allow_torn_tail=True)} if out_path.exists() else set()
+    done = _complete_prompts(out_path)
     judge = build_judge(
         config.judge, task=config.task, task_options=config.task_options, model=config.judge_model,
         base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
@@ -133,6 +146,8 @@ def run_pairs(config: PairsConfig) -> dict:
                 continue
             pairs.append({**base, "rejected": negative, "chosen_score": values[best], "rejected_score": None, "margin": None, "kind": kind})
             counts[f"negatives_{kind}"] += 1
+        for pair in pairs:
+            pair["rows_for_prompt"] = len(pairs)
         append_jsonl(out_path, pairs)
         counts["rows_written"] += len(pairs)
         counts["prompts_paired"] += 1
@@ -175,7 +190,9 @@ def run_sft_data(config: SFTDataConfig) -> dict:
                 counts["dropped_too_short"] += 1
             elif key in seen:
                 counts["dropped_duplicate"] += 1
-            elif kept < config.max_per_prompt:
+            elif kept >= config.max_per_prompt:
+                counts["dropped_over_max_per_prompt"] += 1
+            else:
                 seen.add(key)
                 rows.append({"prompt": row["prompt"], "completion": text})
                 kept += 1

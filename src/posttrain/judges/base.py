@@ -43,15 +43,17 @@ class Judge:
 
     name = "judge"
 
-    def score(self, prompt: str, completion: str, **row) -> float:
+    # prompt/completion/a/b are positional-only so that row fields with the same names
+    # (the arithmetic task has `a` and `b`) pass through **row without colliding.
+    def score(self, prompt: str, completion: str, /, **row) -> float:
         """A scalar quality score of ``completion`` (higher is better)."""
         raise NotImplementedError
 
-    def score_many(self, prompt: str, completions: list[str], **row) -> list[float]:
+    def score_many(self, prompt: str, completions: list[str], /, **row) -> list[float]:
         """Scores of several completions of one prompt (judges that batch override this)."""
         return [self.score(prompt, completion, **row) for completion in completions]
 
-    def compare(self, prompt: str, a: str, b: str, **row) -> Comparison:
+    def compare(self, prompt: str, a: str, b: str, /, **row) -> Comparison:
         """Which of two completions is better; by default, by their scores."""
         score_a, score_b = self.score_many(prompt, [a, b], **row)
         return Comparison.from_scores(score_a, score_b)

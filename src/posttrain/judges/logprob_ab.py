@@ -32,8 +32,12 @@ class LogProbABJudge(Judge):
         self.base_model_mode = base_model_mode
 
     def _answer_ids(self, word: str) -> list[int]:
-        """First token of the word with and without a leading space (tokenizers differ)."""
-        ids = {self.tokenizer(variant, add_special_tokens=False)["input_ids"][0] for variant in (word, " " + word)}
+        """The first non-blank token of the word, written with and without a leading space
+        (tokenizers differ; a bare space token would stand for every space-led word)."""
+        ids = set()
+        for variant in (word, " " + word):
+            tokens = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+            ids.add(next(t for t in tokens if self.tokenizer.decode([t]).strip()))
         return sorted(ids)
 
     def _log_probs(self, question: str, words: tuple[str, str]) -> tuple[float, float]:
@@ -45,7 +49,7 @@ class LogProbABJudge(Judge):
         first, second = (torch.logsumexp(log_probs[self._answer_ids(w)], dim=0).item() for w in words)
         return first, second
 
-    def compare(self, prompt: str, a: str, b: str, **row) -> Comparison:
+    def compare(self, prompt: str, a: str, b: str, /, **row) -> Comparison:
         a1, b1 = self._log_probs(COMPARE_TEMPLATE.format(prompt=prompt, a=a, b=b), ("A", "B"))
         b2, a2 = self._log_probs(COMPARE_TEMPLATE.format(prompt=prompt, a=b, b=a), ("A", "B"))
         first, second = a1 - b1, a2 - b2  # evidence for `a` in each order
@@ -56,6 +60,6 @@ class LogProbABJudge(Judge):
             details={"logit_a_first": first, "logit_a_second": second},
         )
 
-    def score(self, prompt: str, completion: str, **row) -> float:
+    def score(self, prompt: str, completion: str, /, **row) -> float:
         yes, no = self._log_probs(SCORE_TEMPLATE.format(prompt=prompt, completion=completion), ("Yes", "No"))
         return yes - no

@@ -152,7 +152,7 @@ def _reason(reply: dict) -> str:
 
 def _check_score(reply: dict) -> dict:
     score = _number(reply, "score")
-    if False:
+    if not 1.0 <= score <= 10.0:
         raise _Malformed(f'"score" {score:g} is outside 1..10')
     return {"score": score, "reason": _reason(reply)}
 
@@ -261,7 +261,8 @@ class OpenAIJudge(Judge):
         self.requests_sent = 0
         self.cache_hits = 0
         self._lock = threading.Lock()
-        self._next_request_at = 0.0  # time.monotonic() before which the rate limit holds requests back
+        self._clock = time.monotonic  # the rate limit's clock (tests may freeze it)
+        self._next_request_at = 0.0  # the clock reading before which the rate limit holds requests back
         # A local server is reached directly even when http(s)_proxy is set; remote ones honour the proxy.
         handlers = [urllib.request.ProxyHandler({})] if _is_localhost(base_url) else []
         self._opener = urllib.request.build_opener(*handlers)
@@ -275,12 +276,12 @@ class OpenAIJudge(Judge):
 
     # -- the Judge interface ----------------------------------------------------------------------
 
-    def score(self, prompt: str, completion: str, **row) -> float:
+    def score(self, prompt: str, completion: str, /, **row) -> float:
         """The model's 1–10 rating of ``completion`` as an answer to ``prompt``."""
         content = SCORE_TEMPLATE.format(prompt=prompt, completion=completion)
         return self._ask(content, _check_score)["score"]
 
-    def compare(self, prompt: str, a: str, b: str, **row) -> Comparison:
+    def compare(self, prompt: str, a: str, b: str, /, **row) -> Comparison:
         """Which of ``a`` and ``b`` is better, asked in both orders to cancel position bias."""
         ab = self._ask(COMPARE_TEMPLATE.format(prompt=prompt, a=a, b=b), _check_compare)
         ba = self._ask(COMPARE_TEMPLATE.format(prompt=prompt, a=b, b=a), _check_compare)
@@ -384,7 +385,7 @@ class OpenAIJudge(Judge):
             return
         interval = 60.0 / self.requests_per_minute
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             wait = self._next_request_at - now
             self._next_request_at = max(now, self._next_request_at) + interval
         if wait > 0:

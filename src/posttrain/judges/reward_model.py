@@ -39,10 +39,10 @@ class RewardModelJudge(Judge):
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return f"{prompt}\n{completion}"
 
-    def score(self, prompt: str, completion: str, **row) -> float:
+    def score(self, prompt: str, completion: str, /, **row) -> float:
         return self.score_many(prompt, [completion])[0]
 
-    def score_many(self, prompt: str, completions: list[str], **row) -> list[float]:
+    def score_many(self, prompt: str, completions: list[str], /, **row) -> list[float]:
         scores: list[float] = []
         for start in range(0, len(completions), self.batch_size):
             texts = [self._text(prompt, c) for c in completions[start : start + self.batch_size]]

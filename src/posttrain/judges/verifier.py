@@ -14,7 +14,6 @@ class VerifierJudge(Judge):
     def __init__(self, task: Task):
         self.task = task
 
-    def score(self, prompt: str, completion: str, **row) -> float:
-        fields = {k: v for k, v in row.items() if k not in ("prompt", "completion", "completions")}
-        reward, _ = self.task.score(prompt, completion, **fields)
+    def score(self, prompt: str, completion: str, /, **row) -> float:
+        reward, _ = self.task.score(prompt, completion, **row)
         return reward

@@ -19,7 +19,7 @@ class Task(Protocol):
         """Rows for ``split`` ("train" or "test"), each with prompt, completion and answer."""
         ...
 
-    def score(self, prompt: str, completion: str, **row) -> tuple[float, str | None]:
+    def score(self, prompt: str, completion: str, /, **row) -> tuple[float, str | None]:
         """Reward in [0, 1] and feedback for a wrong completion."""
         ...
 

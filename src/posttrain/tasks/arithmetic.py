@@ -130,7 +130,7 @@ class ArithmeticTask:
     def hinted_prompt(self, row: dict) -> str:
         return f"{row['prompt']}\nHint: a correct solution is: {solve(row['a'], row['b'], self.digits)}"
 
-    def score(self, prompt: str, completion: str, **row) -> tuple[float, str | None]:
+    def score(self, prompt: str, completion: str, /, **row) -> tuple[float, str | None]:
         if "a" in row and "b" in row:
             a, b = int(row["a"]), int(row["b"])
         else:
