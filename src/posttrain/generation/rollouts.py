@@ -27,7 +27,7 @@ from posttrain.data.sources import load_rows
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
 from posttrain.generation.sampling import generate
-from posttrain.models import ModelArguments, free_model, load_model, load_tokenizer, render_prompt
+from posttrain.models import ModelArguments, check_model_source, free_model, load_model, load_tokenizer, render_prompt
 from posttrain.runtime import get_logger, seed_everything
 
 log = get_logger(__name__)
@@ -67,6 +67,7 @@ def _done_ids(path: Path) -> set[str]:
 
 def run_rollout(config: RolloutConfig) -> dict:
     seed_everything(config.seed)
+    check_model_source(config.model_name_or_path)
     rows = _prompt_rows(config)
     out_path = Path(config.output_dir) / "rollouts.jsonl"
     done = _done_ids(out_path)
