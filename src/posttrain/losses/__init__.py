@@ -2,6 +2,7 @@
 
 from posttrain.losses.beta_schedules import BetaDPOSchedule, BetaSchedule, ConstantBeta, QuantileBetaSchedule
 from posttrain.losses.dpo import DPO_LOSS_TYPES, dpo_loss
+from posttrain.losses.self_distillation import self_distillation_loss
 
 __all__ = [
     "DPO_LOSS_TYPES",
@@ -10,4 +11,5 @@ __all__ = [
     "ConstantBeta",
     "QuantileBetaSchedule",
     "dpo_loss",
+    "self_distillation_loss",
 ]

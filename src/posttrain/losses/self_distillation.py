@@ -1,0 +1,130 @@
+"""The SDPO self-distillation loss: match a stop-gradient teacher token by token.
+
+Hübotter et al. 2026, "Self-Distillation Policy Optimization" (https://arxiv.org/abs/2601.20802),
+reference code lasgroup/SDPO. On the student's own sampled completion, at every response token
+t, the student's next-token distribution ``s`` is pulled toward the teacher's ``t`` (the same
+model shown a better context), which gets no gradient.
+
+Divergence per token, with α ∈ [0, 1]:
+
+* α = 0: forward KL, ``KL(t ‖ s)``;
+* α = 1: reverse KL, ``KL(s ‖ t)``;
+* otherwise the α-skewed Jensen–Shannon divergence: with the mixture
+  ``m = (1−α)·s + α·t`` (computed in log space with log-sum-exp),
+  ``D = (1−α)·KL(s ‖ m) + α·KL(t ‖ m)``.
+
+Distributions are represented on the student's top-k tokens (indices chosen by the student, the
+teacher's log-probs gathered at the same indices). With ``add_tail`` the rest of the
+probability mass is one more bucket, ``log(1 − Σ_topk p) = log(−expm1(min(logsumexp(topk), −1e-7)))``;
+without it both are renormalised over the k tokens.
+
+Without top-k tensors (only the sampled tokens' log-probs are known) the loss is the
+sampled-token estimator of the reverse KL, ``(log s(y) − log t(y)).detach() · log s(y)``, which
+requires α = 1.
+
+When the completions were sampled by an older policy, each token is weighted by the truncated
+importance ratio ``min(exp(clamp(log s − log old, −20, 20)), is_clip)`` (no gradient). The loss is
+the mean over tokens where ``response_mask × sample_mask`` is 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TAIL_CLAMP = -1e-7  # keeps log(1 - mass) finite when the top-k hold (numerically) all the mass
+
+
+def _with_tail(topk_log_probs: torch.Tensor) -> torch.Tensor:
+    """``(..., K)`` log-probs -> ``(..., K+1)`` with the rest-of-vocabulary bucket appended."""
+    mass = torch.logsumexp(topk_log_probs, dim=-1, keepdim=True).clamp(max=TAIL_CLAMP)
+    return torch.cat([topk_log_probs, torch.log(-torch.expm1(mass))], dim=-1)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) over the last dimension, from log-probs."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-position divergence between distributions given as log-probs ``(..., V)``."""
+    if alpha == 0.0:
+        return _kl(teacher, student)
+    if alpha == 1.0:
+        return _kl(student, teacher)
+    mixture = torch.logsumexp(
+        torch.stack([student + torch.log1p(torch.tensor(-alpha)), teacher + torch.log(torch.tensor(alpha))]), dim=0
+    )
+    return (1 - alpha) * _kl(student, mixture) + alpha * _kl(teacher, mixture)
+
+
+def self_distillation_loss(
+    student_log_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    response_mask: torch.Tensor,
+    student_topk_log_probs: torch.Tensor | None = None,
+    teacher_topk_log_probs: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    is_clip: float | None = 2.0,
+    add_tail: bool = True,
+    old_log_probs: torch.Tensor | None = None,
+    sample_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """SDPO loss and metrics.
+
+    Args:
+        student_log_probs: ``(B, T)`` student log-prob of each sampled response token.
+        teacher_log_probs: ``(B, T)`` teacher log-prob of the same tokens (no gradient used).
+        response_mask: ``(B, T)`` 1 on response tokens.
+        student_topk_log_probs: ``(B, T, K)`` student log-probs (full-vocabulary normalised) of
+            its own top-k tokens; with ``teacher_topk_log_probs`` selects top-k mode.
+        teacher_topk_log_probs: ``(B, T, K)`` teacher log-probs at the student's top-k indices.
+        alpha: 0 forward KL, 1 reverse KL, in between the α-skewed JSD.
+        is_clip: upper clip of the importance weight (None: no clipping).
+        add_tail: top-k mode: add the rest-mass bucket (else renormalise over the k).
+        old_log_probs: ``(B, T)`` log-probs under the sampling policy, if it was stale.
+        sample_mask: ``(B,)`` 0 for samples without a teacher signal (no demonstration or feedback).
+
+    Returns:
+        ``(loss, metrics)``: the scalar token-mean loss, and floats for logging.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    topk_mode = student_topk_log_probs is not None and teacher_topk_log_probs is not None
+    if not topk_mode and (student_topk_log_probs is not None or teacher_topk_log_probs is not None):
+        raise ValueError("give both student_topk_log_probs and teacher_topk_log_probs, or neither")
+    if not topk_mode and alpha != 1.0:
+        raise ValueError(f"the sampled-token estimator is the reverse KL: alpha must be 1.0, got {alpha}")
+
+    mask = response_mask.to(student_log_probs.dtype)
+    if sample_mask is not None:
+        mask = mask * sample_mask.to(mask.dtype)[:, None]
+
+    if topk_mode:
+        student, teacher = student_topk_log_probs, teacher_topk_log_probs.detach()
+        if add_tail:
+            student, teacher = _with_tail(student), _with_tail(teacher)
+        else:
+            student, teacher = torch.log_softmax(student, dim=-1), torch.log_softmax(teacher, dim=-1)
+        per_token = divergence(student, teacher, alpha)  # (B, T)
+    else:
+        log_ratio = (student_log_probs - teacher_log_probs).detach()
+        per_token = log_ratio * student_log_probs  # gradient of E_s[log s - log t] through log s(y)
+
+    metrics: dict[str, float] = {}
+    if old_log_probs is not None:
+        ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
+        if is_clip is not None:
+            metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
+            ratio = ratio.clamp(max=is_clip)
+        metrics["is_weight"] = _masked_mean(ratio, mask)
+        per_token = per_token * ratio
+
+    tokens = mask.sum()
+    loss = (per_token * mask).sum() / tokens.clamp(min=1)
+    metrics["distill_tokens"] = float(tokens)
+    metrics["divergence"] = float(loss.detach())
+    return loss, metrics
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp(min=1))
