@@ -1,0 +1,131 @@
+"""SDPO reprompting: the teacher's context for each sampled completion.
+
+The teacher is the student model shown a better context: a successful sibling answer from the
+same group (a *demonstration*) and/or the environment's feedback on this sample's failure.
+Rules (Hübotter et al. 2026; defaults as in the reference code):
+
+* a sample is successful when its reward ≥ ``success_reward_threshold``;
+* the demonstration for sample i is the first successful completion of its group, skipping i
+  itself when ``dont_reprompt_on_self_success`` (so a success is never its own teacher);
+  ``<think>…</think>`` is removed when ``remove_thinking_from_demonstration``;
+* feedback is used when ``include_environment_feedback`` and (not
+  ``environment_feedback_only_without_solution`` or there is no demonstration);
+* with neither demonstration nor feedback the sample gets no distillation loss (mask 0).
+
+The teacher prompt is the original conversation, system messages kept, with the last user turn
+replaced by ``reprompt_template.format(prompt=…, solution=…, feedback=…)``; it is rendered with
+the chat template (``chat_template_kwargs`` forwarded), truncated to ``max_reprompt_len`` tokens
+(``right``: keep the start, ``left``: keep the end, ``error``: refuse), and the student's
+completion tokens are appended unchanged, so both models score the same tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from posttrain.errors import PosttrainError
+
+REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.\n"
+SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}\n\n"
+FEEDBACK_TEMPLATE = "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n"
+_THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+
+
+@dataclass
+class RepromptSettings:
+    success_reward_threshold: float = 1.0
+    dont_reprompt_on_self_success: bool = True
+    remove_thinking_from_demonstration: bool = True
+    include_environment_feedback: bool = True
+    environment_feedback_only_without_solution: bool = True
+    reprompt_template: str = REPROMPT_TEMPLATE
+    solution_template: str = SOLUTION_TEMPLATE
+    feedback_template: str = FEEDBACK_TEMPLATE
+    max_reprompt_len: int = 10240
+    reprompt_truncation: Literal["right", "left", "error"] = "right"
+    chat_template_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class TeacherInput:
+    input_ids: list[int]  # teacher prompt followed by the student's completion tokens
+    completion_start: int  # index of the first completion token in input_ids
+    has_signal: bool  # False: neither demonstration nor feedback (distillation mask 0)
+
+
+def select_demonstration(index: int, completions: list[str], rewards: list[float], settings: RepromptSettings) -> str | None:
+    """The first successful completion of the group (not ``index`` itself, by default)."""
+    for j, (completion, reward) in enumerate(zip(completions, rewards)):
+        if reward < settings.success_reward_threshold:
+            continue
+        if j == index and settings.dont_reprompt_on_self_success:
+            continue
+        if settings.remove_thinking_from_demonstration:
+            completion = _THINK.sub("", completion)
+        return completion
+    return None
+
+
+def teacher_messages(
+    messages: list[dict], demonstration: str | None, feedback: str | None, settings: RepromptSettings
+) -> list[dict] | None:
+    """The reprompted conversation, or None when there is nothing to teach with."""
+    use_feedback = bool(feedback) and settings.include_environment_feedback and (
+        not settings.environment_feedback_only_without_solution or demonstration is None
+    )
+    if demonstration is None and not use_feedback:
+        return None
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last_user is None:
+        raise PosttrainError("SDPO reprompting needs a user turn in the prompt")
+    solution = settings.solution_template.format(successful_previous_attempt=demonstration) if demonstration is not None else ""
+    feedback_text = settings.feedback_template.format(feedback_raw=feedback) if use_feedback else ""
+    content = settings.reprompt_template.format(prompt=messages[last_user]["content"], solution=solution, feedback=feedback_text)
+    return [*messages[:last_user], {**messages[last_user], "content": content}, *messages[last_user + 1 :]]
+
+
+def build_teacher_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict]],
+    completion_ids: list[list[int]],
+    completions: list[str],
+    rewards: list[float],
+    feedbacks: list[str | None],
+    group_size: int,
+    settings: RepromptSettings,
+) -> list[TeacherInput]:
+    """Teacher inputs for a batch laid out as consecutive groups of ``group_size`` samples of
+    the same prompt (GRPO's layout). ``feedbacks[i]`` belongs to sample i only."""
+    if len(prompts) % group_size:
+        raise ValueError(f"batch of {len(prompts)} samples is not a whole number of groups of {group_size}")
+    inputs = []
+    for i, (messages, ids) in enumerate(zip(prompts, completion_ids)):
+        start = i - i % group_size
+        group = slice(start, start + group_size)
+        demonstration = select_demonstration(i - start, completions[group], rewards[group], settings)
+        reprompted = teacher_messages(messages, demonstration, feedbacks[i], settings)
+        if reprompted is None:  # no signal: the student's own prompt, masked out of the loss
+            reprompted, has_signal = messages, False
+        else:
+            has_signal = True
+        prompt_ids = tokenizer.apply_chat_template(
+            reprompted, tokenize=True, add_generation_prompt=True, **settings.chat_template_kwargs
+        )
+        if hasattr(prompt_ids, "keys"):  # transformers 5 returns a BatchEncoding
+            prompt_ids = prompt_ids["input_ids"]
+        prompt_ids = _truncate(list(prompt_ids), settings)
+        inputs.append(TeacherInput(prompt_ids + list(ids), len(prompt_ids), has_signal))
+    return inputs
+
+
+def _truncate(ids: list[int], settings: RepromptSettings) -> list[int]:
+    limit = settings.max_reprompt_len
+    if len(ids) <= limit:
+        return ids
+    if settings.reprompt_truncation == "error":
+        raise PosttrainError(f"teacher prompt of {len(ids)} tokens exceeds max_reprompt_len={limit}")
+    return ids[:limit] if settings.reprompt_truncation == "right" else ids[-limit:]
