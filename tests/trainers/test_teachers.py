@@ -1,0 +1,123 @@
+"""SDPO teachers: EMA math and timing, trust region, LoRA-EMA on shared base weights."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from posttrain.models import load_model
+from posttrain.trainers.teachers import (
+    TEACHER_ADAPTER,
+    EMATeacher,
+    FrozenTeacher,
+    LoraEMATeacher,
+    TeacherEMACallback,
+    ema_update_,
+    trust_region_logits,
+)
+
+
+def test_ema_update_by_hand():
+    teacher, student = [torch.tensor([1.0, 2.0])], [torch.tensor([3.0, -2.0])]
+    ema_update_(teacher, student, 0.05)
+    torch.testing.assert_close(teacher[0], torch.tensor([0.95 * 1 + 0.05 * 3, 0.95 * 2 + 0.05 * -2]))
+    ema_update_(teacher, student, 0.0)
+    torch.testing.assert_close(teacher[0], torch.tensor([1.1, 1.8]))
+    ema_update_(teacher, student, 1.0)
+    torch.testing.assert_close(teacher[0], student[0])
+    with pytest.raises(ValueError, match="EMA rate"):
+        ema_update_(teacher, student, 1.5)
+
+
+def test_trust_region_logits_interpolate_and_cut_the_gradient():
+    reference, student = torch.tensor([0.0, 2.0]), torch.tensor([4.0, -2.0], requires_grad=True)
+    torch.testing.assert_close(trust_region_logits(reference, student, 0.0), reference)
+    torch.testing.assert_close(trust_region_logits(reference, student, 1.0), student.detach())
+    mixed = trust_region_logits(reference, student, 0.25)
+    torch.testing.assert_close(mixed, torch.tensor([1.0, 1.0]))
+    assert not mixed.requires_grad
+
+
+def test_frozen_and_ema_teachers(tiny_model_dir):
+    student = load_model(tiny_model_dir)
+    frozen, ema = FrozenTeacher(student), EMATeacher(student, rate=0.1)
+    assert all(not p.requires_grad for p in ema.model.parameters())
+    start = {n: p.detach().clone() for n, p in student.named_parameters()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    ema.update(student)
+    for (name, teacher_param), frozen_param in zip(ema.model.named_parameters(), frozen.model.parameters()):
+        torch.testing.assert_close(teacher_param, start[name] + 0.1)  # 0.9·θ0 + 0.1·(θ0 + 1)
+        torch.testing.assert_close(frozen_param, start[name])
+    state = ema.state_dict()
+    other = EMATeacher(load_model(tiny_model_dir), rate=0.1)
+    other.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(other.model.parameters(), ema.model.parameters()))
+
+
+@pytest.mark.slow
+def test_ema_runs_once_per_optimizer_step_with_gradient_accumulation(tiny_model_dir, tmp_path):
+    from posttrain.config import load_config
+    from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer
+
+    config = load_config(SFTJobConfig, values=dict(model_name_or_path=tiny_model_dir, output_dir=str(tmp_path),
+                                                    dataset_train_split="train[:48]", per_device_train_batch_size=4,
+                                                    gradient_accumulation_steps=3, max_steps=4, save_strategy="no"))
+    trainer = build_sft_trainer(config)
+    snapshots = []
+
+    class Snapshot(TeacherEMACallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots.append([p.detach().clone() for p in self.student.parameters()])
+            super().on_step_end(args, state, control, **kwargs)
+
+    teacher = EMATeacher(trainer.model, rate=0.5)
+    expected = [p.detach().clone() for p in trainer.model.parameters()]
+    callback = Snapshot(teacher, trainer.model)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert callback.updates == 4 == trainer.state.global_step  # 12 micro-batches, 4 optimizer steps
+    for student in snapshots:  # the EMA of the students seen after each optimizer step
+        expected = [0.5 * e + 0.5 * s for e, s in zip(expected, student)]
+    for e, t in zip(expected, teacher.model.parameters()):
+        torch.testing.assert_close(t, e)
+
+
+def test_lora_ema_teacher_shares_the_base_and_follows_by_ema(tiny_model_dir):
+    base_params = sum(p.numel() for p in load_model(tiny_model_dir).parameters())
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    trainable_before = [n for n, p in model.named_parameters() if p.requires_grad]
+    adapter_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    teacher = LoraEMATeacher(model, rate=0.5)
+
+    total = sum(p.numel() for p in model.parameters())
+    assert total == base_params + 2 * adapter_params  # one more adapter; base weights not copied
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable_before
+    assert all(f".{TEACHER_ADAPTER}." in t_name for t_name in [n for n, p in model.named_parameters() if TEACHER_ADAPTER in n])
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    student_out = model(ids).logits
+    with teacher.active():
+        teacher_out = model(ids).logits
+    torch.testing.assert_close(teacher_out, student_out)  # initialised from the student
+
+    with torch.no_grad():
+        for _, student in teacher.pairs:
+            student.add_(0.2)
+    with teacher.active():
+        torch.testing.assert_close(model(ids).logits, teacher_out)  # the teacher did not move
+    teacher.update()
+    for t, s in teacher.pairs:
+        torch.testing.assert_close(t, s - 0.1)  # halfway to the student
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable_before  # still only the student
+
+    saved = teacher.state_dict()
+    teacher.update()
+    teacher.load_state_dict(saved)
+    for t, s in teacher.pairs:
+        torch.testing.assert_close(t, s - 0.1)
+
+
+def test_lora_ema_needs_a_peft_model(tiny_model_dir):
+    with pytest.raises(ValueError, match="needs a PEFT"):
+        LoraEMATeacher(load_model(tiny_model_dir))
