@@ -29,6 +29,8 @@ the mean over tokens where ``response_mask × sample_mask`` is 1.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 TAIL_CLAMP = -1e-7  # keeps log(1 - mass) finite when the top-k hold (numerically) all the mass
@@ -41,8 +43,11 @@ def _with_tail(topk_log_probs: torch.Tensor) -> torch.Tensor:
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) over the last dimension, from log-probs."""
-    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+    """KL(p ‖ q) over the last dimension, from log-probs; tokens with p = 0 contribute 0
+    (0 · log 0 = 0, without the NaN that 0 · (−inf) would give, in values or gradients)."""
+    p = log_p.exp()
+    log_ratio = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
+    return (p * log_ratio).sum(dim=-1)
 
 
 def divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -51,9 +56,8 @@ def divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> to
         return _kl(teacher, student)
     if alpha == 1.0:
         return _kl(student, teacher)
-    mixture = torch.logsumexp(
-        torch.stack([student + torch.log1p(torch.tensor(-alpha)), teacher + torch.log(torch.tensor(alpha))]), dim=0
-    )
+    # Python-float weights keep the inputs' dtype (float64 stays exact)
+    mixture = torch.logsumexp(torch.stack([student + math.log1p(-alpha), teacher + math.log(alpha)]), dim=0)
     return (1 - alpha) * _kl(student, mixture) + alpha * _kl(teacher, mixture)
 
 
