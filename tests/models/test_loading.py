@@ -1,6 +1,5 @@
 """One loading path: local dirs, adapters, base-model mode, clear errors."""
 
-import json
 
 import pytest
 from peft import LoraConfig, get_peft_model

@@ -44,7 +44,7 @@ def test_presets_and_seed(tmp_path):
     from posttrain.models.tiny import MakeModelConfig, make_model
 
     tiny = make_model(MakeModelConfig(out=str(tmp_path / "a"), preset="tiny", seed=1))
-    again = make_model(MakeModelConfig(out=str(tmp_path / "b"), preset="tiny", seed=1))
+    make_model(MakeModelConfig(out=str(tmp_path / "b"), preset="tiny", seed=1))
     small = make_model(MakeModelConfig(out=str(tmp_path / "c"), preset="small", seed=1))
     assert small["parameters"] > 3 * tiny["parameters"]
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()

@@ -1,7 +1,6 @@
 """posttrain sft on TRL's SFTTrainer: labels, learning, checkpoints, resume, LoRA, base mode."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
