@@ -36,10 +36,11 @@ def load_rows(
 ) -> list[tuple[str, dict]]:
     """Rows of ``dataset_name`` as ``(location, row)`` pairs.
 
-    With ``preference``, a ``task:<name>`` source yields the task's verifier-built pairs
-    (prompt/chosen/rejected) instead of its SFT rows. ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
-    the slice), ``task:<name>`` (a built-in task's split), or a hub
-    dataset id (loaded with ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``.
+    ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
+    the slice), ``task:<name>`` (a built-in task's split), or a hub dataset id (loaded with
+    ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``. With ``preference``,
+    a ``task:<name>`` source yields the task's verifier-built pairs (prompt/chosen/rejected)
+    instead of its SFT rows.
     """
     name, part = split_slice(split)
     if dataset_name.startswith("task:"):

@@ -93,6 +93,15 @@ def make_negative(kind: str, chosen: str, rng: random.Random, other: str | None)
     return other if other and other != chosen else None  # off_topic
 
 
+def _other_completion(rollouts: list[dict], index: int, rng: random.Random) -> str | None:
+    """The first completion of a uniformly drawn row other than ``index`` (O(1), no list built)."""
+    if len(rollouts) < 2:
+        return None
+    other = rng.randrange(len(rollouts) - 1)
+    completions = rollouts[other + (other >= index)]["completions"]
+    return completions[0] if completions else None
+
+
 def _complete_prompts(path: Path) -> set[str]:
     """Ids whose rows are all on disk. A crash can cut a prompt's rows short: those rows are
     removed (the file is rewritten atomically) so the prompt is paired again from scratch."""
@@ -139,8 +148,8 @@ def run_pairs(config: PairsConfig) -> dict:
         pairs = [{**base, "rejected": completions[worst], "chosen_score": values[best],
                   "rejected_score": values[worst], "margin": values[best] - values[worst], "kind": "judged"}]
         for kind in config.negatives:
-            other_row = rollouts[rng.choice([i for i in range(len(rollouts)) if i != index])] if len(rollouts) > 1 else None
-            negative = make_negative(kind, chosen, rng, other_row["completions"][0] if other_row else None)
+            other = _other_completion(rollouts, index, rng) if kind == "off_topic" else None
+            negative = make_negative(kind, chosen, rng, other)
             if negative is None:
                 counts[f"negative_not_applicable_{kind}"] += 1
                 continue
