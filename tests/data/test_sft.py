@@ -2,7 +2,8 @@
 
 import pytest
 
-from posttrain.data.sft import base_format, build_sft_examples, tokenize_example
+from posttrain.data.base_format import base_format
+from posttrain.data.sft import build_sft_examples, tokenize_example
 from posttrain.errors import DataError
 from posttrain.models import load_tokenizer
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from posttrain.generation.few_shot import EXAMPLE_POOL, few_shot_prompt, format_example, has_chat_markup
+from posttrain.data.base_format import base_format
+from posttrain.generation.few_shot import EXAMPLE_POOL, few_shot_prompt, has_chat_markup
 
 POOL = [
     ("What is 1 + 1?", "Answer: 2"),
@@ -46,7 +47,7 @@ def test_prompt_structure(shots):
     assert len(set(examples)) == shots  # drawn without repeats
     assert last == "Instruction: What is 47 + 38?\nResponse:"
     assert prompt.endswith("\nResponse:") and not prompt.endswith(" ")
-    assert prompt == "\n\n".join(format_example(i, r) for i, r in examples) + "\n\nInstruction: What is 47 + 38?\nResponse:"
+    assert prompt == "\n\n".join(base_format(i, r) for i, r in examples) + "\n\nInstruction: What is 47 + 38?\nResponse:"
 
 
 def test_all_shots_uses_every_example_once():

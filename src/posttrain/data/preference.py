@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from typing import Literal
 
+from posttrain.data.base_format import base_prompt, base_response
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
@@ -115,7 +116,7 @@ def _format_pair(row: dict, base_model_mode: bool, where: str) -> dict:
             raise DataError(f"{where}: base_model_mode needs string prompt/chosen/rejected")
         if prompt.startswith(HUMAN):  # an HH transcript stays as it is
             return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        return {"prompt": f"Instruction: {prompt}\nResponse:", "chosen": f" {chosen}\nEND", "rejected": f" {rejected}\nEND"}
+        return {"prompt": base_prompt(prompt), "chosen": base_response(chosen), "rejected": base_response(rejected)}
     if isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
     if isinstance(chosen, str):

@@ -17,23 +17,16 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from posttrain.data.base_format import RESPONSE_MARKER, base_format
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
 
-RESPONSE_MARKER = "Response:"
-
-
 @dataclass
 class TokenizedExample:
     input_ids: list[int]
     completion_mask: list[int]  # 1 where the token is part of the response (gets loss)
-
-
-def base_format(prompt: str, completion: str) -> str:
-    """The base-model SFT text: ``Instruction: X\\nResponse: Y\\nEND``."""
-    return f"Instruction: {prompt}\n{RESPONSE_MARKER} {completion}\nEND"
 
 
 def _check_messages(messages: object, where: str, field: str) -> list[dict]:

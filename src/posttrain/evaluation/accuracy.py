@@ -16,6 +16,7 @@ import torch
 
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
+from posttrain.data.base_format import END
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError
 from posttrain.generation.sampling import generate
@@ -66,7 +67,7 @@ def run_eval(config: EvalConfig) -> dict:
     rows = task.make_dataset(config.split, n=config.num_examples)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     prompts = [render_prompt(tokenizer, row["prompt"], config.base_model_mode) for row in rows]
-    stop = ["END"] if config.base_model_mode else None
+    stop = [END] if config.base_model_mode else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)

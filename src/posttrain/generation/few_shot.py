@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import re
 
+from posttrain.data.base_format import base_format, base_prompt
+
 EXAMPLE_POOL = [
     ("What is 23 + 19?", "3+9=12 carry 1. 2+1+1=4 carry 0. Answer: 42"),
     ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
@@ -31,18 +33,14 @@ CHAT_MARKERS = re.compile(
 )
 
 
-def format_example(instruction: str, response: str) -> str:
-    return f"Instruction: {instruction}\nResponse: {response}\nEND"
-
-
 def few_shot_prompt(instruction: str, rng: random.Random, shots: int = 3, pool: list[tuple[str, str]] | None = None) -> str:
     """``shots`` examples drawn without replacement from ``pool``, then the new instruction."""
     pool = EXAMPLE_POOL if pool is None else pool
     candidates = [(i, r) for i, r in pool if i != instruction]  # never answer the question in the prompt
     if not 1 <= shots <= len(candidates):
         raise ValueError(f"shots must be in [1, {len(candidates)}] for this pool, got {shots}")
-    examples = [format_example(i, r) for i, r in rng.sample(candidates, shots)]
-    return "\n\n".join(examples) + f"\n\nInstruction: {instruction}\nResponse:"
+    examples = [base_format(i, r) for i, r in rng.sample(candidates, shots)]
+    return "\n\n".join([*examples, base_prompt(instruction)])
 
 
 def has_chat_markup(text: str) -> bool:

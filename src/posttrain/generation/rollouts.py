@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
+from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.data.sources import load_rows
 from posttrain.errors import DataError, PosttrainError
@@ -123,7 +124,7 @@ class _HFSampler:
         return generate(
             self.model, self.tokenizer, prompts, num_return_sequences=c.num_samples, do_sample=True,
             temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, batch_size=len(prompts),
-            stop_strings=["END"] if c.base_model_mode else None, desc="batch", return_token_counts=True,
+            stop_strings=[END] if c.base_model_mode else None, desc="batch", return_token_counts=True,
         )
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class _VLLMSampler:
 
         c = self.config
         params = SamplingParams(n=c.num_samples, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
-                                seed=seed, stop=["END"] if c.base_model_mode else None)
+                                seed=seed, stop=[END] if c.base_model_mode else None)
         results = self.llm.generate(prompts, params, use_tqdm=False)
         return [[o.text for o in r.outputs] for r in results], [[len(o.token_ids) for o in r.outputs] for r in results]
 

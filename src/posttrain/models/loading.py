@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from posttrain.config import config_field
+from posttrain.data.base_format import base_prompt
 from posttrain.errors import PosttrainError
 from posttrain.runtime import get_logger
 
@@ -108,7 +109,7 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], 
     if base_model_mode:
         if not isinstance(prompt, str):
             raise PosttrainError("base_model_mode needs plain-text prompts, got a list of messages")
-        return f"Instruction: {prompt}\nResponse:"
+        return base_prompt(prompt)
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if tokenizer.chat_template is None:
         raise PosttrainError("the tokenizer has no chat template; set base_model_mode: true for a base model")
