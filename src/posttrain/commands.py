@@ -58,6 +58,20 @@ COMMANDS: dict[str, Command] = {
             "output_dir",
         ),
         Command(
+            "sdpo",
+            "Self-distillation RL (SDPO) on TRL's GRPOTrainer: the model with a successful sibling or feedback in context is its own teacher.",
+            "posttrain.trainers.sdpo:SDPOJobConfig",
+            "posttrain.trainers.sdpo:run_sdpo",
+            "output_dir",
+        ),
+        Command(
+            "grpo",
+            "Plain GRPO on the same config as sdpo (for comparison).",
+            "posttrain.trainers.sdpo:GRPOJobConfig",
+            "posttrain.trainers.sdpo:run_grpo",
+            "output_dir",
+        ),
+        Command(
             "rollout",
             "Sample N completions per prompt (resumable JSONL; HF generate or vLLM; few-shot prompts for base models).",
             "posttrain.generation.rollouts:RolloutConfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -233,13 +234,41 @@ def test_every_reference_completion_scores_one():
 # hinted prompt
 
 
-def test_hinted_prompt_contains_correct_solution():
-    """The hinted prompt starts with the prompt and includes the reference scratchpad."""
+def test_hinted_prompt_is_the_sdpo_teacher_prompt_with_the_solution():
+    """Written out by hand from SPEC E's default templates."""
     row = {"prompt": PROMPT, "a": 47, "b": 38}
-    hinted = TASK.hinted_prompt(row)
-    assert hinted.startswith(PROMPT + "\n")
-    assert RIGHT in hinted
-    assert hinted == f"{PROMPT}\nHint: a correct solution is: {RIGHT}"
+    expected = f"{PROMPT}\nCorrect solution:\n\n{RIGHT}\n\n\n\nCorrectly solve the original question.\n"
+    assert TASK.hinted_prompt(row) == expected
+
+
+def test_feedback_prompt_carries_the_feedback_on_a_wrong_attempt():
+    row = {"prompt": PROMPT, "a": 47, "b": 38}
+    prompt = TASK.feedback_prompt(row, random.Random(0))
+    head = f"{PROMPT}\nThe following is feedback from your unsuccessful earlier attempt:\n\n"
+    assert prompt.startswith(head)
+    assert prompt.endswith("\n\n\n\nCorrectly solve the original question.\n")
+    feedback = prompt[len(head) : -len("\n\n\n\nCorrectly solve the original question.\n")]
+    assert feedback and RIGHT not in prompt  # feedback only, never the solution
+
+
+def test_teacher_fraction_mixes_teacher_prompts_into_train_only():
+    task = ArithmeticTask(test_size=100, seed=3, teacher_fraction=0.4)
+    plain = ArithmeticTask(test_size=100, seed=3)
+    train, reference = task.make_dataset("train", 2000), plain.make_dataset("train", 2000)
+    changed = [row for row, ref in zip(train, reference) if row["prompt"] != ref["prompt"]]
+    assert 0.35 < len(changed) / len(train) < 0.45
+    hinted = sum("Correct solution:" in row["prompt"] for row in changed)
+    assert 0.4 < hinted / len(changed) < 0.6  # the rest carry feedback
+    for row, ref in zip(train, reference):  # same problems and answers; only prompts differ
+        assert row["completion"] == ref["completion"] and row["prompt"].startswith(ref["prompt"])
+    assert task.make_dataset("test") == plain.make_dataset("test")
+    assert task.make_dataset("train", 500) == task.make_dataset("train", 500)  # deterministic
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_bad_teacher_fraction(fraction):
+    with pytest.raises(ConfigError, match="teacher_fraction"):
+        ArithmeticTask(teacher_fraction=fraction)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ with a hub id. Nothing is downloaded: the tokenizer is trained on text generated
 
 from __future__ import annotations
 
+import random
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,11 +71,12 @@ class MakeModelConfig:
 def _tokenizer_corpus() -> list[str]:
     task = ArithmeticTask()
     rows = task.make_dataset("train", n=3000)
+    rng = random.Random(0)
     lines = [_GENERAL_TEXT] * 20
     for row in rows:
         lines.append(f"{row['prompt']}\n{row['completion']}")
         lines.append(task.hinted_prompt(row))
-        lines.append(task.feedback(row["a"], row["b"], "", row["answer"] + 1))
+        lines.append(task.feedback_prompt(row, rng))
     return lines
 
 

@@ -35,8 +35,9 @@ class Task(Protocol):
 def get_task(name: str, **options) -> Task:
     """Build a task by name; ``options`` are the task's constructor arguments."""
     from posttrain.tasks.arithmetic import ArithmeticTask
+    from posttrain.tasks.python_code import PythonCodeTask
 
-    registry = {"arithmetic": ArithmeticTask}
+    registry = {"arithmetic": ArithmeticTask, "python_code": PythonCodeTask}
     if name not in registry:
         raise ConfigError(f"unknown task '{name}' (available: {', '.join(registry)})")
     try:

@@ -11,8 +11,12 @@ forward pass, and then it barely learns (about 10% in the same budget).
 
 The verifier is exact (the number after the last ``Answer:``). Feedback for a wrong answer
 names the first wrong step of the scratchpad, or else that the final answer disagrees with it.
-The hinted prompt puts a correct solution in context, so an in-context teacher is better than
-the student, as it is for large models.
+The hinted prompt puts a correct solution in context, in the words SDPO's teacher sees it
+(:func:`posttrain.trainers.reprompting.reprompt_text`). A tiny model cannot read a solution in
+context unless it has seen the format, so ``teacher_fraction`` mixes such rows into the training
+split (half with a correct solution, half with the feedback on a typical mistake, each followed
+by the reference answer): after SFT, an in-context teacher is better than the student, as it is
+for large models.
 """
 
 from __future__ import annotations
@@ -54,11 +58,13 @@ class ArithmeticTask:
             pool of 200,000 distinct problems is drawn).
         test_size: problems held out for the test split.
         seed: fixes which problems are held out and the order of both splits.
+        teacher_fraction: share of training rows whose prompt is a teacher's prompt (a correct
+            solution or feedback in context), so SFT teaches the model to use that context.
     """
 
     name = "arithmetic"
 
-    def __init__(self, digits: int = 2, test_size: int = 300, seed: int = 0):
+    def __init__(self, digits: int = 2, test_size: int = 300, seed: int = 0, teacher_fraction: float = 0.0):
         if not 1 <= digits <= 6:
             raise ConfigError(f"arithmetic task: digits must be in [1, 6], got {digits}")
         low, high = 10 ** (digits - 1), 10**digits - 1
@@ -66,7 +72,9 @@ class ArithmeticTask:
         pool = min(space, POOL_SIZE)
         if not 0 < test_size < pool:
             raise ConfigError(f"arithmetic task: test_size must be in [1, {pool - 1}], got {test_size}")
-        self.digits, self.test_size, self.seed = digits, test_size, seed
+        if not 0.0 <= teacher_fraction <= 1.0:
+            raise ConfigError(f"arithmetic task: teacher_fraction must be in [0, 1], got {teacher_fraction}")
+        self.digits, self.test_size, self.seed, self.teacher_fraction = digits, test_size, seed, teacher_fraction
         self._low, self._high, self._space, self._pool = low, high, space, pool
 
     def _pairs(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -83,7 +91,13 @@ class ArithmeticTask:
         pairs = train if split == "train" else test
         if n is not None:
             pairs = pairs[:n]
-        return [self._row(a, b) for a, b in pairs]
+        rows = [self._row(a, b) for a, b in pairs]
+        if split == "train" and self.teacher_fraction:
+            rng = random.Random(self.seed + 2)
+            for row in rows:
+                if rng.random() < self.teacher_fraction:
+                    row["prompt"] = self.hinted_prompt(row) if rng.random() < 0.5 else self.feedback_prompt(row, rng)
+        return rows
 
     def _row(self, a: int, b: int) -> dict:
         return {
@@ -128,7 +142,18 @@ class ArithmeticTask:
         return " ".join(steps) + f" Answer: {answer}"
 
     def hinted_prompt(self, row: dict) -> str:
-        return f"{row['prompt']}\nHint: a correct solution is: {solve(row['a'], row['b'], self.digits)}"
+        """The prompt as SDPO's teacher sees it with a correct solution in context."""
+        from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
+
+        return reprompt_text(row["prompt"], solve(row["a"], row["b"], self.digits), None, RepromptSettings())
+
+    def feedback_prompt(self, row: dict, rng: random.Random) -> str:
+        """The prompt as SDPO's teacher sees it with the feedback on a typical mistake."""
+        from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
+
+        wrong = self.mistake(row["a"], row["b"], rng)
+        feedback = self.feedback(row["a"], row["b"], wrong, extract_answer(wrong))
+        return reprompt_text(row["prompt"], None, feedback, RepromptSettings())
 
     def score(self, prompt: str, completion: str, /, **row) -> tuple[float, str | None]:
         if "a" in row and "b" in row:

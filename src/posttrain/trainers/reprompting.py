@@ -22,12 +22,14 @@ completion tokens are appended unchanged, so both models score the same tokens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from transformers import PreTrainedTokenizerBase
-
+from posttrain.config import config_field
 from posttrain.errors import PosttrainError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.\n"
 SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}\n\n"
@@ -37,17 +39,23 @@ _THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 
 @dataclass
 class RepromptSettings:
-    success_reward_threshold: float = 1.0
-    dont_reprompt_on_self_success: bool = True
-    remove_thinking_from_demonstration: bool = True
-    include_environment_feedback: bool = True
-    environment_feedback_only_without_solution: bool = True
-    reprompt_template: str = REPROMPT_TEMPLATE
-    solution_template: str = SOLUTION_TEMPLATE
-    feedback_template: str = FEEDBACK_TEMPLATE
-    max_reprompt_len: int = 10240
-    reprompt_truncation: Literal["right", "left", "error"] = "right"
-    chat_template_kwargs: dict = field(default_factory=dict)
+    """How the teacher's context is built (SDPO reference-code names and defaults)."""
+
+    success_reward_threshold: float = config_field(1.0, help="A sample with reward >= this is a success (a demonstration).")
+    dont_reprompt_on_self_success: bool = config_field(True, help="Never use a sample's own success as its demonstration.")
+    remove_thinking_from_demonstration: bool = config_field(True, help="Strip <think>...</think> from demonstrations.")
+    include_environment_feedback: bool = config_field(True, help="Show the environment's feedback to the teacher.")
+    environment_feedback_only_without_solution: bool = config_field(
+        True, help="Use feedback only for samples without a demonstration."
+    )
+    reprompt_template: str = config_field(REPROMPT_TEMPLATE, help="Teacher's last user turn; fields {prompt} {solution} {feedback}.")
+    solution_template: str = config_field(SOLUTION_TEMPLATE, help="Demonstration block; field {successful_previous_attempt}.")
+    feedback_template: str = config_field(FEEDBACK_TEMPLATE, help="Feedback block; field {feedback_raw}.")
+    max_reprompt_len: int = config_field(10240, help="Longest teacher prompt in tokens.", ge=1)
+    reprompt_truncation: Literal["right", "left", "error"] = config_field(
+        "right", help="Over max_reprompt_len: right keeps the start, left keeps the end, error refuses."
+    )
+    chat_template_kwargs: dict = config_field({}, help="Extra chat-template arguments (e.g. enable_thinking: false).")
 
 
 @dataclass
@@ -70,6 +78,13 @@ def select_demonstration(index: int, completions: list[str], rewards: list[float
     return None
 
 
+def reprompt_text(prompt: str, demonstration: str | None, feedback: str | None, settings: RepromptSettings) -> str:
+    """The teacher's last user turn: the prompt with the demonstration and/or feedback blocks."""
+    solution = settings.solution_template.format(successful_previous_attempt=demonstration) if demonstration is not None else ""
+    feedback_text = settings.feedback_template.format(feedback_raw=feedback) if feedback else ""
+    return settings.reprompt_template.format(prompt=prompt, solution=solution, feedback=feedback_text)
+
+
 def teacher_messages(
     messages: list[dict], demonstration: str | None, feedback: str | None, settings: RepromptSettings
 ) -> list[dict] | None:
@@ -82,14 +97,12 @@ def teacher_messages(
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:
         raise PosttrainError("SDPO reprompting needs a user turn in the prompt")
-    solution = settings.solution_template.format(successful_previous_attempt=demonstration) if demonstration is not None else ""
-    feedback_text = settings.feedback_template.format(feedback_raw=feedback) if use_feedback else ""
-    content = settings.reprompt_template.format(prompt=messages[last_user]["content"], solution=solution, feedback=feedback_text)
+    content = reprompt_text(messages[last_user]["content"], demonstration, feedback if use_feedback else None, settings)
     return [*messages[:last_user], {**messages[last_user], "content": content}, *messages[last_user + 1 :]]
 
 
 def build_teacher_inputs(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: "PreTrainedTokenizerBase",
     prompts: list[list[dict]],
     completion_ids: list[list[int]],
     completions: list[str],
@@ -97,13 +110,19 @@ def build_teacher_inputs(
     feedbacks: list[str | None],
     group_size: int,
     settings: RepromptSettings,
+    select: range | None = None,
 ) -> list[TeacherInput]:
     """Teacher inputs for a batch laid out as consecutive groups of ``group_size`` samples of
-    the same prompt (GRPO's layout). ``feedbacks[i]`` belongs to sample i only."""
+    the same prompt (GRPO's layout). ``feedbacks[i]`` belongs to sample i only.
+
+    ``select`` builds only those samples (a process's share of a batch gathered from all
+    processes); every sample of a group still serves as a possible demonstration.
+    """
     if len(prompts) % group_size:
         raise ValueError(f"batch of {len(prompts)} samples is not a whole number of groups of {group_size}")
     inputs = []
-    for i, (messages, ids) in enumerate(zip(prompts, completion_ids)):
+    for i in select if select is not None else range(len(prompts)):
+        messages, ids = prompts[i], completion_ids[i]
         start = i - i % group_size
         group = slice(start, start + group_size)
         demonstration = select_demonstration(i - start, completions[group], rewards[group], settings)

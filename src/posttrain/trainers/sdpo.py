@@ -1,0 +1,414 @@
+"""``posttrain sdpo`` and ``posttrain grpo``: self-distillation RL on TRL's GRPOTrainer.
+
+SDPO (Hübotter et al. 2026, https://arxiv.org/abs/2601.20802): sample G completions per prompt,
+score them; the same model, shown a successful sibling answer and/or the environment's feedback
+(:mod:`posttrain.trainers.reprompting`), is the teacher, and the student is trained to match the
+teacher's next-token distribution on its own samples (:func:`posttrain.losses.self_distillation_loss`).
+
+TRL's GRPOTrainer does the sampling, reward calls, group advantages, batching and the GRPO loss.
+posttrain adds, per generation batch:
+
+1. ``_calculate_rewards``: keep the rewards, completions and each sample's feedback;
+2. ``_generate_and_score_completions``: build every sample's teacher prompt (groups may span
+   processes, so completions and feedback are gathered first) and store it, left-padded, in the
+   batch, where TRL's shuffling and splitting keep it aligned with its sample;
+
+and per micro-batch, ``_compute_loss``: one student forward over the completion (top-k of its
+log-probs), one teacher forward over teacher prompt + the same completion tokens (log-probs
+gathered at the student's top-k, the full-vocabulary tensor freed at once), the distillation
+loss, mixed with TRL's GRPO loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_weight`` λ). With λ = 1
+nothing of SDPO runs: it is TRL's GRPO, which is what ``posttrain grpo`` trains.
+
+Teachers (:mod:`posttrain.trainers.teachers`): ``frozen``, ``ema`` (after each optimizer step),
+``trust_region``, ``lora_ema`` (second adapter, base weights shared) and ``live``. Their state is
+written into every checkpoint and restored on resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from accelerate.utils import gather_object
+from datasets import Dataset
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import pad
+
+from posttrain.artifacts import atomic_open, write_json
+from posttrain.config import config_field
+from posttrain.data.sources import load_rows
+from posttrain.errors import ConfigError, DataError, PosttrainError
+from posttrain.losses import self_distillation_loss
+from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
+from posttrain.models.loading import check_model_source, load_model_for_training
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks import get_task
+from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs
+from posttrain.trainers.rewards import FeedbackReward, TaskReward, import_reward_function, message_text
+from posttrain.trainers.settings import TrainingSettings
+from posttrain.trainers.teachers import (
+    TEACHER_KINDS,
+    EMATeacher,
+    FrozenTeacher,
+    LoraEMATeacher,
+    TeacherEMACallback,
+    trust_region_logits,
+)
+
+log = get_logger(__name__)
+
+TEACHER_STATE_FILE = "sdpo_teacher.pt"
+TEACHER_INFO_FILE = "sdpo_teacher.json"
+
+
+@dataclass
+class SDPOSettings(RepromptSettings):
+    """The SDPO-specific options (SPEC E; names as in the reference code where it has them)."""
+
+    grpo_weight: float = config_field(0.0, help="λ in λ·L_GRPO + (1−λ)·L_SDPO: 0 pure SDPO, 1 plain GRPO.", ge=0.0, le=1.0)
+    teacher: Literal["frozen", "ema", "trust_region", "lora_ema", "live"] = config_field(
+        "ema", help="Teacher weights: frozen, ema, trust_region, lora_ema (LoRA students), live."
+    )
+    teacher_update_rate: float = config_field(
+        0.05, help="ema/lora_ema: EMA rate r per optimizer step; trust_region: interpolation r toward the student.", ge=0.0, le=1.0
+    )
+    distillation_alpha: float = config_field(0.5, help="Divergence: 0 forward KL, 1 reverse KL, between: α-skewed JSD.", ge=0.0, le=1.0)
+    distillation_topk: int = config_field(100, help="Top-k tokens of the student the divergence is computed on (0: sampled-token mode).", ge=0)
+    distillation_add_tail: bool = config_field(True, help="Top-k: add the rest-of-vocabulary bucket (else renormalise over k).")
+    distillation_is_clip: float | None = config_field(2.0, help="Clip of the importance weight for stale samples (None: no clip).", gt=0)
+
+    def __post_init__(self):
+        if not 0.0 <= self.distillation_alpha <= 1.0:
+            raise ConfigError(f"config key 'distillation_alpha' must be in [0, 1], got {self.distillation_alpha}")
+        if not 0.0 <= self.grpo_weight <= 1.0:
+            raise ConfigError(f"config key 'grpo_weight' must be in [0, 1], got {self.grpo_weight}")
+        if self.teacher not in TEACHER_KINDS:
+            raise ConfigError(f"config key 'teacher' must be one of {', '.join(TEACHER_KINDS)}, got '{self.teacher}'")
+        if self.distillation_topk == 0 and self.distillation_alpha != 1.0:
+            raise ConfigError(
+                "sampled-token mode (distillation_topk: 0) estimates the reverse KL only: set distillation_alpha: 1.0"
+            )
+
+
+@dataclass
+class SDPOJobConfig(SDPOSettings, TrainingSettings, LoraArguments, ModelArguments):
+    """Everything ``posttrain sdpo`` (and ``posttrain grpo``) needs."""
+
+    dataset_name: str = config_field("task:arithmetic", help="Prompts: task:<name> (its verifier is the reward), a .jsonl file, or a hub dataset id.")
+    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
+    reward_functions: list[str] = config_field(
+        [], help="Reward functions as 'package.module:function' (default for task datasets: the task's verifier)."
+    )
+    num_generations: int = config_field(8, help="G: completions sampled per prompt.", ge=2)
+    max_completion_length: int = config_field(256, help="Longest sampled completion in tokens.", ge=1)
+    temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
+    beta: float = config_field(0.0, help="KL penalty toward the initial policy in the GRPO loss (TRL's beta).", ge=0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.base_model_mode:
+            raise ConfigError("SDPO reprompts the teacher as a conversation: it needs a chat model (base_model_mode: false)")
+        if self.teacher == "lora_ema" and not self.use_peft:
+            raise ConfigError("teacher 'lora_ema' keeps the teacher as a second LoRA adapter: set use_peft: true (or teacher: ema)")
+
+
+def sdpo_settings(config: SDPOJobConfig) -> SDPOSettings:
+    return SDPOSettings(**{f.name: getattr(config, f.name) for f in fields(SDPOSettings)})
+
+
+class SDPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer with SDPO's self-distillation loss.
+
+    Reward functions may return floats or ``(reward, feedback)`` per completion.
+    """
+
+    def __init__(self, *args, reward_funcs, sdpo: SDPOSettings, **kwargs):
+        reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        reward_funcs = [f if isinstance(f, (str, torch.nn.Module, FeedbackReward)) else FeedbackReward(f) for f in reward_funcs]
+        super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
+        self.sdpo = sdpo
+        self.distills = sdpo.grpo_weight < 1.0
+        self._scored: tuple[list, list, list] | None = None  # this process's prompts, completions, completion ids
+        self._rewards: torch.Tensor | None = None  # (N_all,) weighted rewards of the whole generation batch
+        self.teacher = self._make_teacher() if self.distills else None
+
+    # -- teacher --------------------------------------------------------------------------------
+
+    def _make_teacher(self):
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if self.sdpo.distillation_topk > vocab:
+            raise ConfigError(f"config key 'distillation_topk' ({self.sdpo.distillation_topk}) exceeds the vocabulary ({vocab})")
+        kind, rate = self.sdpo.teacher, self.sdpo.teacher_update_rate
+        if kind == "live":
+            return None
+        if kind == "lora_ema":
+            if not hasattr(self.model, "peft_config"):
+                raise ConfigError("teacher 'lora_ema' needs a LoRA student (use_peft: true); use teacher 'ema' otherwise")
+            teacher = LoraEMATeacher(self.model, rate)
+        else:  # ema; frozen, also the frozen reference of trust_region
+            teacher = EMATeacher(self.model, rate) if kind == "ema" else FrozenTeacher(self.model)
+            teacher.model.to(self.accelerator.device)
+        if kind in ("ema", "lora_ema"):
+            self.add_callback(TeacherEMACallback(teacher, self.model))
+        return teacher
+
+    def _completion_logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor:
+        """``(B, n, V)`` temperature-scaled logits predicting the last ``n`` tokens."""
+        with self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1, use_cache=False).logits
+        return logits[:, :-1].float() / self.temperature
+
+    @torch.no_grad()
+    def _teacher_logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor:
+        kind = self.sdpo.teacher
+        if kind == "live":
+            return self._completion_logits(model, input_ids, attention_mask, n)
+        if kind == "lora_ema":
+            with self.teacher.active():
+                return self._completion_logits(model, input_ids, attention_mask, n)
+        teacher_logits = self._completion_logits(self.teacher.model, input_ids, attention_mask, n)
+        if kind == "trust_region":
+            student_logits = self._completion_logits(model, input_ids, attention_mask, n)
+            return trust_region_logits(teacher_logits, student_logits, self.sdpo.teacher_update_rate)
+        return teacher_logits
+
+    # -- generation batch: rewards, feedback, teacher prompts -------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._scored = (prompts, completions, completion_ids_list)
+        weights = self.reward_weights.to(rewards_per_func.device)
+        self._rewards = (rewards_per_func * weights).nansum(dim=1)
+        return rewards_per_func
+
+    def _feedback(self, n: int) -> list[str | None]:
+        """Each local sample's feedback, joined over the reward functions that gave any."""
+        per_function = [f.last_feedback for f in self.reward_funcs if isinstance(f, FeedbackReward)]
+        joined = []
+        for i in range(n):
+            texts = [feedback[i] for feedback in per_function if feedback and feedback[i]]
+            joined.append("\n\n".join(texts) if texts else None)
+        return joined
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.distills:
+            return output
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        prompts, completions, completion_ids = self._scored
+        n = len(prompts)
+        # A group may be spread over processes: every process sees the whole batch, builds its own share
+        everything = gather_object([(p, message_text(c), list(ids), f) for p, c, ids, f in zip(prompts, completions, completion_ids, self._feedback(n))])
+        all_prompts, all_texts, all_ids, all_feedback = (list(column) for column in zip(*everything))
+        share = range(self.accelerator.process_index * n, (self.accelerator.process_index + 1) * n)
+        teacher_inputs = build_teacher_inputs(
+            self.processing_class, all_prompts, all_ids, all_texts, self._rewards.tolist(), all_feedback, group_size, self.sdpo, select=share
+        )
+        device = self.accelerator.device
+        prompt_ids = [torch.tensor(t.input_ids[: t.completion_start]) for t in teacher_inputs]
+        output["teacher_prompt_ids"] = pad(prompt_ids, padding_value=self.processing_class.pad_token_id, padding_side="left").to(device)
+        output["teacher_prompt_mask"] = pad([torch.ones_like(ids) for ids in prompt_ids], padding_value=0, padding_side="left").to(device)
+        has_signal = torch.tensor([float(t.has_signal) for t in teacher_inputs], device=device)
+        output["self_distillation_mask"] = has_signal
+        self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
+        return output
+
+    # -- loss ---------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        if not self.distills:
+            return super()._compute_loss(model, inputs)
+        distillation = self._self_distillation_loss(model, inputs)
+        weight = self.sdpo.grpo_weight
+        if weight == 0.0:
+            return distillation
+        return weight * super()._compute_loss(model, inputs) + (1 - weight) * distillation
+
+    def _self_distillation_loss(self, model, inputs) -> torch.Tensor:
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        n = completion_ids.size(1)
+        topk = self.sdpo.distillation_topk
+
+        student = torch.log_softmax(
+            self._completion_logits(
+                model,
+                torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
+                torch.cat([inputs["prompt_mask"], completion_mask], dim=1),
+                n,
+            ),
+            dim=-1,
+        )  # (B, n, V), with gradient
+        sampled = completion_ids.unsqueeze(-1)
+        student_log_probs = student.gather(-1, sampled).squeeze(-1)  # (B, n)
+        indices = student.detach().topk(topk, dim=-1).indices if topk else None  # (B, n, K), chosen by the student
+
+        # The teacher's full-vocabulary log-probs live only inside this block
+        teacher = torch.log_softmax(
+            self._teacher_logits(
+                model,
+                torch.cat([inputs["teacher_prompt_ids"], completion_ids], dim=1),
+                torch.cat([inputs["teacher_prompt_mask"], completion_mask], dim=1),
+                n,
+            ),
+            dim=-1,
+        )
+        teacher_log_probs = teacher.gather(-1, sampled).squeeze(-1)
+        teacher_topk = teacher.gather(-1, indices) if topk else None
+        del teacher
+
+        loss, metrics = self_distillation_loss(
+            student_log_probs,
+            teacher_log_probs,
+            completion_mask,
+            student_topk_log_probs=student.gather(-1, indices) if topk else None,
+            teacher_topk_log_probs=teacher_topk,
+            alpha=self.sdpo.distillation_alpha,
+            is_clip=self.sdpo.distillation_is_clip,
+            add_tail=self.sdpo.distillation_add_tail,
+            old_log_probs=inputs.get("old_per_token_logps"),
+            sample_mask=inputs["self_distillation_mask"],
+        )
+        self._log_distillation(inputs, loss, student_log_probs, teacher_log_probs, metrics)
+        mode = "train" if self.model.training else "eval"
+        return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+
+    def _log_distillation(self, inputs, loss, student_log_probs, teacher_log_probs, metrics) -> None:
+        """Token-weighted means over all processes: distillation loss and the teacher–student KL
+        (reverse KL estimated on the sampled tokens), both over tokens that have a teacher signal."""
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"] * inputs["self_distillation_mask"][:, None]
+        tokens = mask.sum()
+        kl_sum = ((student_log_probs - teacher_log_probs).detach() * mask).sum()
+        totals = self.accelerator.reduce(torch.stack([loss.detach() * tokens, kl_sum, tokens]), reduction="sum")
+        count = totals[2].clamp(min=1.0)
+        self._metrics[mode]["self_distillation/loss"].append((totals[0] / count).item())
+        self._metrics[mode]["self_distillation/kl"].append((totals[1] / count).item())
+        if "is_weight" in metrics:
+            self._metrics[mode]["self_distillation/is_weight"].append(metrics["is_weight"])
+
+    # -- teacher state in checkpoints -----------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if not self.distills or not self.accelerator.is_main_process:
+            return
+        checkpoint = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        # frozen / trust_region / live teachers are re-derived from the initial model; EMA teachers have moved
+        if self.sdpo.teacher in ("ema", "lora_ema"):
+            with atomic_open(checkpoint / TEACHER_STATE_FILE, "wb") as handle:
+                torch.save(self.teacher.state_dict(), handle)
+        write_json(checkpoint / TEACHER_INFO_FILE, {"teacher": self.sdpo.teacher, "step": self.state.global_step})
+
+    def restore_teacher(self, checkpoint: str) -> None:
+        """Load the teacher saved in ``checkpoint`` (before ``train(resume_from_checkpoint=...)``)."""
+        if not self.distills:
+            return
+        info_path = Path(checkpoint) / TEACHER_INFO_FILE
+        if not info_path.exists():
+            raise PosttrainError(f"{checkpoint} has no {TEACHER_INFO_FILE}: it was not written by posttrain sdpo")
+        saved = json.loads(info_path.read_text())
+        if saved["teacher"] != self.sdpo.teacher:
+            raise PosttrainError(f"{checkpoint} was trained with teacher '{saved['teacher']}', not '{self.sdpo.teacher}'")
+        if self.sdpo.teacher in ("ema", "lora_ema"):
+            state = torch.load(Path(checkpoint) / TEACHER_STATE_FILE, map_location=self.accelerator.device)
+            self.teacher.load_state_dict(state)
+        log.info(f"restored the {self.sdpo.teacher} teacher from {checkpoint}")
+
+
+# -- building a trainer from a config ---------------------------------------------------------
+
+
+def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
+    """GRPO rows: ``prompt`` as chat messages, other columns kept for the reward functions.
+
+    A reference ``completion`` column is dropped: the policy samples its own.
+    """
+    examples = []
+    for location, row in rows:
+        prompt = row.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            prompt = [{"role": "user", "content": prompt}]
+        elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "role" in m for m in prompt)):
+            raise DataError(f"{location}: field 'prompt' must be a non-empty string or a list of chat messages")
+        examples.append({**{k: v for k, v in row.items() if k not in ("completion", "messages")}, "prompt": prompt})
+    return Dataset.from_list(examples)
+
+
+def reward_functions(config: SDPOJobConfig) -> list[Callable]:
+    functions: list[Callable] = [import_reward_function(path) for path in config.reward_functions]
+    if config.dataset_name.startswith("task:") and not functions:
+        functions.append(TaskReward(get_task(config.dataset_name.removeprefix("task:"), **config.task_options)))
+    if not functions:
+        raise ConfigError("config key 'reward_functions' is empty: name at least one 'package.module:function' (or use a task: dataset)")
+    return [FeedbackReward(f) for f in functions]
+
+
+def check_rewards(functions: list[FeedbackReward], dataset: Dataset) -> None:
+    """Call every reward function on two rows before training: a wrong signature, count or
+    value fails here, in seconds, instead of after the first generation."""
+    rows = dataset.select(range(min(2, len(dataset))))
+    columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
+    completions = [[{"role": "assistant", "content": ""}] for _ in range(len(rows))]
+    for function in functions:
+        try:
+            function(prompts=list(rows["prompt"]), completions=completions, completion_ids=[[] for _ in completions], **columns)
+        except PosttrainError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"reward function '{function.__name__}' fails on the first rows: {type(err).__name__}: {err}") from None
+
+
+def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
+    """Validate, load prompts and reward functions, load the model, return a ready trainer."""
+    seed_everything(config.seed)
+    check_model_source(config.model_name_or_path)
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    dataset = prompt_dataset(rows)
+    functions = reward_functions(config)
+    check_rewards(functions, dataset)
+    trl_args = GRPOConfig(
+        **config.trl_kwargs(GRPOConfig),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        chat_template_kwargs=config.chat_template_kwargs or None,
+    )
+    tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    method = "GRPO" if config.grpo_weight == 1.0 else f"SDPO (teacher {config.teacher}, λ={config.grpo_weight})"
+    log.info(f"{method} on {len(dataset)} prompts from {config.dataset_name}, {config.num_generations} samples each")
+    return SDPOTrainer(
+        model=load_model_for_training(config),
+        reward_funcs=functions,
+        args=trl_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+        callbacks=[MetricsFileCallback(config.output_dir)],
+        sdpo=sdpo_settings(config),
+    )
+
+
+def run_sdpo(config: SDPOJobConfig) -> dict:
+    """Train; save the final model (or adapter); return the train metrics."""
+    trainer = build_sdpo_trainer(config)
+    return train_and_save(trainer, config.output_dir, config.resume, on_resume=trainer.restore_teacher)
+
+
+@dataclass
+class GRPOJobConfig(SDPOJobConfig):
+    """``posttrain grpo``: the SDPO config with ``grpo_weight`` 1 (plain GRPO, no teacher)."""
+
+    grpo_weight: float = config_field(1.0, help="Fixed at 1.0 for posttrain grpo (use posttrain sdpo to mix).", ge=1.0, le=1.0)
+
+
+def run_grpo(config: GRPOJobConfig) -> dict:
+    return run_sdpo(config)
