@@ -311,7 +311,7 @@ def test_get_task_builds_with_options():
 
 def test_get_task_unknown_name():
     """An unknown task name is a ConfigError listing the available tasks."""
-    with pytest.raises(ConfigError, match=r"unknown task 'algebra' \(available: arithmetic\)"):
+    with pytest.raises(ConfigError, match=r"unknown task 'algebra' \(available: arithmetic, python_code\)"):
         get_task("algebra")
 
 

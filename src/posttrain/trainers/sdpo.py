@@ -405,9 +405,15 @@ def run_sdpo(config: SDPOJobConfig) -> dict:
 
 @dataclass
 class GRPOJobConfig(SDPOJobConfig):
-    """``posttrain grpo``: the SDPO config with ``grpo_weight`` 1 (plain GRPO, no teacher)."""
+    """``posttrain grpo``: any SDPO config, trained as plain GRPO (``grpo_weight`` 1, no teacher)."""
 
-    grpo_weight: float = config_field(1.0, help="Fixed at 1.0 for posttrain grpo (use posttrain sdpo to mix).", ge=1.0, le=1.0)
+    grpo_weight: float = config_field(1.0, help="Always 1.0 for posttrain grpo (a value from an SDPO config is replaced).")
+
+    def __post_init__(self):
+        if self.grpo_weight != 1.0:
+            log.info(f"posttrain grpo trains plain GRPO: grpo_weight {self.grpo_weight} from the config is replaced by 1.0")
+            self.grpo_weight = 1.0
+        super().__post_init__()
 
 
 def run_grpo(config: GRPOJobConfig) -> dict:
