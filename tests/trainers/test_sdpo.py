@@ -49,10 +49,10 @@ def one_thread():
 
 
 def sdpo_config(model_dir, out, cls=SDPOJobConfig, **values):
-    defaults = dict(model_name_or_path=model_dir, output_dir=str(out), dataset_name="task:arithmetic",
-                    dataset_train_split="train[:32]", num_generations=G, max_completion_length=12,
-                    per_device_train_batch_size=8, max_steps=2, learning_rate=1e-3, logging_steps=1,
-                    save_strategy="no", seed=0)
+    defaults = {"model_name_or_path": model_dir, "output_dir": str(out), "dataset_name": "task:arithmetic",
+                "dataset_train_split": "train[:32]", "num_generations": G, "max_completion_length": 12,
+                "per_device_train_batch_size": 8, "max_steps": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                "save_strategy": "no", "seed": 0}
     return load_config(cls, values={**defaults, **values})
 
 
@@ -237,6 +237,17 @@ def test_custom_reward_function_on_jsonl_prompts_trains(tiny_model_dir, tmp_path
 def test_reward_function_using_trainer_state_passes_the_check(tiny_model_dir, tmp_path, prompt_file, reward_module):
     config = sdpo_config(tiny_model_dir, tmp_path / "out", dataset_name=prompt_file, reward_functions=[f"{reward_module}:curriculum"])
     assert build_sdpo_trainer(config).reward_funcs[0].__name__ == "curriculum"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: SDPOTrainer wraps async reward functions in the synchronous FeedbackReward, "
+                                       "which iterates the coroutine (TypeError); TRL's GRPOTrainer awaits them")
+def test_async_reward_function_works_as_in_trl(tiny_model_dir, tmp_path, prompts):
+    async def half(prompts, completions, **kwargs):
+        return [0.5 for _ in completions]
+
+    trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [half])
+    generate(trainer, group_rows(prompts))
+    assert trainer._metrics["train"]["reward"][-1] == pytest.approx(0.5)
 
 
 # -- teacher prompts: each sample gets its own feedback and its group's demonstration -----------
@@ -593,7 +604,7 @@ def test_two_processes_share_demonstrations_across_ranks(tiny_model_dir, tmp_pat
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                str(job), tiny_model_dir, str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((tmp_path / f"generation-rank{r}.json").read_text()) for r in (0, 1)]

@@ -7,8 +7,6 @@ with a hub id. Nothing is downloaded: the tokenizer is trained on text generated
 
 from __future__ import annotations
 
-import random
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -71,12 +69,13 @@ class MakeModelConfig:
 def _tokenizer_corpus() -> list[str]:
     task = ArithmeticTask()
     rows = task.make_dataset("train", n=3000)
-    rng = random.Random(0)
     lines = [_GENERAL_TEXT] * 20
     for row in rows:
         lines.append(f"{row['prompt']}\n{row['completion']}")
-        lines.append(task.hinted_prompt(row))
-        lines.append(task.feedback_prompt(row, rng))
+        # The corpus is frozen: changing it changes the vocabulary, hence every model and every
+        # measured figure. The hint phrasing below predates the SDPO reprompt templates.
+        lines.append(f"{row['prompt']}\nHint: a correct solution is: {row['completion']}")
+        lines.append(task.feedback(row["a"], row["b"], "", row["answer"] + 1))
     return lines
 
 
