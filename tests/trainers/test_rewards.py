@@ -106,7 +106,6 @@ def test_non_string_feedback_is_refused(feedback):
         call(FeedbackReward(returning([(0.0, feedback), 1.0])), 2)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: FeedbackReward unpacks any tuple as (reward, feedback); other lengths raise a bare ValueError")
 @pytest.mark.parametrize("bad", [(1.0,), (1.0, "feedback", "extra")])
 def test_tuples_of_the_wrong_length_are_a_clear_error(bad):
     with pytest.raises(PosttrainError, match=r"reward function 'scored'"):
@@ -143,7 +142,6 @@ def test_name_is_what_trl_would_call_the_function():
     assert get_callable_name(FeedbackReward(task_reward)) == "arithmetic_verifier"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: FeedbackReward names a functools.partial 'partial' (TRL unwraps it to the function's name)")
 def test_partial_is_named_like_trl_names_it():
     partial = functools.partial(correctness, scale=2)
     assert get_callable_name(FeedbackReward(partial)) == get_callable_name(partial) == "correctness"

@@ -232,15 +232,11 @@ def test_custom_reward_function_on_jsonl_prompts_trains(tiny_model_dir, tmp_path
     assert math.isfinite(row["loss"]) and "rewards/nonempty/mean" in row
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: check_rewards does not pass trainer_state/log_extra/log_metric, so a valid TRL reward "
-                                       "function that takes trainer_state is rejected")
 def test_reward_function_using_trainer_state_passes_the_check(tiny_model_dir, tmp_path, prompt_file, reward_module):
     config = sdpo_config(tiny_model_dir, tmp_path / "out", dataset_name=prompt_file, reward_functions=[f"{reward_module}:curriculum"])
     assert build_sdpo_trainer(config).reward_funcs[0].__name__ == "curriculum"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SDPOTrainer wraps async reward functions in the synchronous FeedbackReward, "
-                                       "which iterates the coroutine (TypeError); TRL's GRPOTrainer awaits them")
 def test_async_reward_function_works_as_in_trl(tiny_model_dir, tmp_path, prompts):
     async def half(prompts, completions, **kwargs):
         return [0.5 for _ in completions]

@@ -18,6 +18,8 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from trl.trainer.utils import get_callable_name, is_async_callable
+
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.tasks import Task
 
@@ -36,22 +38,31 @@ def message_text(value: str | list[dict]) -> str:
 class FeedbackReward:
     """Wraps a reward function returning floats or ``(reward, feedback)`` for TRL.
 
-    After each call, ``last_feedback`` holds one ``str | None`` per completion.
+    After each call, ``last_feedback`` holds one ``str | None`` per completion. Every reward must
+    be a finite number (``None``, which TRL reads as "does not apply", is refused: SDPO decides
+    successes from the rewards). :func:`feedback_reward` picks the async variant for async
+    functions, so TRL still runs those concurrently.
     """
 
-    def __init__(self, function: Callable[..., list], name: str | None = None):
+    def __init__(self, function: Callable[..., Any], name: str | None = None):
         self.function = function
-        self.__name__ = name or getattr(function, "__name__", type(function).__name__)
+        self.__name__ = name or get_callable_name(function)
         self.last_feedback: list[str | None] = []
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        outputs = list(self.function(prompts=prompts, completions=completions, **kwargs))
-        if len(outputs) != len(completions):
-            raise PosttrainError(
-                f"reward function '{self.__name__}' returned {len(outputs)} values for {len(completions)} completions"
-            )
+        return self._accept(self.function(prompts=prompts, completions=completions, **kwargs), len(completions))
+
+    def _accept(self, outputs, expected: int) -> list[float]:
+        """Check the outputs, keep the feedback, return the rewards."""
+        outputs = list(outputs)
+        if len(outputs) != expected:
+            raise PosttrainError(f"reward function '{self.__name__}' returned {len(outputs)} values for {expected} completions")
         rewards, feedback = [], []
         for i, output in enumerate(outputs):
+            if isinstance(output, tuple) and len(output) != 2:
+                raise PosttrainError(
+                    f"reward function '{self.__name__}' returned a {len(output)}-tuple for completion {i}: expected (reward, feedback)"
+                )
             reward, text = output if isinstance(output, tuple) else (output, None)
             try:
                 reward = float(reward)
@@ -68,6 +79,18 @@ class FeedbackReward:
             feedback.append(text or None)
         self.last_feedback = feedback
         return rewards
+
+
+class AsyncFeedbackReward(FeedbackReward):
+    """:class:`FeedbackReward` for ``async def`` reward functions."""
+
+    async def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
+        return self._accept(await self.function(prompts=prompts, completions=completions, **kwargs), len(completions))
+
+
+def feedback_reward(function: Callable[..., Any]) -> FeedbackReward:
+    """The right wrapper for ``function`` (sync or async)."""
+    return AsyncFeedbackReward(function) if is_async_callable(function) else FeedbackReward(function)
 
 
 class TaskReward:

@@ -26,6 +26,8 @@ written into every checkpoint and restored on resume.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Callable, Literal
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
+from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import pad
@@ -50,7 +53,7 @@ from posttrain.tasks import get_task
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs
-from posttrain.trainers.rewards import FeedbackReward, TaskReward, import_reward_function, message_text
+from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function, message_text
 from posttrain.trainers.settings import TrainingSettings
 from posttrain.trainers.teachers import (
     TEACHER_KINDS,
@@ -131,7 +134,7 @@ class SDPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, reward_funcs, sdpo: SDPOSettings, **kwargs):
         reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        reward_funcs = [f if isinstance(f, (str, torch.nn.Module, FeedbackReward)) else FeedbackReward(f) for f in reward_funcs]
+        reward_funcs = [f if isinstance(f, (str, torch.nn.Module, FeedbackReward)) else feedback_reward(f) for f in reward_funcs]
         super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
         self.sdpo = sdpo
         self.distills = sdpo.grpo_weight < 1.0
@@ -348,18 +351,24 @@ def reward_functions(config: SDPOJobConfig) -> list[Callable]:
         functions.append(TaskReward(get_task(config.dataset_name.removeprefix("task:"), **config.task_options)))
     if not functions:
         raise ConfigError("config key 'reward_functions' is empty: name at least one 'package.module:function' (or use a task: dataset)")
-    return [FeedbackReward(f) for f in functions]
+    return [feedback_reward(f) for f in functions]
 
 
 def check_rewards(functions: list[FeedbackReward], dataset: Dataset) -> None:
-    """Call every reward function on two rows before training: a wrong signature, count or
-    value fails here, in seconds, instead of after the first generation."""
+    """Call every reward function on two rows before training, with the arguments TRL passes: a
+    wrong signature, count or value fails here, in seconds, instead of after the first generation."""
     rows = dataset.select(range(min(2, len(dataset))))
     columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
     completions = [[{"role": "assistant", "content": ""}] for _ in range(len(rows))]
+    kwargs = dict(
+        prompts=list(rows["prompt"]), completions=completions, completion_ids=[[] for _ in completions],
+        trainer_state=TrainerState(), log_extra=lambda column, values: None, log_metric=lambda name, value: None, **columns,
+    )
     for function in functions:
         try:
-            function(prompts=list(rows["prompt"]), completions=completions, completion_ids=[[] for _ in completions], **columns)
+            result = function(**kwargs)
+            if inspect.isawaitable(result):
+                asyncio.run(result)
         except PosttrainError:
             raise
         except Exception as err:
