@@ -345,7 +345,7 @@ def test_student_log_probs_match_trls(tiny_model_dir, tmp_path, prompts, monkeyp
     n = batch["completion_ids"].size(1)
     with torch.no_grad():
         trl_log_probs, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, n)
-        logits = trainer._completion_logits(trainer.model, input_ids, attention_mask, n)
+        logits = trainer._completion_logits(trainer.model, "prompt", batch)
     ours = torch.log_softmax(logits, dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
     keep = batch["completion_mask"].bool()
     torch.testing.assert_close(ours[keep], trl_log_probs[keep], atol=1e-5, rtol=1e-5)

@@ -138,7 +138,7 @@ class SDPOTrainer(GRPOTrainer):
         super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
         self.sdpo = sdpo
         self.distills = sdpo.grpo_weight < 1.0
-        self._scored: tuple[list, list, list] | None = None  # this process's prompts, completions, completion ids
+        self._scored: tuple[list, list] | None = None  # this process's prompts and completions
         self._rewards: torch.Tensor | None = None  # (N_all,) weighted rewards of the whole generation batch
         self.teacher = self._make_teacher() if self.distills else None
 
@@ -162,23 +162,28 @@ class SDPOTrainer(GRPOTrainer):
             self.add_callback(TeacherEMACallback(teacher, self.model))
         return teacher
 
-    def _completion_logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor:
-        """``(B, n, V)`` temperature-scaled logits predicting the last ``n`` tokens."""
+    def _completion_logits(self, model, prefix: str, inputs: dict) -> torch.Tensor:
+        """``(B, n, V)`` temperature-scaled logits for the batch's ``n`` completion tokens, after
+        the left-padded ``{prefix}_ids`` / ``{prefix}_mask`` (the student's or the teacher's prompt)."""
+        input_ids = torch.cat([inputs[f"{prefix}_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs[f"{prefix}_mask"], inputs["completion_mask"]], dim=1)
+        n = inputs["completion_ids"].size(1)
         with self.accelerator.autocast():
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1, use_cache=False).logits
         return logits[:, :-1].float() / self.temperature
 
     @torch.no_grad()
-    def _teacher_logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor:
+    def _teacher_logits(self, model, inputs: dict) -> torch.Tensor:
+        """The teacher's completion logits on its reprompted context."""
         kind = self.sdpo.teacher
         if kind == "live":
-            return self._completion_logits(model, input_ids, attention_mask, n)
+            return self._completion_logits(model, "teacher_prompt", inputs)
         if kind == "lora_ema":
             with self.teacher.active():
-                return self._completion_logits(model, input_ids, attention_mask, n)
-        teacher_logits = self._completion_logits(self.teacher.model, input_ids, attention_mask, n)
+                return self._completion_logits(model, "teacher_prompt", inputs)
+        teacher_logits = self._completion_logits(self.teacher.model, "teacher_prompt", inputs)
         if kind == "trust_region":
-            student_logits = self._completion_logits(model, input_ids, attention_mask, n)
+            student_logits = self._completion_logits(model, "teacher_prompt", inputs)
             return trust_region_logits(teacher_logits, student_logits, self.sdpo.teacher_update_rate)
         return teacher_logits
 
@@ -186,7 +191,7 @@ class SDPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._scored = (prompts, completions, completion_ids_list)
+        self._scored = (prompts, completions)
         weights = self.reward_weights.to(rewards_per_func.device)
         self._rewards = (rewards_per_func * weights).nansum(dim=1)
         return rewards_per_func
@@ -206,17 +211,19 @@ class SDPOTrainer(GRPOTrainer):
             return output
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        prompts, completions, completion_ids = self._scored
+        prompts, completions = self._scored
         n = len(prompts)
         # A group may be spread over processes: every process sees the whole batch, builds its own share
-        everything = gather_object([(p, message_text(c), list(ids), f) for p, c, ids, f in zip(prompts, completions, completion_ids, self._feedback(n))])
-        all_prompts, all_texts, all_ids, all_feedback = (list(column) for column in zip(*everything))
+        everything = gather_object([(p, message_text(c), f) for p, c, f in zip(prompts, completions, self._feedback(n))])
+        all_prompts, all_texts, all_feedback = (list(column) for column in zip(*everything))
         share = range(self.accelerator.process_index * n, (self.accelerator.process_index + 1) * n)
+        # Teacher prompts only: the loss appends the completion tokens from the batch's own tensors
+        no_completions = [[] for _ in all_prompts]
         teacher_inputs = build_teacher_inputs(
-            self.processing_class, all_prompts, all_ids, all_texts, self._rewards.tolist(), all_feedback, group_size, self.sdpo, select=share
+            self.processing_class, all_prompts, no_completions, all_texts, self._rewards.tolist(), all_feedback, group_size, self.sdpo, select=share
         )
         device = self.accelerator.device
-        prompt_ids = [torch.tensor(t.input_ids[: t.completion_start]) for t in teacher_inputs]
+        prompt_ids = [torch.tensor(t.input_ids) for t in teacher_inputs]
         output["teacher_prompt_ids"] = pad(prompt_ids, padding_value=self.processing_class.pad_token_id, padding_side="left").to(device)
         output["teacher_prompt_mask"] = pad([torch.ones_like(ids) for ids in prompt_ids], padding_value=0, padding_side="left").to(device)
         has_signal = torch.tensor([float(t.has_signal) for t in teacher_inputs], device=device)
@@ -237,32 +244,15 @@ class SDPOTrainer(GRPOTrainer):
 
     def _self_distillation_loss(self, model, inputs) -> torch.Tensor:
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        n = completion_ids.size(1)
         topk = self.sdpo.distillation_topk
 
-        student = torch.log_softmax(
-            self._completion_logits(
-                model,
-                torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
-                torch.cat([inputs["prompt_mask"], completion_mask], dim=1),
-                n,
-            ),
-            dim=-1,
-        )  # (B, n, V), with gradient
+        student = torch.log_softmax(self._completion_logits(model, "prompt", inputs), dim=-1)  # (B, n, V), with gradient
         sampled = completion_ids.unsqueeze(-1)
         student_log_probs = student.gather(-1, sampled).squeeze(-1)  # (B, n)
         indices = student.detach().topk(topk, dim=-1).indices if topk else None  # (B, n, K), chosen by the student
 
         # The teacher's full-vocabulary log-probs live only inside this block
-        teacher = torch.log_softmax(
-            self._teacher_logits(
-                model,
-                torch.cat([inputs["teacher_prompt_ids"], completion_ids], dim=1),
-                torch.cat([inputs["teacher_prompt_mask"], completion_mask], dim=1),
-                n,
-            ),
-            dim=-1,
-        )
+        teacher = torch.log_softmax(self._teacher_logits(model, inputs), dim=-1)
         teacher_log_probs = teacher.gather(-1, sampled).squeeze(-1)
         teacher_topk = teacher.gather(-1, indices) if topk else None
         del teacher
