@@ -20,7 +20,7 @@ from posttrain.cli import main
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.data.sources import load_rows
-from posttrain.errors import ConfigError, PosttrainError
+from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import load_model, load_tokenizer
 from posttrain.trainers.rewards import FeedbackReward, message_text
 from posttrain.trainers.sdpo import (
@@ -625,3 +625,24 @@ def test_two_processes_share_demonstrations_across_ranks(tiny_model_dir, tmp_pat
     for row in rows:
         assert math.isfinite(row["loss"])
         assert row["self_distillation/signal_fraction"] == pytest.approx(7 / 8)
+
+
+def test_prompt_dataset_turns_strings_into_chat_and_drops_the_reference_completion():
+    dataset = prompt_dataset([("f.jsonl:1", {"prompt": "What is 1 + 2?", "completion": "3", "answer": 3})])
+    assert dataset[0]["prompt"] == [{"role": "user", "content": "What is 1 + 2?"}]
+    assert "completion" not in dataset.column_names and dataset[0]["answer"] == 3
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("", r"f\.jsonl:4: field 'prompt' must be a non-empty list of messages"),
+        (None, r"f\.jsonl:4: field 'prompt' must be a non-empty list of messages"),
+        ([], r"f\.jsonl:4: field 'prompt' must be a non-empty list of messages"),
+        ([{"role": "user"}], r"f\.jsonl:4: field 'prompt'\[0\] must be an object with string 'role' and 'content'"),
+        ([{"role": "user", "content": 7}], r"f\.jsonl:4: field 'prompt'\[0\] must be an object with string 'role' and 'content'"),
+    ],
+)
+def test_prompt_dataset_names_the_row_and_field_of_a_bad_prompt(prompt, message):
+    with pytest.raises(DataError, match=message):
+        prompt_dataset([("f.jsonl:4", {"prompt": prompt})])

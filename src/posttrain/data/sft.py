@@ -29,7 +29,8 @@ class TokenizedExample:
     completion_mask: list[int]  # 1 where the token is part of the response (gets loss)
 
 
-def _check_messages(messages: object, where: str, field: str) -> list[dict]:
+def check_messages(messages: object, where: str, field: str) -> list[dict]:
+    """``messages`` if it is a non-empty list of {role, content} strings, else a DataError at ``where``."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: field '{field}' must be a non-empty list of messages")
     for i, message in enumerate(messages):
@@ -78,16 +79,16 @@ def _row_text(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_mo
         text = base_format(row["prompt"], row["completion"])
         return text, [(text.index(RESPONSE_MARKER) + len(RESPONSE_MARKER), len(text))]
     if "messages" in row:
-        return _chat_spans(tokenizer, _check_messages(row["messages"], where, "messages"), where)
+        return _chat_spans(tokenizer, check_messages(row["messages"], where, "messages"), where)
     for field in ("prompt", "completion"):
         if field not in row:
             raise DataError(f"{where}: missing field '{field}' (chat data needs 'messages' or 'prompt' and 'completion')")
     prompt, completion = row["prompt"], row["completion"]
-    prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _check_messages(prompt, where, "prompt")
+    prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, where, "prompt")
     completion = (
         [{"role": "assistant", "content": completion}]
         if isinstance(completion, str)
-        else _check_messages(completion, where, "completion")
+        else check_messages(completion, where, "completion")
     )
     text, spans = _chat_spans(tokenizer, prompt + completion, where)
     # only the completion's turns get loss, not assistant turns inside the prompt

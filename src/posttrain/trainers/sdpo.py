@@ -43,8 +43,9 @@ from trl.trainer.utils import pad
 
 from posttrain.artifacts import atomic_open, write_json
 from posttrain.config import config_field
+from posttrain.data.sft import check_messages
 from posttrain.data.sources import load_rows
-from posttrain.errors import ConfigError, DataError, PosttrainError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import self_distillation_loss
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
@@ -329,8 +330,8 @@ def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
         prompt = row.get("prompt")
         if isinstance(prompt, str) and prompt:
             prompt = [{"role": "user", "content": prompt}]
-        elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "role" in m for m in prompt)):
-            raise DataError(f"{location}: field 'prompt' must be a non-empty string or a list of chat messages")
+        else:
+            prompt = check_messages(prompt, location, "prompt")
         examples.append({**{k: v for k, v in row.items() if k not in ("completion", "messages")}, "prompt": prompt})
     return Dataset.from_list(examples)
 
