@@ -62,20 +62,19 @@ def time_posttrain(args, model_dir: str, **overrides) -> list[float]:
 
 def time_trl_experimental(args, model_dir: str) -> list[float]:
     """TRL's experimental SDPOTrainer on the same configuration (top-k 100, α 0.5, tail, EMA teacher)."""
-    from datasets import Dataset
     from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
+    from posttrain.data.sources import load_rows
     from posttrain.models import load_model, load_tokenizer
     from posttrain.tasks import get_task
     from posttrain.trainers.rewards import TaskReward
+    from posttrain.trainers.sdpo import prompt_dataset
 
-    task = get_task("arithmetic")
-    verifier = TaskReward(task)
+    verifier = TaskReward(get_task("arithmetic"))
 
     def arithmetic_reward(prompts, completions, **columns):
         return [reward for reward, _ in verifier(prompts, completions, **columns)]
 
-    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "a": r["a"], "b": r["b"]} for r in task.make_dataset("train", 2000)]
     with tempfile.TemporaryDirectory() as out:
         config = SDPOConfig(
             output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, num_generations=args.generations,
@@ -86,7 +85,7 @@ def time_trl_experimental(args, model_dir: str) -> list[float]:
         timer = StepTimer()
         trainer = SDPOTrainer(
             model=load_model(model_dir), reward_funcs=[arithmetic_reward], args=config,
-            train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(model_dir), callbacks=[timer],
+            train_dataset=prompt_dataset(load_rows("task:arithmetic", "train[:2000]")), processing_class=load_tokenizer(model_dir), callbacks=[timer],
         )
         trainer.train()
         return timer.times[2:]
