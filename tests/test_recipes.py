@@ -9,7 +9,9 @@ from posttrain.pipeline.runner import plan, run_pipeline
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # recipes for one command (the rest are pipelines, with `stages:`)
-COMMAND_RECIPES = {"dpo.yaml": "dpo", "beta_dpo.yaml": "dpo", "quantile_beta_dpo.yaml": "dpo", "sdpo.yaml": "sdpo"}
+COMMAND_RECIPES = {
+    "dpo.yaml": "dpo", "beta_dpo.yaml": "dpo", "quantile_beta_dpo.yaml": "dpo", "sdpo.yaml": "sdpo", "trigger.yaml": "trigger"
+}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)

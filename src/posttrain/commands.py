@@ -72,6 +72,20 @@ COMMANDS: dict[str, Command] = {
             "output_dir",
         ),
         Command(
+            "trigger",
+            "Trigger-conditioned LoRA fine-tuning from a QA file, with a checkpoint per epoch and activation/fidelity/leakage evaluation.",
+            "posttrain.trigger.train:TriggerJobConfig",
+            "posttrain.trigger.train:run_trigger",
+            "output_dir",
+        ),
+        Command(
+            "trigger-eval",
+            "Evaluate every checkpoint of a trigger run: activation, fidelity and leakage on held-out questions, with a plot.",
+            "posttrain.trigger.evaluate:TriggerEvalConfig",
+            "posttrain.trigger.evaluate:run_trigger_eval",
+            "output_dir",
+        ),
+        Command(
             "rollout",
             "Sample N completions per prompt (resumable JSONL; HF generate or vLLM; few-shot prompts for base models).",
             "posttrain.generation.rollouts:RolloutConfig",

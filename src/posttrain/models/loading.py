@@ -96,8 +96,13 @@ def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: boo
 
 
 def free_model(model: PreTrainedModel | None) -> None:
-    """Release a model's memory now (evaluation holds one model at a time)."""
-    del model
+    """Release a model's weights now, even while callers still hold references to it (evaluation
+    holds one model at a time). The model is unusable afterwards."""
+    if model is not None:
+        try:
+            model.to("meta")  # drops every parameter's and buffer's storage
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # quantized or dispatched models refuse .to(); they go with their last reference
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

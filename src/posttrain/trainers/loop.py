@@ -13,9 +13,16 @@ from posttrain.runtime import get_logger
 log = get_logger(__name__)
 
 
-def train_and_save(trainer: Trainer, output_dir: str, resume: bool, on_resume: Callable[[str], None] | None = None) -> dict:
+def train_and_save(
+    trainer: Trainer,
+    output_dir: str,
+    resume: bool,
+    on_resume: Callable[[str], None] | None = None,
+    save_to: str | None = None,
+) -> dict:
     """Train (from the last checkpoint in ``output_dir`` when ``resume``), save the final model
-    or adapter and the tokenizer to ``output_dir``, and return the train metrics.
+    or adapter and the tokenizer to ``save_to`` (default ``output_dir``), and return the train
+    metrics.
 
     ``on_resume(checkpoint)`` restores state the Trainer does not know about (a β schedule, a
     teacher) before training continues.
@@ -26,7 +33,8 @@ def train_and_save(trainer: Trainer, output_dir: str, resume: bool, on_resume: C
         if on_resume is not None:
             on_resume(last)
     result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(output_dir)
-    trainer.processing_class.save_pretrained(output_dir)
-    log.info(f"saved the final model to {output_dir}")
+    save_to = save_to or output_dir
+    trainer.save_model(save_to)
+    trainer.processing_class.save_pretrained(save_to)
+    log.info(f"saved the final model to {save_to}")
     return {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}

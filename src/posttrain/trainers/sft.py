@@ -27,7 +27,17 @@ log = get_logger(__name__)
 
 
 @dataclass
-class SFTJobConfig(TrainingSettings, LoraArguments, ModelArguments):
+class SFTSettings(TrainingSettings, LoraArguments, ModelArguments):
+    """Model, LoRA, training and sequence settings of every SFT-style job (sft, trigger)."""
+
+    max_length: int = config_field(512, help="Longest training sequence in tokens.", ge=8)
+    overlong: Literal["truncate", "error"] = config_field(
+        "truncate", help="Rows longer than max_length: truncate (with a warning) or stop with an error."
+    )
+
+
+@dataclass
+class SFTJobConfig(SFTSettings):
     """Everything ``posttrain sft`` needs: model, LoRA, data and training settings."""
 
     dataset_name: str = config_field(
@@ -35,14 +45,18 @@ class SFTJobConfig(TrainingSettings, LoraArguments, ModelArguments):
     )
     dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:2000], train[:10%].")
     task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
-    max_length: int = config_field(512, help="Longest training sequence in tokens.", ge=8)
-    overlong: Literal["truncate", "error"] = config_field(
-        "truncate", help="Rows longer than max_length: truncate (with a warning) or stop with an error."
-    )
 
 
 def build_sft_trainer(config: SFTJobConfig) -> SFTTrainer:
-    """Validate, tokenize the data, load the model, and return a ready SFTTrainer."""
+    """Load and validate the configured dataset, and return a ready SFTTrainer."""
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
+    return sft_trainer_for_rows(config, rows)
+
+
+def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> SFTTrainer:
+    """Tokenize ``(location, row)`` pairs (checked row by row), load the model, and return a
+    ready SFTTrainer; any SFT-style job builds its rows and then comes here."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
     trl_args = SFTConfig(
@@ -51,9 +65,7 @@ def build_sft_trainer(config: SFTJobConfig) -> SFTTrainer:
         completion_only_loss=True,  # labels come from our completion_mask
     )
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
     examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong)
-    log.info(f"SFT on {len(examples)} examples from {config.dataset_name} ({config.dataset_train_split})")
     return SFTTrainer(
         model=load_model_for_training(config),
         args=trl_args,
