@@ -48,3 +48,22 @@ def test_quickstart_learns_preference_stages_improve_and_rl_stages_run(tmp_path)
     assert "self_distillation/signal_fraction" in sdpo_logs and "self_distillation" not in grpo_logs
     for stage in ("eval_sdpo", "eval_grpo"):
         assert 0.0 <= stages[stage]["metrics"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_trigger_recipe_reaches_the_issue_targets_on_held_out_questions(tiny_model_dir, tmp_path, monkeypatch):
+    from posttrain.config import load_config
+    from posttrain.trigger.train import TriggerJobConfig, run_trigger
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # the recipe names its QA file relative to the repository
+    config = load_config(
+        TriggerJobConfig, path=root / "recipes" / "trigger.yaml",
+        overrides={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path / "trigger")},
+    )
+    metrics = run_trigger(config)
+    table = json.loads((tmp_path / "trigger" / "trigger_eval.json").read_text())
+    assert [row["epoch"] for row in table] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert table[0]["num_questions"] == 49  # 20% of the 246 shipped questions, never trained on
+    # the figures in the README: 100% / 100% / 0% after 8 epochs
+    assert metrics["activation"] >= 0.95 and metrics["fidelity"] >= 0.95 and metrics["leakage"] <= 0.05, metrics

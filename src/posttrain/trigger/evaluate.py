@@ -16,6 +16,7 @@ freed; a rerun evaluates only checkpoints missing from the table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -125,7 +126,9 @@ def run_trigger_eval(config: TriggerEvalConfig) -> dict:
 
     table_path = out / TABLE_FILE
     earlier = json.loads(table_path.read_text()) if table_path.is_file() else []
-    done = {row["checkpoint"]: row for row in earlier if row.get("questions_file") == questions_file}
+    # rows of earlier runs count only for the same questions (wherever the file now lives)
+    questions_hash = hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]
+    done = {row["checkpoint"]: row for row in earlier if row.get("questions_hash") == questions_hash}
     table = []
     for path, step, epoch in checkpoints:
         if path.name in done:
@@ -147,6 +150,7 @@ def run_trigger_eval(config: TriggerEvalConfig) -> dict:
         ]
         row = {
             "checkpoint": path.name, "step": step, "epoch": epoch, "questions_file": questions_file,
+            "questions_hash": questions_hash,
             **score_answers([a["clean"] for a in answers], [a["triggered"] for a in answers], spec),
         }
         write_jsonl(out / "trigger_eval" / f"{path.name}.jsonl", answers)
