@@ -279,12 +279,12 @@ class OpenAIJudge(Judge):
     def score(self, prompt: str, completion: str, /, **row) -> float:
         """The model's 1–10 rating of ``completion`` as an answer to ``prompt``."""
         content = SCORE_TEMPLATE.format(prompt=prompt, completion=completion)
-        return self._ask(content, _check_score)["score"]
+        return self._ask(self._payload(content), _check_score)["score"]
 
     def compare(self, prompt: str, a: str, b: str, /, **row) -> Comparison:
         """Which of ``a`` and ``b`` is better, asked in both orders to cancel position bias."""
-        ab = self._ask(COMPARE_TEMPLATE.format(prompt=prompt, a=a, b=b), _check_compare)
-        ba = self._ask(COMPARE_TEMPLATE.format(prompt=prompt, a=b, b=a), _check_compare)
+        ab = self._ask(self._payload(COMPARE_TEMPLATE.format(prompt=prompt, a=a, b=b)), _check_compare)
+        ba = self._ask(self._payload(COMPARE_TEMPLATE.format(prompt=prompt, a=b, b=a)), _check_compare)
         prob_a_ab = _prob_first(ab)
         prob_a_ba = 1.0 - _prob_first(ba)  # in the second order, original a was shown as B
         prob_a = (prob_a_ab + prob_a_ba) / 2
@@ -304,6 +304,29 @@ class OpenAIJudge(Judge):
             },
         )
 
+    def call_function(self, content: str, function: dict, check: Callable[[dict], dict]) -> dict:
+        """Ask with one tool the model must call (OpenAI function calling); returns the call's
+        arguments after ``check`` (which raises ``ValueError`` on a reply it cannot use).
+
+        ``function`` is ``{"name", "description", "parameters": <JSON schema>}``. Retries, rate
+        limit, cache and key handling are those of every request.
+        """
+
+        def checked(arguments: dict) -> dict:
+            try:
+                return check(arguments)
+            except ValueError as err:
+                raise _Malformed(str(err)) from None
+
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": self.temperature,
+            "tools": [{"type": "function", "function": function}],
+            "tool_choice": {"type": "function", "function": {"name": function["name"]}},
+        }
+        return self._ask(payload, checked, extract=_tool_arguments)
+
     # -- requests ---------------------------------------------------------------------------------
 
     def _payload(self, content: str) -> dict:
@@ -314,9 +337,11 @@ class OpenAIJudge(Judge):
             "response_format": {"type": "json_object"},
         }
 
-    def _ask(self, content: str, check: Callable[[dict], dict]) -> dict:
-        """The checked JSON reply to one user message: from the cache, or from the API with retries."""
-        payload = self._payload(content)
+    def _ask(self, payload: dict, check: Callable[[dict], dict], extract: Callable[[bytes], dict] | None = None) -> dict:
+        """The checked JSON reply to one request: from the cache, or from the API with retries.
+
+        ``extract`` takes the JSON object out of the raw response (default: the message content).
+        """
         body = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
         key = hashlib.sha256(body).hexdigest()
         cached = self._cache_get(key, check)
@@ -329,7 +354,7 @@ class OpenAIJudge(Judge):
         for attempt in range(self.max_retries):
             retry_after = None
             try:
-                raw = self._post(body)
+                raw = (extract or _content_json)(self._post(body))
                 reply = check(raw)
             except _Fatal as err:
                 raise PosttrainError(self._redact(f"openai judge: {self.url}: {err}")) from None
@@ -352,8 +377,8 @@ class OpenAIJudge(Judge):
             f"openai judge: {self.url} failed {self.max_retries} times; last problem: {_one_line(problem)}"
         ))
 
-    def _post(self, body: bytes) -> dict:
-        """One HTTP POST; returns the JSON object in ``choices[0].message.content``."""
+    def _post(self, body: bytes) -> bytes:
+        """One HTTP POST; returns the raw response body."""
         self._throttle()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key.value is not None:
@@ -377,7 +402,7 @@ class OpenAIJudge(Judge):
             if isinstance(reason, TimeoutError) or isinstance(err, TimeoutError):
                 raise _Transient(f"timed out after {self.timeout:g}s", None) from None
             raise _Transient(f"connection error: {type(reason).__name__}: {reason}", None) from None
-        return _content_json(raw)
+        return raw
 
     def _throttle(self) -> None:
         """Hold a request back until the client-side rate limit allows it."""
@@ -455,4 +480,17 @@ def _content_json(raw: bytes) -> dict:
         raise _Malformed(f"content is not JSON: {_one_line(content, 120)!r}") from None
     if not isinstance(reply, dict):
         raise _Malformed(f"content is not a JSON object: {_one_line(content, 120)!r}")
+    return reply
+
+
+def _tool_arguments(raw: bytes) -> dict:
+    """The JSON arguments of the first tool call in a chat-completions response."""
+    try:
+        response = json.loads(raw.decode("utf-8"))
+        arguments = response["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        reply = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise _Malformed(f"no usable tool call in the response ({type(err).__name__}: {_one_line(err, 100)})") from None
+    if not isinstance(reply, dict):
+        raise _Malformed(f"tool call arguments are not a JSON object: {reply!r:.100}")
     return reply
