@@ -86,6 +86,13 @@ COMMANDS: dict[str, Command] = {
             "output_dir",
         ),
         Command(
+            "topics",
+            "ECRTM topic model, then DPO on its topic-word distributions guided by a judge (embedding or OpenAI-compatible).",
+            "posttrain.topics.train:TopicsJobConfig",
+            "posttrain.topics.train:run_topics",
+            "output_dir",
+        ),
+        Command(
             "rollout",
             "Sample N completions per prompt (resumable JSONL; HF generate or vLLM; few-shot prompts for base models).",
             "posttrain.generation.rollouts:RolloutConfig",

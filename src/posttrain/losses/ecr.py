@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import torch
 
-_TINY = 1e-16  # keeps divisions finite where the kernel underflows to zero
-
+# Added to every divisor, as in the paper's code. It keeps values and gradients finite where the
+# kernel underflows (a word far from every topic), at the price of giving such a word less than
+# its 1/V mass: the plan is exact only where masses are well above 1e-16.
+_GUARD = 1e-16
 
 def sinkhorn_plan(
     cost: torch.Tensor, epsilon: float = 1 / 20, max_iter: int = 1000, stop_threshold: float = 0.005
@@ -39,8 +41,8 @@ def sinkhorn_plan(
         column_mass = kernel.T @ u  # (V,)
         if iterations > 1 and torch.sum(torch.abs(v * column_mass - b)) < stop_threshold:
             break
-        v = b / (column_mass + _TINY)
-        u = a / (kernel @ v + _TINY)
+        v = b / (column_mass + _GUARD)
+        u = a / (kernel @ v + _GUARD)
     plan = u[:, None] * kernel * v[None, :]
     return plan, iterations
 

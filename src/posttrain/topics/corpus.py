@@ -57,7 +57,7 @@ def tokenize(text: str, stop_words: frozenset[str]) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in stop_words]
 
 
-def _stop_words() -> frozenset[str]:
+def stop_words() -> frozenset[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     return frozenset(ENGLISH_STOP_WORDS)
@@ -130,8 +130,8 @@ def load_topic_corpus(
     else:
         texts, labels = read_raw_corpus(source)
         label_names = sorted(set(labels)) if labels is not None else None
-    stop_words = _stop_words()
-    token_lists = [tokenize(text, stop_words) for text in texts]
+    words = stop_words()
+    token_lists = [tokenize(text, words) for text in texts]
     vocab = build_vocabulary(token_lists, vocab_size, min_df, max_df)
     index = {word: i for i, word in enumerate(vocab)}
     kept = [i for i, tokens in enumerate(token_lists) if any(t in index for t in tokens)]

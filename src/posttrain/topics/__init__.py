@@ -1,0 +1,1 @@
+"""Topic models: ECRTM with LLM-guided DPO on topic-word distributions (SPEC G)."""

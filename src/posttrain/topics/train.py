@@ -1,0 +1,311 @@
+"""``posttrain topics``: ECRTM, then LLM-guided DPO on its topic-word distributions (SPEC G).
+
+    posttrain topics --config recipes/topics.yaml
+
+1. Load and preprocess the corpus (:mod:`posttrain.topics.corpus`).
+2. Train ECRTM for ``dpo_start_epoch`` epochs.
+3. Snapshot: ``snapshot.pt``, ``beta_ref_logits.npy`` (K, V), ``top_words_{10,15,20,25}.jsonl``.
+4. Judge every topic into ``preferences.jsonl`` (resumable) and pick the topics DPO acts on
+   (``topic_filter``).
+5. Train the remaining epochs on L_ECRTM + dpo_weight · L_DPO, with L_DPO
+   (:func:`posttrain.losses.topic_dpo.topic_word_dpo_loss`) against the frozen snapshot, only on
+   the chosen topics' (winner, loser) word pairs.
+
+Every ``eval_every`` epochs: TD, C_V, NPMI, purity, NMI (all topics and the filtered ones) into
+``metrics.jsonl``; at the end ``eval.json`` and ``metrics.png``. ``checkpoint.pt`` (model,
+optimizer, epoch, RNG) is written atomically every ``save_every`` epochs; ``resume`` continues
+from it, and a finished snapshot or judged topic is never redone.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from posttrain.artifacts import atomic_open, write_json
+from posttrain.config import config_field
+from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
+from posttrain.errors import ConfigError, DataError
+from posttrain.losses.topic_dpo import topic_word_dpo_loss
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.topics.corpus import TopicCorpus, load_topic_corpus, read_raw_corpus, stop_words, tokenize
+from posttrain.topics.ecrtm import ECRTM
+from posttrain.topics.judges import EmbeddingTopicJudge, OpenAITopicJudge, WordEmbeddings
+from posttrain.topics.metrics import nmi, purity, top_words, topic_diversity, topic_metrics
+from posttrain.topics.preferences import TOPIC_FILTERS, build_preferences, preference_triples, select_topics
+
+log = get_logger(__name__)
+
+TOP_WORD_SIZES = (10, 15, 20, 25)
+
+
+@dataclass
+class TopicsJobConfig:
+    output_dir: str = config_field("runs/topics", help="Where checkpoints, snapshot, preferences and metrics go.")
+    # corpus
+    corpus: str = config_field("bbc", help="bbc (BBC News, offline), a .jsonl of {text, label?}, a .txt (a document per line), or a TopMost directory.")
+    vocab_size: int = config_field(5000, help="Largest vocabulary (raw-text corpora).", ge=2)
+    min_df: int = config_field(3, help="A word must appear in at least this many documents.", ge=1)
+    max_df: float = config_field(0.5, help="... and in at most this share of them.", gt=0, le=1)
+    test_fraction: float = config_field(0.2, help="Labelled documents held out for purity and NMI.", ge=0, le=0.9)
+    reference_corpus: str = config_field("", help="Coherence reference (.txt or .jsonl); empty: the training corpus.")
+    # ECRTM (SPEC G defaults)
+    num_topics: int = config_field(50, help="K, the number of topics.", ge=2)
+    beta_temp: float = config_field(0.2, help="τ in softmax(−dist/τ).", gt=0)
+    ecr_weight: float = config_field(100.0, help="Weight of the ECR loss (the paper uses 250 for 20NG).", ge=0)
+    hidden_size: int = config_field(200, help="Encoder width.", ge=1)
+    embed_size: int = config_field(200, help="Topic and word embedding size.", ge=1)
+    dropout: float = config_field(0.0, help="Encoder dropout.", ge=0, le=1)
+    sinkhorn_epsilon: float = config_field(0.05, help="ε of the entropic OT (1/20).", gt=0)
+    sinkhorn_max_iter: int = config_field(1000, help="Sinkhorn iterations at most.", ge=1)
+    sinkhorn_stop: float = config_field(0.005, help="Stop when the column marginals are this close (L1).", gt=0)
+    # training
+    num_epochs: int = config_field(200, help="Training epochs in all (before and after the snapshot).", ge=1)
+    batch_size: int = config_field(200, help="Documents per step.", ge=2)
+    learning_rate: float = config_field(0.002, help="Adam learning rate.", gt=0)
+    seed: int = config_field(0, help="Seed for the split, initialisation and batches.")
+    eval_every: int = config_field(25, help="Evaluate every N epochs (and at the snapshot and the end).", ge=1)
+    save_every: int = config_field(25, help="Write checkpoint.pt every N epochs.", ge=1)
+    resume: bool = config_field(False, help="Continue from checkpoint.pt in output_dir.")
+    # DPO on topic-word distributions
+    dpo: bool = config_field(True, help="Snapshot at dpo_start_epoch, judge the topics, continue with the DPO loss.")
+    dpo_start_epoch: int = config_field(150, help="E: the epoch after which the snapshot is taken.", ge=1)
+    dpo_weight: float = config_field(10.0, help="w in L_ECRTM + w·L_DPO.", ge=0)
+    dpo_alpha: float = config_field(1.0, help="α in −log σ(α·margin).", gt=0)
+    topic_filter: str = config_field("cv_below_avg", help="Topics DPO acts on: cv_below_avg | llm_score | either | all.")
+    judge: str = config_field("embedding", help="embedding (offline, all-MiniLM-L6-v2) or openai.")
+    judge_base_url: str = config_field("", help="openai judge: the API root, e.g. https://api.openai.com/v1.")
+    judge_model: str = config_field("", help="openai judge: the model name.")
+    judge_api_key_env: str = config_field("OPENAI_API_KEY", help="openai judge: environment variable with the key.")
+
+    def __post_init__(self):
+        if self.topic_filter not in TOPIC_FILTERS:
+            raise ConfigError(f"config key 'topic_filter' must be one of {', '.join(TOPIC_FILTERS)}, got '{self.topic_filter}'")
+        if self.judge not in ("embedding", "openai"):
+            raise ConfigError(f"config key 'judge' must be embedding or openai, got '{self.judge}'")
+        if self.dpo and self.dpo_start_epoch >= self.num_epochs:
+            raise ConfigError(
+                f"config key 'dpo_start_epoch' ({self.dpo_start_epoch}) must be below num_epochs ({self.num_epochs}) "
+                "so that DPO has epochs to run (or set dpo: false)"
+            )
+        if self.dpo and self.judge == "openai" and not (self.judge_base_url and self.judge_model):
+            raise ConfigError("judge openai needs judge_base_url and judge_model")
+
+
+def _make_judge(config: TopicsJobConfig, embeddings: WordEmbeddings, out: Path):
+    if config.judge == "embedding":
+        return EmbeddingTopicJudge(embeddings)
+    from posttrain.judges.openai import OpenAIJudge
+
+    client = OpenAIJudge(config.judge_base_url, config.judge_model, config.judge_api_key_env, cache_dir=str(out / "judge_cache"))
+    return OpenAITopicJudge(client)
+
+
+def _reference_texts(config: TopicsJobConfig, corpus: TopicCorpus) -> list[list[str]]:
+    if not config.reference_corpus:
+        return corpus.train.texts
+    texts, _ = read_raw_corpus(config.reference_corpus)
+    words = stop_words()
+    return [tokens for tokens in (tokenize(t, words) for t in texts) if tokens]
+
+
+def evaluate(model: ECRTM, corpus: TopicCorpus, reference: list[list[str]], filtered: list[int] | None) -> dict:
+    """TD, C_V, NPMI (and purity, NMI with labelled test documents), for all and the filtered topics."""
+    model.eval()
+    with torch.no_grad():
+        beta = model.get_beta().cpu().numpy()
+        lists = {n: top_words(beta, corpus.vocab, n) for n in (10, 25)}
+        result = topic_metrics(lists[10], lists[25], reference)
+        clusters = labels = None
+        if corpus.test is not None and corpus.test.labels is not None:
+            theta = model.get_theta(torch.from_numpy(corpus.test.bow.toarray()))
+            clusters, labels = theta.argmax(dim=1).tolist(), corpus.test.labels
+            result.update(purity=purity(labels, clusters), nmi=nmi(labels, clusters))
+    model.train()
+    if filtered:
+        sub = {
+            "num_topics": len(filtered),
+            "td": topic_diversity([lists[25][k] for k in filtered]),
+            "c_v": float(np.mean([result["c_v_per_topic"][k] for k in filtered])),
+            "npmi": float(np.mean([result["npmi_per_topic"][k] for k in filtered])),
+        }
+        if clusters is not None:  # test documents whose main topic is a filtered one
+            chosen = set(filtered)
+            pairs = [(label, c) for label, c in zip(labels, clusters) if c in chosen]
+            if pairs:
+                sub.update(purity=purity(*map(list, zip(*pairs))), nmi=nmi(*map(list, zip(*pairs))), num_documents=len(pairs))
+        result["filtered"] = sub
+    return result
+
+
+def _save_checkpoint(path: Path, model: ECRTM, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def _load_checkpoint(path: Path, model: ECRTM, optimizer: torch.optim.Optimizer) -> int:
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state["epoch"]
+
+
+def _snapshot(out: Path, model: ECRTM, vocab: list[str]) -> np.ndarray:
+    """Write the snapshot artifacts; return the reference logits (K, V)."""
+    with torch.no_grad():
+        logits = model.get_beta_logits().cpu().numpy()
+        beta = model.get_beta().cpu().numpy()
+    with atomic_open(out / "snapshot.pt", "wb") as handle:
+        torch.save(model.state_dict(), handle)
+    for n in TOP_WORD_SIZES:
+        write_jsonl(out / f"top_words_{n}.jsonl", [{"topic": k, "words": words} for k, words in enumerate(top_words(beta, vocab, n))])
+    with atomic_open(out / "beta_ref_logits.npy", "wb") as handle:  # last: its presence marks a finished snapshot
+        np.save(handle, logits)
+    return logits
+
+
+def _read_top_words(out: Path, n: int) -> list[list[str]]:
+    return [row["words"] for _, row in iter_jsonl(out / f"top_words_{n}.jsonl", required={"words": list})]
+
+
+def plot_metrics(history: list[dict], dpo_start_epoch: int | None, path: Path) -> None:
+    """TD, C_V, NPMI, purity and NMI over epochs (solid: all topics, dashed: the filtered ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("td", "c_v", "npmi", "purity", "nmi") if any(k in row for row in history)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        rows = [row for row in history if key in row]
+        ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], "o-", label="all topics")
+        sub = [row for row in history if key in row.get("filtered", {})]
+        if sub:
+            ax.plot([r["epoch"] for r in sub], [r["filtered"][key] for r in sub], "s--", label="filtered topics")
+        if dpo_start_epoch is not None:
+            ax.axvline(dpo_start_epoch, color="grey", lw=0.8, ls=":")
+        ax.set(title=key.upper().replace("_", " "), xlabel="epoch")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_topics(config: TopicsJobConfig) -> dict:
+    """Train ECRTM (with DPO after the snapshot); write the artifacts; return the final metrics."""
+    seed_everything(config.seed)
+    out = Path(config.output_dir)
+    corpus = load_topic_corpus(config.corpus, config.vocab_size, config.min_df, config.max_df, config.test_fraction, config.seed)
+    vocab_size, num_docs = len(corpus.vocab), corpus.train.bow.shape[0]
+    if vocab_size < config.num_topics:
+        raise DataError(f"{config.corpus}: a vocabulary of {vocab_size} words is smaller than num_topics={config.num_topics}")
+    reference = _reference_texts(config, corpus)
+    log.info(f"topics: {num_docs} training documents, {vocab_size} words, K={config.num_topics}"
+             + (f", {corpus.test.bow.shape[0]} labelled test documents" if corpus.test is not None else ""))
+
+    model = ECRTM(
+        vocab_size, config.num_topics, config.hidden_size, config.embed_size, config.dropout, config.beta_temp,
+        config.ecr_weight, config.sinkhorn_epsilon, config.sinkhorn_max_iter, config.sinkhorn_stop,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    checkpoint = out / "checkpoint.pt"
+    start = _load_checkpoint(checkpoint, model, optimizer) if config.resume and checkpoint.is_file() else 0
+    if start:
+        log.info(f"resuming after epoch {start}")
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh history
+    write_json(out / "config.json", asdict(config))
+
+    bow = corpus.train.bow
+    ref_logits = triples = None
+    filtered: list[int] | None = None
+    dpo_summary: dict = {}
+
+    def prepare_dpo() -> None:
+        nonlocal ref_logits, triples, filtered, dpo_summary
+        if not (out / "beta_ref_logits.npy").is_file():
+            _snapshot(out, model, corpus.vocab)
+        ref_logits = torch.from_numpy(np.load(out / "beta_ref_logits.npy"))
+        top10, top15 = _read_top_words(out, 10), _read_top_words(out, 15)
+        embeddings = WordEmbeddings(corpus.vocab)
+        judge = _make_judge(config, embeddings, out)
+        preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge, embeddings)
+        c_v = topic_metrics(top10, _read_top_words(out, 25), reference)["c_v_per_topic"]
+        filtered = select_topics(config.topic_filter, c_v, preferences)
+        pairs, ignored = preference_triples(preferences, filtered, corpus.vocab)
+        ignored += getattr(judge, "ignored_words", 0)
+        triples = torch.from_numpy(pairs)
+        dpo_summary = {"filtered_topics": filtered, "preference_pairs": len(pairs), "ignored_words": ignored}
+        write_json(out / "dpo_summary.json", dpo_summary)
+        log.info(f"DPO on {len(filtered)} of {config.num_topics} topics ({config.topic_filter}): {len(pairs)} word pairs"
+                 + (f", {ignored} judge words outside the vocabulary ignored" if ignored else ""))
+
+    if config.dpo and start >= config.dpo_start_epoch:
+        prepare_dpo()
+
+    history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
+    last = None
+    for epoch in tqdm(range(start + 1, config.num_epochs + 1), desc="ECRTM epochs", initial=start, total=config.num_epochs):
+        order = torch.randperm(num_docs)
+        totals = {"loss": 0.0, "topic_model": 0.0, "ecr": 0.0, "dpo": 0.0}
+        batches = [order[i : i + config.batch_size] for i in range(0, num_docs, config.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm needs two documents
+            batches[-2] = torch.cat(batches[-2:])
+            batches.pop()
+        for ids in batches:
+            x = torch.from_numpy(bow[ids.numpy()].toarray())
+            losses = model(x)
+            loss = losses["loss"]
+            if triples is not None and len(triples):
+                dpo = topic_word_dpo_loss(model.get_beta_logits(), ref_logits, triples[:, 0], triples[:, 1], triples[:, 2], config.dpo_alpha)
+                loss = loss + config.dpo_weight * dpo
+                totals["dpo"] += dpo.item()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            totals["loss"] += loss.item()
+            totals["topic_model"] += losses["topic_model"].item()
+            totals["ecr"] += float(losses["ecr"])
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in totals.items()}}
+
+        at_snapshot = config.dpo and epoch == config.dpo_start_epoch
+        if at_snapshot:  # before the evaluation, so that it reports the filtered topics too
+            prepare_dpo()
+        if epoch % config.eval_every == 0 or epoch == config.num_epochs or at_snapshot:
+            last = evaluate(model, corpus, reference, filtered)
+            row.update({k: v for k, v in last.items() if not k.endswith("_per_topic")})
+            log.info(f"epoch {epoch}: TD {last['td']:.3f}, C_V {last['c_v']:.3f}, NPMI {last['npmi']:.3f}"
+                     + (f", purity {last['purity']:.3f}, NMI {last['nmi']:.3f}" if "purity" in last else ""))
+        append_jsonl(out / "metrics.jsonl", [row])
+        history.append(row)
+        if epoch % config.save_every == 0 or epoch == config.num_epochs:
+            _save_checkpoint(checkpoint, model, optimizer, epoch)
+
+    if last is None:
+        last = evaluate(model, corpus, reference, filtered)
+    if filtered is not None and "filtered" not in last:
+        last = evaluate(model, corpus, reference, filtered)
+    final = {k: v for k, v in last.items() if not k.endswith("_per_topic")}
+    final.update(epoch=config.num_epochs, num_topics=config.num_topics, vocab_size=vocab_size, num_documents=num_docs,
+                 skipped_empty_documents=corpus.skipped_empty, **dpo_summary)
+    write_json(out / "eval.json", final)
+    with torch.no_grad():
+        beta = model.get_beta().cpu().numpy()
+    write_jsonl(out / "top_words_final.jsonl", [{"topic": k, "words": w} for k, w in enumerate(top_words(beta, corpus.vocab, 15))])
+    plot_metrics(history, config.dpo_start_epoch if config.dpo else None, out / "metrics.png")
+    return {k: v for k, v in final.items() if isinstance(v, (int, float))}
