@@ -1,0 +1,337 @@
+"""Topic judges: word embeddings (fake encoder), the embedding judge by hand, and the OpenAI judge
+against a local chat-completions server that answers with function calls."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from posttrain.errors import PosttrainError
+from posttrain.judges.openai import OpenAIJudge
+from posttrain.topics.judges import (
+    CHOOSE_FUNCTION,
+    RATE_FUNCTION,
+    EmbeddingTopicJudge,
+    OpenAITopicJudge,
+    TopicRating,
+    WordEmbeddings,
+)
+
+
+def polar(degrees: float, length: float = 1.0) -> list[float]:
+    return [length * math.cos(math.radians(degrees)), length * math.sin(math.radians(degrees))]
+
+
+class FakeEncoder:
+    """Encodes each text to a fixed vector (not unit length); records its calls."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table = table
+        self.calls: list[tuple] = []
+
+    def encode(self, texts, batch_size=32, show_progress_bar=True):
+        self.calls.append((list(texts), batch_size, show_progress_bar))
+        return np.array([self.table[t] for t in texts], dtype=np.float64)
+
+
+# -- WordEmbeddings ---------------------------------------------------------------------------------
+
+TABLE = {
+    "cat": [3.0, 0.0, 0.0],
+    "dog": [2.0, 2.0, 0.0],
+    "car": [0.0, 0.0, 5.0],
+    "bus": [0.0, 1.0, 1.0],
+    "pets": [1.0, 0.1, 0.0],  # a description, not a vocabulary word
+    "zero": [0.0, 0.0, 0.0],
+}
+VOCAB = ["cat", "dog", "car", "bus"]
+
+
+def test_word_embeddings_are_unit_length():
+    encoder = FakeEncoder(TABLE)
+    embeddings = WordEmbeddings(VOCAB, encoder=encoder, batch_size=7)
+    assert embeddings.vectors.shape == (4, 3)
+    assert embeddings.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings.vectors, axis=1), 1.0, rtol=1e-6)
+    h = 1 / math.sqrt(2)
+    np.testing.assert_allclose(embeddings.vectors, [[1, 0, 0], [h, h, 0], [0, 0, 1], [0, h, h]], rtol=1e-6, atol=1e-7)
+    assert encoder.calls == [(VOCAB, 7, False)]  # the vocabulary, in one call, without a progress bar
+
+
+def test_word_embeddings_of_returns_rows_in_the_order_asked():
+    embeddings = WordEmbeddings(VOCAB, encoder=FakeEncoder(TABLE))
+    h = 1 / math.sqrt(2)
+    np.testing.assert_allclose(embeddings.of(["car", "cat", "car"]), [[0, 0, 1], [1, 0, 0], [0, 0, 1]], atol=1e-7)
+    np.testing.assert_allclose(embeddings.of(["dog"]), [[h, h, 0]], rtol=1e-6)
+    with pytest.raises(KeyError):
+        embeddings.of(["unicorn"])
+
+
+def test_embedding_a_zero_vector_does_not_divide_by_zero():
+    embeddings = WordEmbeddings(VOCAB, encoder=FakeEncoder(TABLE))
+    vector = embeddings.embed(["zero"])
+    assert np.all(np.isfinite(vector))
+    assert np.all(vector == 0)
+
+
+def test_nearest_words_by_cosine_similarity():
+    # "pets" ~ (1, 0.1, 0): cat 0.995, dog 0.778, bus 0.070, car 0 (each up to the same factor)
+    embeddings = WordEmbeddings(VOCAB, encoder=FakeEncoder(TABLE))
+    assert embeddings.nearest("pets", 2, exclude=set()) == ["cat", "dog"]
+    assert embeddings.nearest("pets", 4, exclude=set()) == ["cat", "dog", "bus", "car"]
+    assert embeddings.nearest("pets", 2, exclude={"cat"}) == ["dog", "bus"]
+    assert embeddings.nearest("pets", 5, exclude={"cat", "bus"}) == ["dog", "car"]
+    assert embeddings.nearest("car", 1, exclude={"car"}) == ["bus"]
+
+
+# -- EmbeddingTopicJudge ----------------------------------------------------------------------------
+
+# 2-d unit vectors at these angles: the top words' centroid points at about -3.3 degrees, so
+# closeness to it ranks core (3.3 deg off), near (13.3), mid (16.7), odd (86.7), far (93.3);
+# among the candidates, good (-2.9 deg) is the closest of all and bad (180) the farthest
+ANGLES = {"core": 0, "near": 10, "mid": -20, "far": 90, "odd": -90, "good": math.degrees(math.atan2(-0.05, 1)), "bad": 180}
+TOPIC = ["core", "near", "mid", "far", "odd"]
+
+
+def judge_for(table: dict[str, list[float]], **kw) -> EmbeddingTopicJudge:
+    return EmbeddingTopicJudge(WordEmbeddings(list(table), encoder=FakeEncoder(table)), **kw)
+
+
+def angle_judge(**kw) -> EmbeddingTopicJudge:
+    # lengths differ on purpose: only the directions may matter
+    return judge_for({w: polar(a, 1 + i) for i, (w, a) in enumerate(ANGLES.items())}, **kw)
+
+
+def test_coherence_is_the_mean_pairwise_cosine_similarity():
+    judge = judge_for({"a": [2.0, 0.0], "b": [0.0, 3.0], "c": [5.0, 0.0], "d": [1.0, 1.0]})
+    # a.b = 0, a.c = 1, b.c = 0 → 2 * 1 / (3 * 2)
+    assert judge.coherence(["a", "b", "c"]) == pytest.approx(1 / 3)
+    assert judge.coherence(["a", "c"]) == pytest.approx(1.0)
+    assert judge.coherence(["a", "b"]) == pytest.approx(0.0)
+    # a.d = b.d = c.d = 1/sqrt2, a.b = b.c = 0, a.c = 1 → (3/sqrt2 + 1) / 6
+    assert judge.coherence(["a", "b", "c", "d"]) == pytest.approx((3 / math.sqrt(2) + 1) / 6, rel=1e-6)
+
+
+def test_rate_scores_by_the_coherence_thresholds():
+    table = {"a": [1.0, 0.0], "a2": [4.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 0.0], "c2": [1.0, 0.0]}
+    judge = judge_for(table)  # coherent 0.35, mixed 0.25
+    assert judge.rate(["a", "a2", "c"]).score == 3  # coherence 1
+    assert judge.rate(["a", "b", "c"]).score == 2  # coherence 1/3
+    assert judge.rate(["a", "b"]).score == 1  # coherence 0
+    # custom thresholds, inclusive at the bound
+    assert judge_for(table, coherent=1.0, mixed=0.5).rate(["a", "c"]).score == 3
+    assert judge_for(table, coherent=0.9, mixed=1 / 3 - 1e-6).rate(["a", "b", "c"]).score == 2
+    assert judge_for(table, coherent=0.9, mixed=0.34).rate(["a", "b", "c"]).score == 1
+    assert judge_for(table, coherent=0.0, mixed=0.0).rate(["a", "b"]).score == 3
+
+
+def test_rate_describes_the_topic_by_its_three_most_central_words():
+    rating = angle_judge().rate(TOPIC)
+    assert isinstance(rating, TopicRating)
+    assert rating.description == "a topic about core, near, mid"
+    # cos 10, cos 20, cos 90, ... : mean pairwise similarity of the five words
+    vectors = np.array([polar(ANGLES[w]) for w in TOPIC])
+    similarity = vectors @ vectors.T
+    expected = (similarity.sum() - 5) / 20
+    assert angle_judge().coherence(TOPIC) == pytest.approx(expected, rel=1e-5)
+    assert rating.score == (3 if expected >= 0.35 else 2 if expected >= 0.25 else 1)
+
+
+def test_choose_winners_nearest_the_centroid_losers_from_the_top_words_below_the_median():
+    winners, losers = angle_judge(num_winners=3, num_losers=3).choose(TOPIC, ["good", "bad"], "any description")
+    assert winners == ["good", "core", "near"]
+    # median closeness is that of 'mid': below it are far and odd, farthest first; 'bad' is a
+    # candidate, never a loser, though it is the farthest of all
+    assert losers == ["far", "odd"]
+
+
+def test_choose_caps_the_losers():
+    winners, losers = angle_judge(num_winners=3, num_losers=1).choose(TOPIC, ["good", "bad"], "")
+    assert losers == ["far"]
+
+
+def test_choose_never_names_a_word_both_winner_and_loser():
+    # with 7 winners every word of the pool wins, so none may lose
+    winners, losers = angle_judge(num_winners=7).choose(TOPIC, ["good", "bad"], "")
+    assert winners == ["good", "core", "near", "mid", "odd", "far", "bad"]
+    assert losers == []
+
+
+def test_choose_counts_a_candidate_that_is_also_a_top_word_once():
+    winners, _ = angle_judge(num_winners=3).choose(TOPIC, ["core", "good"], "")
+    assert winners == ["good", "core", "near"]
+
+
+# -- OpenAITopicJudge against a local server --------------------------------------------------------
+
+
+def tool_reply(name: str, arguments) -> dict:
+    """A chat-completions response whose message calls ``name`` with ``arguments`` (a dict is JSON-encoded)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"choices": [{"message": {"tool_calls": [{"type": "function", "function": {"name": name, "arguments": text}}]}}]}
+
+
+class FakeAPI:
+    """Answers POSTs with the scripted bodies in order; records each request's JSON body."""
+
+    def __init__(self):
+        self.script: list[dict] = []
+        self.bodies: list[dict] = []
+        self.unscripted = 0
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def reply(self, body: dict):
+        self.script.append(body)
+        return self
+
+
+@pytest.fixture
+def api():
+    fake = FakeAPI()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with fake.lock:
+                fake.bodies.append(json.loads(raw))
+                body = fake.script.pop(0) if fake.script else None
+            if body is None:
+                fake.unscripted += 1
+                status, data = 599, b"unscripted request"
+            else:
+                status, data = 200, json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert fake.unscripted == 0, "the judge sent more requests than the test scripted"
+
+
+@pytest.fixture
+def topic_judge(api, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    waits = []
+    client = OpenAIJudge(api.url, "test-model", max_retries=3, backoff=0.0, timeout=5.0, sleep=waits.append)
+    judge = OpenAITopicJudge(client)
+    judge.waits = waits
+    return judge
+
+
+def user_message(body: dict) -> str:
+    return body["messages"][-1]["content"]
+
+
+def test_rate_asks_with_the_rate_function_and_returns_the_rating(api, topic_judge):
+    api.reply(tool_reply("rate_topic", {"score": 2, "description": "economy"}))
+    assert topic_judge.rate(["bank", "money", "market"]) == TopicRating(2, "economy")
+    (body,) = api.bodies
+    assert body["model"] == "test-model"
+    assert body["tools"] == [{"type": "function", "function": RATE_FUNCTION}]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "rate_topic"}}
+    assert "bank, money, market" in user_message(body)
+
+
+def test_rate_strips_the_description(api, topic_judge):
+    api.reply(tool_reply("rate_topic", {"score": 3, "description": "  the economy \n"}))
+    assert topic_judge.rate(["bank"]) == TopicRating(3, "the economy")
+
+
+def test_rate_accepts_arguments_given_as_an_object(api, topic_judge):
+    reply = tool_reply("rate_topic", "{}")
+    reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"score": 1, "description": "noise"}
+    api.reply(reply)
+    assert topic_judge.rate(["bank"]) == TopicRating(1, "noise")
+
+
+def test_choose_asks_with_the_choose_function(api, topic_judge):
+    api.reply(tool_reply("choose_words", {"good_words": ["bank", "finance"], "bad_words": ["said"]}))
+    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    assert (winners, losers) == (["bank", "finance"], ["said"])
+    assert topic_judge.ignored_words == 0
+    (body,) = api.bodies
+    assert body["tools"] == [{"type": "function", "function": CHOOSE_FUNCTION}]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "choose_words"}}
+    prompt = user_message(body)
+    assert "economy" in prompt and "bank, said, money" in prompt and "finance, loans" in prompt
+
+
+def test_choose_drops_and_counts_words_that_were_not_offered(api, topic_judge):
+    api.reply(tool_reply("choose_words", {"good_words": ["bank", "banana", "finance"], "bad_words": ["said", "zebra"]}))
+    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    assert winners == ["bank", "finance"]
+    assert losers == ["said"]
+    assert topic_judge.ignored_words == 2
+
+
+def test_choose_drops_losers_that_are_not_top_words(api, topic_judge):
+    # 'loans' was offered as a candidate, so it may win but not lose
+    api.reply(tool_reply("choose_words", {"good_words": ["money"], "bad_words": ["said", "loans"]}))
+    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    assert winners == ["money"]
+    assert losers == ["said"]
+    assert topic_judge.ignored_words == 1
+
+
+def test_ignored_words_add_up_over_calls(api, topic_judge):
+    api.reply(tool_reply("choose_words", {"good_words": ["bank", "nope"], "bad_words": []}))
+    api.reply(tool_reply("choose_words", {"good_words": ["bank"], "bad_words": ["never", "said"]}))
+    topic_judge.choose(["bank", "said"], [], "economy")
+    topic_judge.choose(["bank", "said"], [], "economy")
+    assert topic_judge.ignored_words == 2
+
+
+@pytest.mark.parametrize("bad", [
+    tool_reply("rate_topic", {"score": 7, "description": "economy"}),
+    tool_reply("rate_topic", {"score": 2}),
+    tool_reply("rate_topic", "score 2, economy"),  # arguments that are not JSON
+    tool_reply("rate_topic", "[2, \"economy\"]"),  # JSON, but not an object
+    {"choices": [{"message": {"content": "{\"score\": 2, \"description\": \"economy\"}"}}]},  # no tool_calls
+])
+def test_malformed_rating_is_retried(api, topic_judge, bad):
+    api.reply(bad).reply(tool_reply("rate_topic", {"score": 2, "description": "economy"}))
+    assert topic_judge.rate(["bank"]) == TopicRating(2, "economy")
+    assert len(api.bodies) == 2
+    assert api.bodies[0] == api.bodies[1]  # the same request again
+
+
+def test_malformed_replies_exhaust_the_retries(api, topic_judge):
+    api.reply(tool_reply("rate_topic", {"score": 7, "description": "economy"}))
+    api.reply(tool_reply("rate_topic", "not json at all"))
+    api.reply({"choices": [{"message": {"role": "assistant", "content": "I think 2"}}]})
+    with pytest.raises(PosttrainError, match="failed 3 times"):
+        topic_judge.rate(["bank", "money"])
+    assert len(api.bodies) == 3
+    assert topic_judge.waits == []  # backoff 0: nothing waits
+
+
+def test_malformed_word_lists_exhaust_the_retries(api, topic_judge):
+    api.reply(tool_reply("choose_words", {"good_words": "bank", "bad_words": []}))
+    api.reply(tool_reply("choose_words", {"good_words": ["bank"], "bad_words": [1, 2]}))
+    api.reply(tool_reply("choose_words", {"good_words": ["bank"]}))
+    with pytest.raises(PosttrainError, match="malformed reply"):
+        topic_judge.choose(["bank", "said"], ["money"], "economy")
+    assert len(api.bodies) == 3
+    assert topic_judge.ignored_words == 0
