@@ -26,6 +26,16 @@ def test_top_words_ties_keep_vocabulary_order():
     assert top_words(beta, vocab, 5) == [["b", "d", "e", "a", "c"], ["a", "b", "c", "d", "e"]]
 
 
+def test_top_words_ties_keep_vocabulary_order_in_a_long_row():
+    # many ties among 300 words (sorting long rows is where an unstable sort shows)
+    vocab = [f"w{j:03d}" for j in range(300)]
+    beta = np.random.default_rng(0).integers(0, 3, size=(3, 300)).astype(np.float32)
+    topics = top_words(beta, vocab, 50)
+    for row, words in zip(beta, topics):
+        expected = [vocab[j] for j in sorted(range(300), key=lambda j: (-row[j], j))[:50]]
+        assert words == expected
+
+
 # -- topic diversity --------------------------------------------------------------------------------
 
 

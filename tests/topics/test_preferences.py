@@ -219,8 +219,6 @@ def test_select_topics_at_the_mean_is_not_below_it():
     assert select_topics("cv_below_avg", [0.5, 0.5, 0.25, 0.75], {}) == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: select_topics compares C_V with np.mean, whose rounding "
-                   "(mean([0.4]*3) == 0.4000000000000001) puts equally coherent topics 'below the mean'")
 def test_equally_coherent_topics_are_not_below_the_mean():
     assert select_topics("cv_below_avg", [0.4, 0.4, 0.4], {}) == []
     assert select_topics("either", [0.4, 0.4, 0.4], {0: {"score": 3}, 1: {"score": 3}, 2: {"score": 3}}) == []

@@ -173,5 +173,5 @@ class OpenAITopicJudge:
         offered = set(words) | set(candidates)
         winners = [w for w in dict.fromkeys(reply["good_words"]) if w in offered]
         losers = [w for w in dict.fromkeys(reply["bad_words"]) if w in set(words) and w not in winners]
-        self.ignored_words += len(reply["good_words"]) + len(reply["bad_words"]) - len(winners) - len(losers)
+        self.ignored_words += sum(w not in offered for w in reply["good_words"]) + sum(w not in set(words) for w in reply["bad_words"])
         return winners, losers

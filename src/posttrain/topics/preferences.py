@@ -13,6 +13,7 @@ are appended to ``preferences.jsonl`` one topic at a time, so a rerun skips judg
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,8 @@ def select_topics(topic_filter: str, c_v_per_topic: list[float], preferences: di
     if topic_filter not in TOPIC_FILTERS:
         raise ValueError(f"unknown topic filter '{topic_filter}' (expected one of {', '.join(TOPIC_FILTERS)})")
     mean = float(np.mean(c_v_per_topic))
-    low_cv = {k for k, value in enumerate(c_v_per_topic) if value < mean}
+    # isclose: the mean of equal values can round a hair above them
+    low_cv = {k for k, value in enumerate(c_v_per_topic) if value < mean and not math.isclose(value, mean)}
     low_score = {k for k, row in preferences.items() if row["score"] < 3}
     chosen = {
         "cv_below_avg": low_cv, "llm_score": low_score, "either": low_cv | low_score, "all": set(range(len(c_v_per_topic))),
