@@ -10,7 +10,8 @@ from posttrain.pipeline.runner import plan, run_pipeline
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # recipes for one command (the rest are pipelines, with `stages:`)
 COMMAND_RECIPES = {
-    "dpo.yaml": "dpo", "beta_dpo.yaml": "dpo", "quantile_beta_dpo.yaml": "dpo", "sdpo.yaml": "sdpo", "trigger.yaml": "trigger"
+    "dpo.yaml": "dpo", "beta_dpo.yaml": "dpo", "quantile_beta_dpo.yaml": "dpo", "sdpo.yaml": "sdpo", "trigger.yaml": "trigger",
+    "topics.yaml": "topics",
 }
 
 
@@ -67,3 +68,19 @@ def test_trigger_recipe_reaches_the_issue_targets_on_held_out_questions(tiny_mod
     assert table[0]["num_questions"] == 49  # 20% of the 246 shipped questions, never trained on
     # the figures in the README: 100% / 100% / 0% after 8 epochs
     assert metrics["activation"] >= 0.95 and metrics["fidelity"] >= 0.95 and metrics["leakage"] <= 0.05, metrics
+
+
+@pytest.mark.slow
+def test_topics_recipe_runs_end_to_end_on_bbc_news_shortened(tmp_path):
+    from posttrain.config import load_config
+    from posttrain.topics.train import TopicsJobConfig, run_topics
+
+    config = load_config(
+        TopicsJobConfig, path=Path(__file__).parents[1] / "recipes" / "topics.yaml",
+        overrides={"output_dir": str(tmp_path / "topics"), "num_epochs": "4", "dpo_start_epoch": "2", "eval_every": "2", "vocab_size": "1000"},
+    )
+    run_topics(config)
+    saved = json.loads((tmp_path / "topics" / "eval.json").read_text())
+    assert saved["num_documents"] == 1780 and saved["vocab_size"] == 1000  # BBC News: 2,225 articles, 445 held out
+    assert {"td", "c_v", "npmi", "purity", "nmi"} <= set(saved) and 0 < saved["filtered"]["num_topics"] < 50
+    assert len((tmp_path / "topics" / "preferences.jsonl").read_text().splitlines()) == 50
