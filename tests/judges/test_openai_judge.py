@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,83 +17,6 @@ from posttrain.judges.base import Comparison, Judge
 from posttrain.judges.openai import OpenAIJudge
 
 KEY = "sk-test-SECRET-123"
-
-
-# -- a scriptable chat-completions server -------------------------------------------------------------
-
-
-class FakeAPI:
-    """Replies to POSTs in the order scripted; records every request it receives."""
-
-    def __init__(self):
-        self.script: list[dict] = []
-        self.requests: list[dict] = []
-        self.unscripted = 0
-        self.lock = threading.Lock()
-        self.url = ""  # e.g. http://127.0.0.1:PORT/v1
-
-    def reply(self, status=200, body=b"", headers=None, delay=0.0):
-        if not isinstance(body, bytes):
-            body = (body if isinstance(body, str) else json.dumps(body)).encode()
-        self.script.append({"status": status, "body": body, "headers": headers or {}, "delay": delay})
-        return self
-
-    def chat(self, content, **kw):
-        """A 200 chat-completions response whose message content is ``content`` (a dict is JSON-encoded)."""
-        text = content if isinstance(content, str) else json.dumps(content)
-        body = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-        return self.reply(200, body, **kw)
-
-    @property
-    def bodies(self):
-        return [r["json"] for r in self.requests]
-
-
-@pytest.fixture
-def api():
-    fake = FakeAPI()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with fake.lock:
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "raw": raw, "json": json.loads(raw)})
-                step = fake.script.pop(0) if fake.script else None
-            if step is None:
-                fake.unscripted += 1
-                step = {"status": 599, "body": b"unscripted request", "headers": {}, "delay": 0.0}
-            if step["delay"]:
-                time.sleep(step["delay"])
-            try:
-                self.send_response(step["status"])
-                for name, value in step["headers"].items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(step["body"])))
-                self.end_headers()
-                self.wfile.write(step["body"])
-            except OSError:  # the client gave up (timeout test)
-                pass
-
-        def log_message(self, *args):  # keep the test output quiet
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request, client_address):
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert fake.unscripted == 0, "the judge sent more requests than the test scripted"
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -176,60 +174,6 @@ def tool_reply(name: str, arguments) -> dict:
     return {"choices": [{"message": {"tool_calls": [{"type": "function", "function": {"name": name, "arguments": text}}]}}]}
 
 
-class FakeAPI:
-    """Answers POSTs with the scripted bodies in order; records each request's JSON body."""
-
-    def __init__(self):
-        self.script: list[dict] = []
-        self.bodies: list[dict] = []
-        self.unscripted = 0
-        self.lock = threading.Lock()
-        self.url = ""
-
-    def reply(self, body: dict):
-        self.script.append(body)
-        return self
-
-
-@pytest.fixture
-def api():
-    fake = FakeAPI()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with fake.lock:
-                fake.bodies.append(json.loads(raw))
-                body = fake.script.pop(0) if fake.script else None
-            if body is None:
-                fake.unscripted += 1
-                status, data = 599, b"unscripted request"
-            else:
-                status, data = 200, json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert fake.unscripted == 0, "the judge sent more requests than the test scripted"
-
-
 @pytest.fixture
 def topic_judge(api, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -245,7 +189,7 @@ def user_message(body: dict) -> str:
 
 
 def test_rate_asks_with_the_rate_function_and_returns_the_rating(api, topic_judge):
-    api.reply(tool_reply("rate_topic", {"score": 2, "description": "economy"}))
+    api.reply(200, tool_reply("rate_topic", {"score": 2, "description": "economy"}))
     assert topic_judge.rate(["bank", "money", "market"]) == TopicRating(2, "economy")
     (body,) = api.bodies
     assert body["model"] == "test-model"
@@ -255,19 +199,19 @@ def test_rate_asks_with_the_rate_function_and_returns_the_rating(api, topic_judg
 
 
 def test_rate_strips_the_description(api, topic_judge):
-    api.reply(tool_reply("rate_topic", {"score": 3, "description": "  the economy \n"}))
+    api.reply(200, tool_reply("rate_topic", {"score": 3, "description": "  the economy \n"}))
     assert topic_judge.rate(["bank"]) == TopicRating(3, "the economy")
 
 
 def test_rate_accepts_arguments_given_as_an_object(api, topic_judge):
     reply = tool_reply("rate_topic", "{}")
     reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"score": 1, "description": "noise"}
-    api.reply(reply)
+    api.reply(200, reply)
     assert topic_judge.rate(["bank"]) == TopicRating(1, "noise")
 
 
 def test_choose_asks_with_the_choose_function(api, topic_judge):
-    api.reply(tool_reply("choose_words", {"good_words": ["bank", "finance"], "bad_words": ["said"]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank", "finance"], "bad_words": ["said"]}))
     winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
     assert (winners, losers) == (["bank", "finance"], ["said"])
     assert topic_judge.ignored_words == 0
@@ -279,7 +223,7 @@ def test_choose_asks_with_the_choose_function(api, topic_judge):
 
 
 def test_choose_drops_and_counts_words_that_were_not_offered(api, topic_judge):
-    api.reply(tool_reply("choose_words", {"good_words": ["bank", "banana", "finance"], "bad_words": ["said", "zebra"]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank", "banana", "finance"], "bad_words": ["said", "zebra"]}))
     winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
     assert winners == ["bank", "finance"]
     assert losers == ["said"]
@@ -288,7 +232,7 @@ def test_choose_drops_and_counts_words_that_were_not_offered(api, topic_judge):
 
 def test_choose_drops_losers_that_are_not_top_words(api, topic_judge):
     # 'loans' was offered as a candidate, so it may win but not lose
-    api.reply(tool_reply("choose_words", {"good_words": ["money"], "bad_words": ["said", "loans"]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["money"], "bad_words": ["said", "loans"]}))
     winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
     assert winners == ["money"]
     assert losers == ["said"]
@@ -296,8 +240,8 @@ def test_choose_drops_losers_that_are_not_top_words(api, topic_judge):
 
 
 def test_ignored_words_add_up_over_calls(api, topic_judge):
-    api.reply(tool_reply("choose_words", {"good_words": ["bank", "nope"], "bad_words": []}))
-    api.reply(tool_reply("choose_words", {"good_words": ["bank"], "bad_words": ["never", "said"]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank", "nope"], "bad_words": []}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank"], "bad_words": ["never", "said"]}))
     topic_judge.choose(["bank", "said"], [], "economy")
     topic_judge.choose(["bank", "said"], [], "economy")
     assert topic_judge.ignored_words == 2
@@ -311,16 +255,16 @@ def test_ignored_words_add_up_over_calls(api, topic_judge):
     {"choices": [{"message": {"content": "{\"score\": 2, \"description\": \"economy\"}"}}]},  # no tool_calls
 ])
 def test_malformed_rating_is_retried(api, topic_judge, bad):
-    api.reply(bad).reply(tool_reply("rate_topic", {"score": 2, "description": "economy"}))
+    api.reply(200, bad).reply(200, tool_reply("rate_topic", {"score": 2, "description": "economy"}))
     assert topic_judge.rate(["bank"]) == TopicRating(2, "economy")
     assert len(api.bodies) == 2
     assert api.bodies[0] == api.bodies[1]  # the same request again
 
 
 def test_malformed_replies_exhaust_the_retries(api, topic_judge):
-    api.reply(tool_reply("rate_topic", {"score": 7, "description": "economy"}))
-    api.reply(tool_reply("rate_topic", "not json at all"))
-    api.reply({"choices": [{"message": {"role": "assistant", "content": "I think 2"}}]})
+    api.reply(200, tool_reply("rate_topic", {"score": 7, "description": "economy"}))
+    api.reply(200, tool_reply("rate_topic", "not json at all"))
+    api.reply(200, {"choices": [{"message": {"role": "assistant", "content": "I think 2"}}]})
     with pytest.raises(PosttrainError, match="failed 3 times"):
         topic_judge.rate(["bank", "money"])
     assert len(api.bodies) == 3
@@ -328,9 +272,9 @@ def test_malformed_replies_exhaust_the_retries(api, topic_judge):
 
 
 def test_malformed_word_lists_exhaust_the_retries(api, topic_judge):
-    api.reply(tool_reply("choose_words", {"good_words": "bank", "bad_words": []}))
-    api.reply(tool_reply("choose_words", {"good_words": ["bank"], "bad_words": [1, 2]}))
-    api.reply(tool_reply("choose_words", {"good_words": ["bank"]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": "bank", "bad_words": []}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank"], "bad_words": [1, 2]}))
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank"]}))
     with pytest.raises(PosttrainError, match="malformed reply"):
         topic_judge.choose(["bank", "said"], ["money"], "economy")
     assert len(api.bodies) == 3
