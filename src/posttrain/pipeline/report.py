@@ -1,0 +1,196 @@
+"""The report of a pipeline run: ``report.md`` with PNG plots next to it, and ``summary.json``.
+
+Written into the pipeline's directory (``runs/<name>/``) after every run, from what the stages
+left behind: the manifest (status, wall time, metrics), each evaluation's ``eval.json``, each
+training stage's ``metrics.jsonl`` and each pairs stage's ``summary.json``. Sections:
+
+* stages: command, status, wall time;
+* accuracy of every evaluated model (greedy, pass@k), with a bar chart, and for every trained
+  model the change against the model it started from, said plainly when it is not an
+  improvement;
+* training curves per training stage (loss; β, margins and preference accuracy for DPO; reward,
+  distillation loss and teacher-signal fraction for SDPO/GRPO);
+* preference-pair statistics of pairs stages and of DPO training.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from posttrain.artifacts import atomic_open, write_json, write_text
+from posttrain.data.jsonl import iter_jsonl
+
+# training curves worth a panel, per command, with a label that says what the axis is
+CURVES = {
+    "sft": [("loss", "training loss (nats/token)")],
+    "dpo": [("loss", "DPO loss"), ("rewards/margins", "reward margin (chosen − rejected)"),
+            ("rewards/accuracies", "preference accuracy"), ("beta", "β")],
+    "sdpo": [("loss", "loss"), ("reward", "mean reward"), ("self_distillation/loss", "distillation loss"),
+             ("self_distillation/signal_fraction", "samples with a teacher signal")],
+    "grpo": [("loss", "GRPO loss"), ("reward", "mean reward"), ("reward_std", "reward std within groups")],
+}
+
+
+def _wall_seconds(entry: dict) -> float | None:
+    try:
+        start = datetime.fromisoformat(entry["started_at"])
+        end = datetime.fromisoformat(entry["finished_at"])
+    except (KeyError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rows(path: Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(path, allow_torn_tail=True)] if path.is_file() else []
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    panels = [(key, label) for key, label in CURVES.get(command, []) if any(key in r for r in rows)]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        points = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "-", marker="." if len(points) < 40 else None)
+        ax.set(xlabel="optimizer step", ylabel=label, title=f"{stage}: {key}")
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def _accuracy_plot(accuracy: dict[str, dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    names = list(accuracy)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.4))
+    bars = ax.bar(names, [100 * accuracy[n]["accuracy"] for n in names], color="tab:blue")
+    for bar, name in zip(bars, names):
+        ax.annotate(f"{100 * accuracy[name]['accuracy']:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="greedy accuracy on held-out problems (%)", xlabel="model (the stage that produced it)",
+           ylim=(0, 105), title="accuracy per stage")
+    ax.grid(axis="y", alpha=0.3)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    _save(fig, path)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "–"
+
+
+def write_report(root: str | Path, started_from: dict[str, str] | None = None) -> Path:
+    """Write ``report.md``, its PNGs and ``summary.json`` into ``root``; return the report's path.
+
+    ``started_from`` maps a training stage to the stage whose model it started from (the runner
+    knows it from the configs); it is what "improves on" compares against.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root = Path(root)
+    manifest = _read_json(root / "manifest.json") or {"stages": []}
+    entries = manifest["stages"]
+    by_dir = {str(Path(e["output_dir"])): e["name"] for e in entries}
+    commands = {e["name"]: e["command"] for e in entries}
+
+    # accuracy of every evaluated model, keyed by the stage that produced the model
+    accuracy: dict[str, dict] = {}
+    for entry in entries:
+        if entry["command"] != "eval" or entry["status"] != "done":
+            continue
+        result = _read_json(Path(entry["output_dir"]) / "eval.json")
+        if result is None:
+            continue
+        model_stage = by_dir.get(str(Path(result["model"])), result["model"])
+        accuracy[model_stage] = {k: v for k, v in result.items() if k == "accuracy" or k.startswith("pass@")}
+        accuracy[model_stage]["eval_stage"] = entry["name"]
+
+    stages, plots = [], {}
+    for entry in entries:
+        rows = _rows(Path(entry["output_dir"]) / "metrics.jsonl")
+        if rows and _curves_plot(entry["name"], entry["command"], rows, root / f"report_{entry['name']}.png"):
+            plots[entry["name"]] = f"report_{entry['name']}.png"
+        stages.append({
+            "name": entry["name"], "command": entry["command"], "status": entry["status"],
+            "wall_s": _wall_seconds(entry), "metrics": entry.get("metrics", {}),
+        })
+    if accuracy:
+        _accuracy_plot(accuracy, root / "report_accuracy.png")
+
+    verdicts = []
+    for stage, base in (started_from or {}).items():
+        if stage in accuracy and base in accuracy:
+            delta = accuracy[stage]["accuracy"] - accuracy[base]["accuracy"]
+            verdicts.append({"stage": stage, "started_from": base, "change": delta, "improves": delta > 0})
+
+    pairs = {}
+    for entry in entries:
+        if entry["command"] == "pairs":
+            pairs[entry["name"]] = _read_json(Path(entry["output_dir"]) / "summary.json") or {}
+        elif commands[entry["name"]] == "dpo":
+            last = [r for r in _rows(Path(entry["output_dir"]) / "metrics.jsonl") if "rewards/accuracies" in r]
+            if last:
+                pairs[entry["name"]] = {k: last[-1][k] for k in ("rewards/accuracies", "rewards/margins", "beta") if k in last[-1]}
+
+    summary = {"pipeline": manifest.get("pipeline"), "stages": stages, "accuracy": accuracy, "verdicts": verdicts,
+               "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}
+    write_json(root / "summary.json", summary)
+    write_text(root / "report.md", _markdown(summary, plots, bool(accuracy)))
+    return root / "report.md"
+
+
+def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
+    lines = [f"# Report: {summary['pipeline']}", ""]
+    lines += ["## Stages", "", "| stage | command | status | wall time |", "|---|---|---|---|"]
+    for s in summary["stages"]:
+        wall = f"{s['wall_s']:.0f} s" if s["wall_s"] is not None else "–"
+        lines.append(f"| {s['name']} | {s['command']} | {s['status']} | {wall} |")
+    lines += ["", f"Total: {summary['total_wall_s']:.0f} s.", ""]
+
+    if has_accuracy:
+        ks = sorted({k for a in summary["accuracy"].values() for k in a if k.startswith("pass@")})
+        lines += ["## Accuracy on held-out problems", "", "| model from stage | greedy | " + " | ".join(ks) + " |",
+                  "|---|---|" + "---|" * len(ks)]
+        for stage, a in summary["accuracy"].items():
+            lines.append(f"| {stage} | {_percent(a['accuracy'])} | " + " | ".join(_percent(a.get(k)) for k in ks) + " |")
+        lines += ["", "![accuracy per stage](report_accuracy.png)", ""]
+        for v in summary["verdicts"]:
+            word = "improves on" if v["improves"] else "does **not** improve on"
+            lines.append(f"- **{v['stage']}** {word} {v['started_from']}: {100 * v['change']:+.1f} points.")
+        lines.append("")
+
+    if plots:
+        lines += ["## Training curves", ""]
+        for stage, png in plots.items():
+            lines += [f"### {stage}", "", f"![{stage} training curves]({png})", ""]
+
+    if summary["preference_pairs"]:
+        lines += ["## Preference pairs", ""]
+        for stage, stats in summary["preference_pairs"].items():
+            cells = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()
+                              if isinstance(v, (int, float, str)))
+            lines.append(f"- **{stage}**: {cells}")
+        lines.append("")
+    lines.append("Numbers: `summary.json`; every stage's outputs and logs are in its directory.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""The pipeline report, from a hand-made run directory: tables, verdicts, plots, summary.json."""
+
+import json
+
+from posttrain.pipeline.report import write_report
+
+
+def stage(root, name, command, start, end, **extra):
+    out = root / name
+    out.mkdir(parents=True)
+    return {"name": name, "command": command, "status": "done", "output_dir": str(out),
+            "started_at": f"2026-01-01T00:{start}", "finished_at": f"2026-01-01T00:{end}", "metrics": {}, **extra}
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_run(tmp_path):
+    root = tmp_path / "demo"
+    stages = [
+        stage(root, "sft", "sft", "00:00", "01:00"),
+        stage(root, "eval_sft", "eval", "01:00", "01:05"),
+        stage(root, "dpo", "dpo", "01:05", "02:35"),
+        stage(root, "eval_dpo", "eval", "02:35", "02:40"),
+        stage(root, "sdpo", "sdpo", "02:40", "03:00"),
+        stage(root, "eval_sdpo", "eval", "03:00", "03:02"),
+        stage(root, "pairs", "pairs", "03:02", "03:10"),
+    ]
+    stages.append({"name": "later", "command": "eval", "status": "pending", "output_dir": str(root / "later"), "metrics": {}})
+    (root / "manifest.json").write_text(json.dumps({"pipeline": "demo", "stages": stages}))
+    for name, model, acc in (("eval_sft", "sft", 0.5), ("eval_dpo", "dpo", 0.625), ("eval_sdpo", "sdpo", 0.25)):
+        extra = {"pass@1": 0.1, "pass@4": 0.3} if name == "eval_sft" else {}
+        (root / name / "eval.json").write_text(json.dumps({"model": str(root / model), "accuracy": acc, **extra}))
+    write_rows(root / "sft" / "metrics.jsonl", [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)])
+    write_rows(root / "dpo" / "metrics.jsonl", [
+        {"step": 1, "loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "beta": 0.1},
+        {"step": 2, "loss": 0.60, "rewards/margins": 0.3, "rewards/accuracies": 0.75, "beta": 0.09},
+    ])
+    write_rows(root / "sdpo" / "metrics.jsonl", [{"step": 1, "loss": 0.3, "reward": 0.1, "self_distillation/signal_fraction": 0.9}])
+    (root / "pairs" / "summary.json").write_text(json.dumps({"rows_written": 105, "ties": 151}))
+    return root
+
+
+def test_report_tables_verdicts_and_plots(tmp_path):
+    root = make_run(tmp_path)
+    report = write_report(root, started_from={"dpo": "sft", "sdpo": "sft"}).read_text()
+
+    assert "| sft | sft | done | 60 s |" in report and "| dpo | dpo | done | 90 s |" in report
+    assert "| later | eval | pending | – |" in report and "Total: 190 s." in report
+    assert "| sft | 50.0% | 10.0% | 30.0% |" in report and "| dpo | 62.5% | – | – |" in report
+    # a method that does not help is said to not help
+    assert "**dpo** improves on sft: +12.5 points." in report
+    assert "**sdpo** does **not** improve on sft: -25.0 points." in report
+    assert "- **pairs**: rows_written 105, ties 151" in report
+    assert "- **dpo**: rewards/accuracies 0.75, rewards/margins 0.3, beta 0.09" in report
+
+    for png in ("report_accuracy.png", "report_sft.png", "report_dpo.png", "report_sdpo.png"):
+        assert (root / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
+    assert not (root / "report_pairs.png").exists()  # no curves for a stage without training metrics
+
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["accuracy"]["dpo"] == {"accuracy": 0.625, "eval_stage": "eval_dpo"}
+    assert [s["wall_s"] for s in summary["stages"]][:3] == [60.0, 5.0, 90.0]
+    assert summary["verdicts"][1] == {"stage": "sdpo", "started_from": "sft", "change": -0.25, "improves": False}
+    assert summary["total_wall_s"] == 190.0
+
+
+def test_report_of_a_run_without_evaluations_or_metrics(tmp_path):
+    root = tmp_path / "bare"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({"pipeline": "bare", "stages": [
+        {"name": "model", "command": "make-model", "status": "failed", "output_dir": str(root / "model"), "metrics": {}},
+    ]}))
+    report = write_report(root).read_text()
+    assert "| model | make-model | failed | – |" in report and "Accuracy" not in report
+    assert json.loads((root / "summary.json").read_text())["accuracy"] == {}
