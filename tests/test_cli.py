@@ -1,13 +1,18 @@
 """The CLI: every command has --help; user errors are one line, exit 2, no traceback,
 caught before a model is loaded, and leave nothing half-written."""
 
+import json
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from posttrain.cli import main
-from posttrain.commands import COMMANDS
+from posttrain.commands import COMMANDS, Command
+from posttrain.config import config_field
 from posttrain.data.jsonl import write_jsonl
 
 
@@ -128,3 +133,122 @@ def test_console_script_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"posttrain eval: error: model path {tmp_path / 'missing'} does not exist"
     assert "Traceback" not in result.stderr
+
+
+# -- posttrain run --list / --only / --from, on a fake fast command ------------------------------------
+
+
+@dataclass
+class _EchoConfig:
+    output_dir: str = config_field("", help="out")
+    source: str = config_field("", help="an upstream directory")
+    value: int = config_field(0, help="a number")
+
+
+@dataclass(frozen=True)
+class _InlineCommand(Command):
+    @property
+    def config_cls(self):
+        return _EchoConfig
+
+    @property
+    def run(self):
+        return _echo
+
+
+_ECHO_CALLS: list[str] = []
+
+
+def _echo(config: _EchoConfig) -> dict:
+    _ECHO_CALLS.append(Path(config.output_dir).name)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    return {"value": config.value}
+
+
+@pytest.fixture
+def pipeline(tmp_path, monkeypatch):
+    _ECHO_CALLS.clear()
+    monkeypatch.setitem(COMMANDS, "echo", _InlineCommand("echo", "test", "", "", "output_dir"))
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: demo\nstages:\n"
+        "  - {name: first, command: echo, config: {value: 1}}\n"
+        "  - {name: second, command: echo, config: {value: 2, source: '${first}'}}\n"
+        "  - {name: third, command: echo, config: {value: 3, source: '${second}'}}\n"
+    )
+    return path
+
+
+def _rows(out: str) -> list[list[str]]:
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["stage", "command", "status", "wall", "output_dir"]
+    return [line.split() for line in lines[1:]]
+
+
+def test_run_list_before_and_after_a_run_and_after_a_change(capsys, pipeline, tmp_path):
+    runs = tmp_path / "runs"
+    code, out, err = run_cli(capsys, "run", str(pipeline), "--output-root", str(runs), "--list")
+    assert code == 0, err
+    assert _rows(out) == [
+        [name, "echo", "pending", "-", str(runs / "demo" / name)] for name in ["first", "second", "third"]
+    ]
+    assert _ECHO_CALLS == [] and not runs.exists()
+
+    assert run_cli(capsys, "run", str(pipeline), "--output-root", str(runs))[0] == 0
+    manifest_path = runs / "demo" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["stages"][0].update(started_at="2024-05-01T10:00:00", finished_at="2024-05-01T10:02:05")
+    manifest_path.write_text(json.dumps(manifest))
+    code, out, _ = run_cli(capsys, "run", str(pipeline), "--output-root", str(runs), "--list")
+    rows = _rows(out)
+    assert [r[2] for r in rows] == ["done", "done", "done"]
+    assert rows[0][3] == "125s" and all(re.fullmatch(r"\d+s", r[3]) for r in rows)
+
+    pipeline.write_text(pipeline.read_text().replace("value: 2", "value: 22"))
+    code, out, _ = run_cli(capsys, "run", str(pipeline), "--output-root", str(runs), "--list")
+    assert code == 0
+    assert [r[2] for r in _rows(out)] == ["done", "changed", "changed"]  # third references second
+    assert _ECHO_CALLS == ["first", "second", "third"]  # only the one real run
+
+
+def test_run_only_and_from(capsys, pipeline, tmp_path):
+    runs = ["--output-root", str(tmp_path / "runs")]
+    assert run_cli(capsys, "run", str(pipeline), *runs)[0] == 0
+    _ECHO_CALLS.clear()
+    assert run_cli(capsys, "run", str(pipeline), *runs, "--only", "second")[0] == 0
+    assert _ECHO_CALLS == ["second"]
+    _ECHO_CALLS.clear()
+    assert run_cli(capsys, "run", str(pipeline), *runs, "--only", "third", "--only", "first")[0] == 0
+    assert _ECHO_CALLS == ["first", "third"]
+    _ECHO_CALLS.clear()
+    assert run_cli(capsys, "run", str(pipeline), *runs, "--only", "first, third")[0] == 0
+    assert _ECHO_CALLS == ["first", "third"]
+    _ECHO_CALLS.clear()
+    assert run_cli(capsys, "run", str(pipeline), *runs, "--from", "second")[0] == 0
+    assert _ECHO_CALLS == ["second", "third"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "fourth"], "--only: unknown stage 'fourth' (stages: first, second, third)"),
+        (["--from", "fourth"], "--from: unknown stage 'fourth' (stages: first, second, third)"),
+        (["--only", "second"], "--only second: upstream stage 'first' is not done (it has not run); run it first or add it to --only"),
+        (["--from", "third"], "--from third: earlier stage 'first' is not done (it has not run); use --from first, or run without --from"),
+        (["--only", "first", "--from", "first"], "--only and --from cannot be combined"),
+        (["--list", "--only", "first"], "--list runs nothing; it cannot be combined with --only or --from"),
+    ],
+)
+def test_run_stage_selection_errors(capsys, pipeline, tmp_path, args, message):
+    code, out, err = run_cli(capsys, "run", str(pipeline), "--output-root", str(tmp_path / "runs"), *args)
+    assert code == 2
+    assert err.strip() == f"posttrain run: error: {message}"
+    assert _ECHO_CALLS == [] and not (tmp_path / "runs").exists()
+
+
+def test_run_list_reports_bad_pipeline(capsys, tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: x\nstages:\n  - name: a\n    command: teleport\n")
+    code, out, err = run_cli(capsys, "run", str(pipeline), "--list")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "unknown command 'teleport'" in err

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Run a pipeline of stages (resumable).", description="Run a pipeline of stages; a rerun skips finished stages and resumes an interrupted one.")
     run.add_argument("pipeline", help="pipeline YAML file (e.g. recipes/quickstart.yaml)")
     run.add_argument("--output-root", default=None, help="directory for runs (default: the file's output_root, or runs/)")
+    run.add_argument("--list", dest="list_stages", action="store_true", help="print every stage's status, output directory and wall time; run nothing")
+    run.add_argument("--only", action="append", metavar="STAGE", help="run just this stage (repeat, or comma-separate), starting over even if done; the stages it references must be done")
+    run.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun STAGE and every later stage, starting over; earlier stages must be done")
     return parser
 
 
@@ -67,9 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             if rest:
                 raise PosttrainError(f"unexpected argument '{rest[0]}' for run")
-            from posttrain.pipeline import run_pipeline
+            from posttrain.pipeline import format_status, pipeline_status, run_pipeline
 
-            run_pipeline(args.pipeline, args.output_root)
+            if args.list_stages:
+                if args.only is not None or args.start_from is not None:
+                    raise PosttrainError("--list runs nothing; it cannot be combined with --only or --from")
+                print(format_status(pipeline_status(args.pipeline, args.output_root)))
+                return 0
+            only = None if args.only is None else [n.strip() for value in args.only for n in value.split(",") if n.strip()]
+            run_pipeline(args.pipeline, args.output_root, only=only, start_from=args.start_from)
             return 0
         from posttrain.config import load_config, parse_overrides
 

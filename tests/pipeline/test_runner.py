@@ -1,4 +1,4 @@
-"""posttrain run: ordering, references, manifest, skip / rerun / resume."""
+"""posttrain run: ordering, references, manifest, skip / rerun / resume, --list / --only / --from."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 from posttrain.commands import COMMANDS, Command
 from posttrain.config import config_field
 from posttrain.errors import ConfigError
-from posttrain.pipeline.runner import plan, run_pipeline
+from posttrain.pipeline.runner import format_status, pipeline_status, plan, run_pipeline
 
 
 @dataclass
@@ -147,6 +147,169 @@ def test_every_stage_is_validated_before_anything_runs(tmp_path, echo_command, e
         run_pipeline(write_pipeline(tmp_path / "p.yaml", extra=extra), output_root=str(tmp_path / "runs"))
     assert CALLS == []
     assert not (tmp_path / "runs").exists()
+
+
+def read_manifest(runs: Path) -> dict:
+    return json.loads((runs / "demo" / "manifest.json").read_text())
+
+
+def states(pipeline: Path, runs: Path) -> list[str]:
+    return [row.status for row in pipeline_status(pipeline, str(runs))]
+
+
+def test_status_before_any_run_creates_nothing(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    rows = pipeline_status(write_pipeline(tmp_path / "p.yaml"), str(runs))
+    assert [(r.name, r.command, r.status, r.wall_time_s) for r in rows] == [
+        ("first", "echo", "pending", None),
+        ("second", "echo", "pending", None),
+        ("third", "echo", "pending", None),
+    ]
+    assert rows[1].output_dir == runs / "demo" / "second"
+    assert CALLS == [] and not runs.exists()
+
+
+def test_status_after_run_config_change_and_deleted_output(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    run_pipeline(pipeline, output_root=str(runs))
+    assert states(pipeline, runs) == ["done", "done", "done"]
+    manifest = read_manifest(runs)
+    manifest["stages"][0].update(started_at="2024-05-01T10:00:00", finished_at="2024-05-01T10:01:30")
+    (runs / "demo" / "manifest.json").write_text(json.dumps(manifest))
+    assert [r.wall_time_s for r in pipeline_status(pipeline, str(runs))][0] == 90
+    # first's config changed; second references it, so its fingerprint changed too
+    write_pipeline(pipeline, a=7)
+    assert states(pipeline, runs) == ["changed", "changed", "done"]
+    import shutil
+
+    shutil.rmtree(runs / "demo" / "third")
+    assert states(pipeline, runs) == ["changed", "changed", "missing"]
+    CALLS.clear()
+    pipeline_status(pipeline, str(runs))
+    assert CALLS == []  # listing runs nothing
+
+
+def test_format_status_is_one_aligned_line_per_stage(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    run_pipeline(pipeline, output_root=str(runs), only=["first"])
+    lines = format_status(pipeline_status(pipeline, str(runs))).splitlines()
+    assert lines[0].split() == ["stage", "command", "status", "wall", "output_dir"]
+    assert lines[1].split()[:3] == ["first", "echo", "done"] and lines[1].split()[3].endswith("s")
+    assert lines[2].split() == ["second", "echo", "pending", "-", str(runs / "demo" / "second")]
+    assert len({line.index(line.split()[4]) for line in lines}) == 1  # the output column is aligned
+
+
+def test_only_reruns_just_that_stage_from_scratch(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    run_pipeline(pipeline, output_root=str(runs))
+    before = read_manifest(runs)
+    (runs / "demo" / "second" / "stale.txt").write_text("old")
+    CALLS.clear()
+    manifest = run_pipeline(pipeline, output_root=str(runs), only=["second"])
+    assert CALLS == [("second", 2, False)]  # done, but rerun anyway
+    assert not (runs / "demo" / "second" / "stale.txt").exists()  # started over
+    assert manifest == read_manifest(runs)
+    assert [s["status"] for s in manifest["stages"]] == ["done", "done", "done"]
+    assert manifest["stages"][0] == before["stages"][0] and manifest["stages"][2] == before["stages"][2]
+
+
+def test_only_starts_a_failed_stage_over_instead_of_resuming(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml", b=13)
+    with pytest.raises(RuntimeError):
+        run_pipeline(pipeline, output_root=str(runs))
+    CALLS.clear()
+    with pytest.raises(RuntimeError):
+        run_pipeline(pipeline, output_root=str(runs), only=["second"])
+    assert CALLS == [("second", 13, False)]  # a plain rerun would resume it (True)
+
+
+def test_only_several_stages_and_selected_upstream(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    # nothing has run, but first is selected too, so second may use it
+    manifest = run_pipeline(pipeline, output_root=str(runs), only=["second", "first"])
+    assert [c[0] for c in CALLS] == ["first", "second"]  # file order
+    assert [s["status"] for s in manifest["stages"]] == ["done", "done", "pending"]
+    CALLS.clear()
+    run_pipeline(pipeline, output_root=str(runs), only="third")
+    assert [c[0] for c in CALLS] == ["third"]
+
+
+def test_only_refuses_when_an_upstream_stage_is_not_done(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    with pytest.raises(ConfigError, match=r"^--only second: upstream stage 'first' is not done \(it has not run\)"):
+        run_pipeline(pipeline, output_root=str(runs), only=["second"])
+    assert CALLS == [] and not runs.exists()
+    run_pipeline(pipeline, output_root=str(runs))
+    write_pipeline(pipeline, a=7)
+    CALLS.clear()
+    with pytest.raises(ConfigError, match=r"upstream stage 'first' is not done \(its config changed since it ran\)"):
+        run_pipeline(pipeline, output_root=str(runs), only=["second"])
+    assert CALLS == []
+
+
+def test_stages_left_out_by_only_keep_their_entries(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    run_pipeline(pipeline, output_root=str(runs))
+    before = read_manifest(runs)
+    write_pipeline(pipeline, a=7)  # first (and so second) changed
+    CALLS.clear()
+    manifest = run_pipeline(pipeline, output_root=str(runs), only=["third"])
+    assert [c[0] for c in CALLS] == ["third"]  # third does not reference first
+    assert manifest["stages"][:2] == before["stages"][:2]  # old fingerprints kept...
+    assert states(pipeline, runs) == ["changed", "changed", "done"]
+    CALLS.clear()
+    run_pipeline(pipeline, output_root=str(runs))
+    assert [c[:2] for c in CALLS] == [("first", 7), ("second", 2)]  # ...so a plain run still redoes them
+
+
+def test_from_reruns_that_stage_and_every_later_one(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    pipeline = write_pipeline(tmp_path / "p.yaml")
+    run_pipeline(pipeline, output_root=str(runs))
+    before = read_manifest(runs)
+    (runs / "demo" / "third" / "stale.txt").write_text("old")
+    CALLS.clear()
+    manifest = run_pipeline(pipeline, output_root=str(runs), start_from="second")
+    assert CALLS == [("second", 2, False), ("third", 5, False)]
+    assert not (runs / "demo" / "third" / "stale.txt").exists()
+    assert manifest["stages"][0] == before["stages"][0]
+    assert [s["status"] for s in read_manifest(runs)["stages"]] == ["done", "done", "done"]
+
+
+def test_from_refuses_when_an_earlier_stage_is_not_done(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"^--from third: earlier stage 'first' is not done \(it has not run\); use --from first"):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(runs), start_from="third")
+    assert CALLS == [] and not runs.exists()
+    with pytest.raises(RuntimeError):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=13), output_root=str(runs))
+    CALLS.clear()
+    with pytest.raises(ConfigError, match=r"earlier stage 'second' is not done \(it failed\)"):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=13), output_root=str(runs), start_from="third")
+    assert CALLS == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"only": ["second", "fourth"]}, r"^--only: unknown stage 'fourth' \(stages: first, second, third\)$"),
+        ({"start_from": "fourth"}, r"^--from: unknown stage 'fourth' \(stages: first, second, third\)$"),
+        ({"only": []}, r"^--only: name at least one stage$"),
+        ({"only": ["first"], "start_from": "first"}, r"^--only and --from cannot be combined$"),
+    ],
+)
+def test_bad_stage_selection_is_an_error_before_anything_runs(tmp_path, echo_command, kwargs, message):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(runs), **kwargs)
+    assert CALLS == [] and not runs.exists()
 
 
 @pytest.mark.slow

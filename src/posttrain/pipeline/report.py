@@ -34,7 +34,8 @@ CURVES = {
 }
 
 
-def _wall_seconds(entry: dict) -> float | None:
+def wall_seconds(entry: dict) -> float | None:
+    """``finished_at − started_at`` of a manifest entry, in seconds (None when not both)."""
     try:
         start = datetime.fromisoformat(entry["started_at"])
         end = datetime.fromisoformat(entry["finished_at"])
@@ -133,7 +134,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
             plots[entry["name"]] = f"report_{entry['name']}.png"
         stages.append({
             "name": entry["name"], "command": entry["command"], "status": entry["status"],
-            "wall_s": _wall_seconds(entry), "metrics": entry.get("metrics", {}),
+            "wall_s": wall_seconds(entry), "metrics": entry.get("metrics", {}),
         })
     if accuracy:
         _accuracy_plot(accuracy, root / "report_accuracy.png")

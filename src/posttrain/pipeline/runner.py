@@ -23,7 +23,24 @@ A pipeline file::
   upstream stage reruns everything downstream of it);
 * a ``running`` (interrupted) or ``failed`` stage is resumed from its last checkpoint.
 
-Every stage config is validated before the first stage runs.
+Every stage config is validated before the first stage runs. At the end ``report.md`` (with PNG
+plots) and ``summary.json`` are written next to the manifest (:mod:`posttrain.pipeline.report`).
+
+Choosing stages (``posttrain run PIPELINE.yaml --list | --only STAGE | --from STAGE``):
+
+* ``--list`` (:func:`pipeline_status`) prints every stage with its command, its status, its wall
+  time (``finished_at - started_at`` of its last finished run) and its output directory; it runs
+  nothing. The status is the manifest's (``pending`` if the stage never ran), or ``changed`` when
+  its fingerprint differs from the one it last ran with, or ``missing`` when it is done but its
+  output directory was deleted; a plain run redoes either.
+* ``--only a,b`` (repeatable; ``only=[...]``) runs just those stages, each starting over in an
+  emptied directory even if it is done. Every stage they reference must be ``done`` (and not
+  ``changed``) or be selected too, else nothing runs. Stages that use their output are not
+  rerun: use ``--from`` for that.
+* ``--from b`` (``start_from=...``) reruns ``b`` and every later stage, each starting over; every
+  earlier stage must be ``done`` and is skipped.
+
+Stages left out by ``--only`` or ``--from`` keep their manifest entries as they were.
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +59,7 @@ from posttrain.artifacts import write_json
 from posttrain.commands import COMMANDS
 from posttrain.config import load_config, read_yaml
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.pipeline.report import wall_seconds, write_report
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
@@ -56,6 +75,18 @@ class Stage:
     config: Any  # the validated config dataclass
     output_dir: Path
     fingerprint: str
+    upstream: tuple[str, ...] = ()  # the stages its config references, in file order
+
+
+@dataclass
+class StageStatus:
+    """One row of :func:`pipeline_status`."""
+
+    name: str
+    command: str
+    status: str  # pending | running | done | failed (from the manifest), or changed | missing
+    output_dir: Path
+    wall_time_s: int | None  # finished_at - started_at of its last finished run, else None
 
 
 def _substitute(value: Any, dirs: dict[str, Path], where: str, used: set[str]) -> Any:
@@ -126,7 +157,8 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
         )
         fingerprints[stage_name] = hashlib.sha256(payload.encode()).hexdigest()[:16]
         dirs[stage_name] = output_dir
-        stages.append(Stage(stage_name, command_name, config, output_dir, fingerprints[stage_name]))
+        upstream = tuple(s.name for s in stages if s.name in used)
+        stages.append(Stage(stage_name, command_name, config, output_dir, fingerprints[stage_name], upstream))
     return name, root, stages
 
 
@@ -139,11 +171,117 @@ def _load_manifest(path: Path) -> dict:
         raise PosttrainError(f"{path} is not valid JSON; delete it to start the pipeline over") from None
 
 
-def run_pipeline(pipeline_path: str | Path, output_root: str | None = None) -> dict:
-    """Run (or resume) a pipeline; returns the final manifest."""
+def _state(stage: Stage, entry: dict | None) -> str:
+    """A stage's state against its manifest entry: the entry's status, or ``changed`` (it ran with
+    another fingerprint) or ``missing`` (done, but its output directory is gone)."""
+    status = (entry or {}).get("status", "pending")
+    if status != "pending" and entry.get("config_hash") != stage.fingerprint:
+        return "changed"
+    if status == "done" and not stage.output_dir.exists():
+        return "missing"
+    return status
+
+
+_NOT_DONE = {
+    "pending": "it has not run",
+    "running": "it was interrupted",
+    "failed": "it failed",
+    "changed": "its config changed since it ran",
+    "missing": "its output directory is missing",
+}
+
+
+def _wall_time(entry: dict | None) -> int | None:
+    if not entry or entry.get("status") != "done":
+        return None
+    seconds = wall_seconds(entry)
+    return None if seconds is None else int(seconds)
+
+
+def pipeline_status(pipeline_path: str | Path, output_root: str | None = None) -> list[StageStatus]:
+    """Every stage of a (validated) pipeline, in order, with its state from the manifest; runs nothing."""
+    _, root, stages = plan(pipeline_path, output_root)
+    previous = {entry["name"]: entry for entry in _load_manifest(root / "manifest.json").get("stages", [])}
+    return [
+        StageStatus(s.name, s.command, _state(s, previous.get(s.name)), s.output_dir, _wall_time(previous.get(s.name)))
+        for s in stages
+    ]
+
+
+def format_status(rows: list[StageStatus]) -> str:
+    """``--list``'s table: stage, command, status, wall time, output directory."""
+    table = [("stage", "command", "status", "wall", "output_dir")]
+    for row in rows:
+        wall = "-" if row.wall_time_s is None else f"{row.wall_time_s}s"
+        table.append((row.name, row.command, row.status, wall, str(row.output_dir)))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[4] for line in table)
+
+
+def _select(
+    stages: list[Stage], previous: dict[str, dict], only: Iterable[str] | None, start_from: str | None
+) -> tuple[set[str], set[str]]:
+    """For ``--only`` / ``--from``: (stages to rerun from scratch, stages to leave alone).
+
+    Raises before anything runs on an unknown stage name or an upstream stage that is not done.
+    """
+    if only is None and start_from is None:
+        return set(), set()
+    if only is not None and start_from is not None:
+        raise ConfigError("--only and --from cannot be combined")
+    names = [s.name for s in stages]
+
+    def known(name: str, flag: str) -> str:
+        if name not in names:
+            raise ConfigError(f"{flag}: unknown stage '{name}' (stages: {', '.join(names)})")
+        return name
+
+    by_name = {s.name: s for s in stages}
+    if start_from is not None:
+        start = names.index(known(start_from, "--from"))
+        for stage in stages[:start]:
+            state = _state(stage, previous.get(stage.name))
+            if state != "done":
+                raise ConfigError(
+                    f"--from {start_from}: earlier stage '{stage.name}' is not done ({_NOT_DONE.get(state, state)}); "
+                    f"use --from {stage.name}, or run without --from"
+                )
+        return set(names[start:]), set(names[:start])
+
+    if isinstance(only, str):
+        only = [only]
+    selected = {known(name, "--only") for name in only}
+    if not selected:
+        raise ConfigError("--only: name at least one stage")
+    for name in names:  # file order, so the first missing upstream is reported
+        if name not in selected:
+            continue
+        for upstream in by_name[name].upstream:
+            state = _state(by_name[upstream], previous.get(upstream))
+            if upstream not in selected and state != "done":
+                raise ConfigError(
+                    f"--only {name}: upstream stage '{upstream}' is not done ({_NOT_DONE.get(state, state)}); "
+                    f"run it first or add it to --only"
+                )
+    return selected, set(names) - selected
+
+
+def run_pipeline(
+    pipeline_path: str | Path,
+    output_root: str | None = None,
+    *,
+    only: Iterable[str] | None = None,
+    start_from: str | None = None,
+) -> dict:
+    """Run (or resume) a pipeline; returns the final manifest.
+
+    ``only`` (stage names) runs just those stages and ``start_from`` (a stage name) reruns that stage
+    and every later one; either way the chosen stages start over. See the module docstring.
+    """
     name, root, stages = plan(pipeline_path, output_root)
     manifest_path = root / "manifest.json"
     previous = {entry["name"]: entry for entry in _load_manifest(manifest_path).get("stages", [])}
+    rerun, left_alone = _select(stages, previous, only, start_from)
     manifest = {
         "pipeline": name,
         "pipeline_file": str(pipeline_path),
@@ -162,25 +300,29 @@ def run_pipeline(pipeline_path: str | Path, output_root: str | None = None) -> d
     }
     for stage, entry in zip(stages, manifest["stages"]):
         before = previous.get(stage.name)
-        if (
-            before
-            and before.get("config_hash") == stage.fingerprint
-            and before.get("status") == "done"
-            and stage.output_dir.exists()  # a deleted output is redone
-        ):
+        if stage.name in left_alone and before:
+            entry.clear()
+            entry.update(before)  # not run this time: its entry stays as it was
+        elif stage.name not in rerun and _state(stage, before) == "done":  # a deleted output is redone
             entry.update({k: before[k] for k in ("status", "artifacts", "metrics", "started_at", "finished_at") if k in before})
     write_json(manifest_path, manifest)
 
     for stage, entry in zip(stages, manifest["stages"]):
+        if stage.name in left_alone:
+            log.info(f"stage '{stage.name}': left out by --only/--from ({_state(stage, entry)}), skipping")
+            continue
         if entry["status"] == "done":
             log.info(f"stage '{stage.name}': done already, skipping")
             continue
         before = previous.get(stage.name)
         same_config = before is not None and before.get("config_hash") == stage.fingerprint
-        if not same_config and stage.output_dir.exists():
+        if stage.name in rerun and stage.output_dir.exists():
+            log.info(f"stage '{stage.name}': rerun requested, starting over in {stage.output_dir}")
+            shutil.rmtree(stage.output_dir)
+        elif not same_config and stage.output_dir.exists():
             log.info(f"stage '{stage.name}': config changed, starting over in {stage.output_dir}")
             shutil.rmtree(stage.output_dir)
-        if same_config and hasattr(stage.config, "resume"):
+        if same_config and stage.name not in rerun and hasattr(stage.config, "resume"):
             stage.config.resume = True  # interrupted or failed with the same config: continue it
             log.info(f"stage '{stage.name}': resuming ({before.get('status')} before)")
         log.info(f"stage '{stage.name}' ({stage.command}) -> {stage.output_dir}")
@@ -200,5 +342,17 @@ def run_pipeline(pipeline_path: str | Path, output_root: str | None = None) -> d
         )
         entry.pop("error", None)
         write_json(manifest_path, manifest)
-    log.info(f"pipeline '{name}' finished; manifest at {manifest_path}")
+    report = write_report(root, started_from=_started_from(stages))
+    log.info(f"pipeline '{name}' finished; manifest at {manifest_path}, report at {report}")
     return manifest
+
+
+def _started_from(stages: list[Stage]) -> dict[str, str]:
+    """Training stage -> the stage whose model it started from (for the report's verdicts)."""
+    by_dir = {s.output_dir: s.name for s in stages}
+    pairs = {}
+    for stage in stages:
+        source = getattr(stage.config, "model_name_or_path", None)
+        if stage.command != "eval" and source and Path(source) in by_dir:
+            pairs[stage.name] = by_dir[Path(source)]
+    return pairs
