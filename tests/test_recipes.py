@@ -49,6 +49,14 @@ def test_quickstart_learns_preference_stages_improve_and_rl_stages_run(tmp_path)
     assert "self_distillation/signal_fraction" in sdpo_logs and "self_distillation" not in grpo_logs
     for stage in ("eval_sdpo", "eval_grpo"):
         assert 0.0 <= stages[stage]["metrics"]["accuracy"] <= 1.0
+    # the report: the base model scores 0, every evaluated model and verdict is there, plots exist
+    assert stages["eval_base"]["metrics"]["accuracy"] == 0.0
+    report = (tmp_path / "quickstart" / "report.md").read_text()
+    assert "**sft** improves on model" in report and "**dpo** improves on sft" in report
+    summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
+    assert set(summary["accuracy"]) == {"model", "sft", "dpo", "beta_dpo", "sdpo", "grpo"}
+    for png in ("report_accuracy.png", "report_sft.png", "report_dpo.png", "report_sdpo.png"):
+        assert (tmp_path / "quickstart" / png).is_file()
 
 
 @pytest.mark.slow
