@@ -113,7 +113,6 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
     manifest = _read_json(root / "manifest.json") or {"stages": []}
     entries = manifest["stages"]
     by_dir = {str(Path(e["output_dir"])): e["name"] for e in entries}
-    commands = {e["name"]: e["command"] for e in entries}
 
     # accuracy of every evaluated model, keyed by the stage that produced the model
     accuracy: dict[str, dict] = {}
@@ -149,7 +148,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
     for entry in entries:
         if entry["command"] == "pairs":
             pairs[entry["name"]] = _read_json(Path(entry["output_dir"]) / "summary.json") or {}
-        elif commands[entry["name"]] == "dpo":
+        elif entry["command"] == "dpo":
             last = [r for r in _rows(Path(entry["output_dir"]) / "metrics.jsonl") if "rewards/accuracies" in r]
             if last:
                 pairs[entry["name"]] = {k: last[-1][k] for k in ("rewards/accuracies", "rewards/margins", "beta") if k in last[-1]}

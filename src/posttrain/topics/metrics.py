@@ -26,12 +26,13 @@ def topic_diversity(topics: list[list[str]]) -> float:
     return len(set(words)) / len(words)
 
 
-def coherence_per_topic(topics: list[list[str]], texts: list[list[str]], measure: str) -> list[float]:
-    """gensim coherence (``c_v`` or ``c_npmi``) of each topic on the reference ``texts``."""
+def coherence_per_topic(topics: list[list[str]], texts: list[list[str]], measure: str, dictionary=None) -> list[float]:
+    """gensim coherence (``c_v`` or ``c_npmi``) of each topic on the reference ``texts``
+    (``dictionary``: gensim's Dictionary of ``texts``, when the caller already built it)."""
     from gensim.corpora import Dictionary
     from gensim.models.coherencemodel import CoherenceModel
 
-    dictionary = Dictionary(texts)
+    dictionary = dictionary if dictionary is not None else Dictionary(texts)
     model = CoherenceModel(topics=topics, texts=texts, dictionary=dictionary, coherence=measure, processes=1)
     return [float(x) for x in model.get_coherence_per_topic()]
 
@@ -51,8 +52,11 @@ def nmi(labels: list[int], clusters: list[int]) -> float:
 
 def topic_metrics(topics_10: list[list[str]], topics_25: list[list[str]], texts: list[list[str]]) -> dict:
     """TD on the top-25 lists, C_V and NPMI (mean and per topic) on the top-10 lists."""
-    c_v = coherence_per_topic(topics_10, texts, "c_v")
-    npmi = coherence_per_topic(topics_10, texts, "c_npmi")
+    from gensim.corpora import Dictionary
+
+    dictionary = Dictionary(texts)  # one for both measures
+    c_v = coherence_per_topic(topics_10, texts, "c_v", dictionary)
+    npmi = coherence_per_topic(topics_10, texts, "c_npmi", dictionary)
     return {
         "td": topic_diversity(topics_25),
         "c_v": float(np.mean(c_v)),

@@ -36,7 +36,7 @@ from posttrain.runtime import get_logger, seed_everything
 from posttrain.topics.corpus import TopicCorpus, load_topic_corpus, read_raw_corpus, stop_words, tokenize
 from posttrain.topics.ecrtm import ECRTM
 from posttrain.topics.judges import EmbeddingTopicJudge, OpenAITopicJudge, WordEmbeddings
-from posttrain.topics.metrics import nmi, purity, top_words, topic_diversity, topic_metrics
+from posttrain.topics.metrics import coherence_per_topic, nmi, purity, top_words, topic_diversity, topic_metrics
 from posttrain.topics.preferences import TOPIC_FILTERS, build_preferences, preference_triples, select_topics
 
 log = get_logger(__name__)
@@ -114,33 +114,48 @@ def _reference_texts(config: TopicsJobConfig, corpus: TopicCorpus) -> list[list[
     return [tokens for tokens in (tokenize(t, words) for t in texts) if tokens]
 
 
-def evaluate(model: ECRTM, corpus: TopicCorpus, reference: list[list[str]], filtered: list[int] | None) -> dict:
-    """TD, C_V, NPMI (and purity, NMI with labelled test documents), for all and the filtered topics."""
+def evaluate(model: ECRTM, corpus: TopicCorpus, reference: list[list[str]]) -> dict:
+    """TD, C_V, NPMI (per topic too) and, with labelled test documents, purity and NMI.
+
+    Also keeps the top-25 lists and the test documents' main topics under ``_lists`` and
+    ``_clusters`` for :func:`add_filtered_metrics`.
+    """
     model.eval()
     with torch.no_grad():
         beta = model.get_beta().cpu().numpy()
         lists = {n: top_words(beta, corpus.vocab, n) for n in (10, 25)}
         result = topic_metrics(lists[10], lists[25], reference)
-        clusters = labels = None
+        result["_lists"], result["_clusters"] = lists[25], None
         if corpus.test is not None and corpus.test.labels is not None:
             theta = model.get_theta(torch.from_numpy(corpus.test.bow.toarray()))
-            clusters, labels = theta.argmax(dim=1).tolist(), corpus.test.labels
-            result.update(purity=purity(labels, clusters), nmi=nmi(labels, clusters))
+            clusters = theta.argmax(dim=1).tolist()
+            result.update(purity=purity(corpus.test.labels, clusters), nmi=nmi(corpus.test.labels, clusters), _clusters=clusters)
     model.train()
-    if filtered:
-        sub = {
-            "num_topics": len(filtered),
-            "td": topic_diversity([lists[25][k] for k in filtered]),
-            "c_v": float(np.mean([result["c_v_per_topic"][k] for k in filtered])),
-            "npmi": float(np.mean([result["npmi_per_topic"][k] for k in filtered])),
-        }
-        if clusters is not None:  # test documents whose main topic is a filtered one
-            chosen = set(filtered)
-            pairs = [(label, c) for label, c in zip(labels, clusters) if c in chosen]
-            if pairs:
-                sub.update(purity=purity(*map(list, zip(*pairs))), nmi=nmi(*map(list, zip(*pairs))), num_documents=len(pairs))
-        result["filtered"] = sub
     return result
+
+
+def add_filtered_metrics(result: dict, filtered: list[int] | None, labels: list[int] | None) -> None:
+    """The same metrics for the filtered topics, under ``result["filtered"]`` (purity and NMI on
+    the test documents whose main topic is a filtered one)."""
+    if not filtered:
+        return
+    sub = {
+        "num_topics": len(filtered),
+        "td": topic_diversity([result["_lists"][k] for k in filtered]),
+        "c_v": float(np.mean([result["c_v_per_topic"][k] for k in filtered])),
+        "npmi": float(np.mean([result["npmi_per_topic"][k] for k in filtered])),
+    }
+    if result["_clusters"] is not None:
+        chosen = set(filtered)
+        pairs = [(label, c) for label, c in zip(labels, result["_clusters"]) if c in chosen]
+        if pairs:
+            sub.update(purity=purity(*map(list, zip(*pairs))), nmi=nmi(*map(list, zip(*pairs))), num_documents=len(pairs))
+    result["filtered"] = sub
+
+
+def _reported(result: dict) -> dict:
+    """The numbers of an evaluation that go into metrics.jsonl and eval.json (no per-topic lists)."""
+    return {k: v for k, v in result.items() if not k.endswith("_per_topic") and not k.startswith("_")}
 
 
 def _save_checkpoint(path: Path, model: ECRTM, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -162,8 +177,8 @@ def _load_checkpoint(path: Path, model: ECRTM, optimizer: torch.optim.Optimizer)
     return state["epoch"]
 
 
-def _snapshot(out: Path, model: ECRTM, vocab: list[str]) -> np.ndarray:
-    """Write the snapshot artifacts; return the reference logits (K, V)."""
+def _snapshot(out: Path, model: ECRTM, vocab: list[str]) -> None:
+    """Write the snapshot artifacts: the model, the top words and the reference logits (K, V)."""
     with torch.no_grad():
         logits = model.get_beta_logits().cpu().numpy()
         beta = model.get_beta().cpu().numpy()
@@ -173,7 +188,6 @@ def _snapshot(out: Path, model: ECRTM, vocab: list[str]) -> np.ndarray:
         write_jsonl(out / f"top_words_{n}.jsonl", [{"topic": k, "words": words} for k, words in enumerate(top_words(beta, vocab, n))])
     with atomic_open(out / "beta_ref_logits.npy", "wb") as handle:  # last: its presence marks a finished snapshot
         np.save(handle, logits)
-    return logits
 
 
 def _read_top_words(out: Path, n: int) -> list[list[str]]:
@@ -232,11 +246,14 @@ def run_topics(config: TopicsJobConfig) -> dict:
     write_json(out / "config.json", asdict(config))
 
     bow = corpus.train.bow
+    labels = corpus.test.labels if corpus.test is not None else None
     ref_logits = triples = None
     filtered: list[int] | None = None
     dpo_summary: dict = {}
 
-    def prepare_dpo() -> None:
+    def prepare_dpo(c_v: list[float] | None) -> None:
+        """Snapshot (unless done), judge, filter, build the word pairs. ``c_v``: the snapshot's
+        per-topic C_V if the caller just evaluated it (else it is computed from the top words)."""
         nonlocal ref_logits, triples, filtered, dpo_summary
         if not (out / "beta_ref_logits.npy").is_file():
             _snapshot(out, model, corpus.vocab)
@@ -245,7 +262,8 @@ def run_topics(config: TopicsJobConfig) -> dict:
         embeddings = WordEmbeddings(corpus.vocab)
         judge = _make_judge(config, embeddings, out)
         preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge, embeddings)
-        c_v = topic_metrics(top10, _read_top_words(out, 25), reference)["c_v_per_topic"]
+        if c_v is None:
+            c_v = coherence_per_topic(top10, reference, "c_v")
         filtered = select_topics(config.topic_filter, c_v, preferences)
         pairs, ignored = preference_triples(preferences, filtered, corpus.vocab)
         ignored += getattr(judge, "ignored_words", 0)
@@ -256,7 +274,7 @@ def run_topics(config: TopicsJobConfig) -> dict:
                  + (f", {ignored} judge words outside the vocabulary ignored" if ignored else ""))
 
     if config.dpo and start >= config.dpo_start_epoch:
-        prepare_dpo()
+        prepare_dpo(c_v=None)
 
     history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
     last = None
@@ -284,11 +302,12 @@ def run_topics(config: TopicsJobConfig) -> dict:
         row = {"epoch": epoch, **{k: v / len(batches) for k, v in totals.items()}}
 
         at_snapshot = config.dpo and epoch == config.dpo_start_epoch
-        if at_snapshot:  # before the evaluation, so that it reports the filtered topics too
-            prepare_dpo()
         if epoch % config.eval_every == 0 or epoch == config.num_epochs or at_snapshot:
-            last = evaluate(model, corpus, reference, filtered)
-            row.update({k: v for k, v in last.items() if not k.endswith("_per_topic")})
+            last = evaluate(model, corpus, reference)
+            if at_snapshot:  # the evaluated model is the snapshot: its C_V picks the filtered topics
+                prepare_dpo(c_v=last["c_v_per_topic"])
+            add_filtered_metrics(last, filtered, labels)
+            row.update(_reported(last))
             log.info(f"epoch {epoch}: TD {last['td']:.3f}, C_V {last['c_v']:.3f}, NPMI {last['npmi']:.3f}"
                      + (f", purity {last['purity']:.3f}, NMI {last['nmi']:.3f}" if "purity" in last else ""))
         append_jsonl(out / "metrics.jsonl", [row])
@@ -296,11 +315,10 @@ def run_topics(config: TopicsJobConfig) -> dict:
         if epoch % config.save_every == 0 or epoch == config.num_epochs:
             _save_checkpoint(checkpoint, model, optimizer, epoch)
 
-    if last is None:
-        last = evaluate(model, corpus, reference, filtered)
-    if filtered is not None and "filtered" not in last:
-        last = evaluate(model, corpus, reference, filtered)
-    final = {k: v for k, v in last.items() if not k.endswith("_per_topic")}
+    if last is None:  # resumed after the last epoch: nothing trained, evaluate what is there
+        last = evaluate(model, corpus, reference)
+        add_filtered_metrics(last, filtered, labels)
+    final = _reported(last)
     final.update(epoch=config.num_epochs, num_topics=config.num_topics, vocab_size=vocab_size, num_documents=num_docs,
                  skipped_empty_documents=corpus.skipped_empty, **dpo_summary)
     write_json(out / "eval.json", final)
