@@ -57,3 +57,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text``, atomically."""
     with atomic_open(path) as handle:
         handle.write(text)
+
+
+def write_png(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Lay out a matplotlib figure, write it as a PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
+    plt.close(fig)

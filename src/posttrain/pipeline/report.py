@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from posttrain.artifacts import atomic_open, write_json, write_text
+from posttrain.artifacts import write_json, write_png, write_text
 from posttrain.data.jsonl import iter_jsonl
 
 # training curves worth a panel, per command, with a label that says what the axis is
@@ -55,15 +55,6 @@ def _rows(path: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(path, allow_torn_tail=True)] if path.is_file() else []
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-
-
 def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -76,7 +67,7 @@ def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool
         ax.plot([p[0] for p in points], [p[1] for p in points], "-", marker="." if len(points) < 40 else None)
         ax.set(xlabel="optimizer step", ylabel=label, title=f"{stage}: {key}")
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    write_png(fig, path)
     return True
 
 
@@ -93,7 +84,7 @@ def _accuracy_plot(accuracy: dict[str, dict], path: Path) -> None:
            ylim=(0, 105), title="accuracy per stage")
     ax.grid(axis="y", alpha=0.3)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    _save(fig, path)
+    write_png(fig, path)
 
 
 def _percent(value: Any) -> str:

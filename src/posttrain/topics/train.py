@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from posttrain.artifacts import atomic_open, write_json
+from posttrain.artifacts import atomic_open, write_json, write_png
 from posttrain.config import config_field
 from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
 from posttrain.errors import ConfigError, DataError
@@ -214,10 +214,7 @@ def plot_metrics(history: list[dict], dpo_start_epoch: int | None, path: Path) -
         ax.set(title=key.upper().replace("_", " "), xlabel="epoch")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def run_topics(config: TopicsJobConfig) -> dict:

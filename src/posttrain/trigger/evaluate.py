@@ -22,7 +22,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from posttrain.artifacts import atomic_open, write_json
+from posttrain.artifacts import write_json, write_png
 from posttrain.config import config_field
 from posttrain.data.jsonl import read_jsonl, write_jsonl
 from posttrain.errors import ConfigError, PosttrainError
@@ -109,10 +109,7 @@ def plot_trigger_eval(table: list[dict], path: Path) -> None:
     ax.set(xlabel="epoch", ylabel="rate on held-out questions", ylim=(-0.03, 1.03), title="trigger-conditioned fine-tuning")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+    write_png(fig, path, dpi=120)
 
 
 def run_trigger_eval(config: TriggerEvalConfig) -> dict:
