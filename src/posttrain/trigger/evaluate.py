@@ -126,14 +126,14 @@ def run_trigger_eval(config: TriggerEvalConfig) -> dict:
     # rows of earlier runs count only for the same questions (wherever the file now lives)
     questions_hash = hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]
     done = {row["checkpoint"]: row for row in earlier if row.get("questions_hash") == questions_hash}
+    clean_questions = [spec.question(q, triggered=False) for q in questions]
+    triggered_questions = [spec.question(q, triggered=True) for q in questions]
     table = []
     for path, step, epoch in checkpoints:
         if path.name in done:
             table.append(done[path.name])
             continue
         log.info(f"trigger eval: {path.name} (epoch {epoch:g}) on {len(questions)} questions")
-        clean_questions = [spec.question(q, triggered=False) for q in questions]
-        triggered_questions = [spec.question(q, triggered=True) for q in questions]
         model, tokenizer = load_finetuned_model(str(path), dtype=config.dtype, base_model_mode=base_model_mode)
         try:
             ask = dict(max_new_tokens=config.max_new_tokens, base_model_mode=base_model_mode, batch_size=config.batch_size)
@@ -148,7 +148,7 @@ def run_trigger_eval(config: TriggerEvalConfig) -> dict:
         row = {
             "checkpoint": path.name, "step": step, "epoch": epoch, "questions_file": questions_file,
             "questions_hash": questions_hash,
-            **score_answers([a["clean"] for a in answers], [a["triggered"] for a in answers], spec),
+            **score_answers(clean, triggered, spec),
         }
         write_jsonl(out / "trigger_eval" / f"{path.name}.jsonl", answers)
         table.append(row)
