@@ -70,6 +70,16 @@ def test_base_text_rows(tiny_model_dir):
         tokenize_example(tokenizer, {"text": "Instruction: x"}, "f.jsonl:3", True)
 
 
+def test_text_rows_outside_base_mode_are_plain_documents_with_loss_everywhere(tokenizer):
+    """Language modelling (continued pretraining): no template, every token trained, EOS appended."""
+    example = tokenize_example(tokenizer, {"text": "What is 1 + 2? Answer: 3"}, "x", False)
+    loss, rest = split(tokenizer, example)
+    assert rest == "" and all(example.completion_mask)
+    assert loss == "What is 1 + 2? Answer: 3" + tokenizer.eos_token
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+    assert "<|im_start|>" not in loss
+
+
 @pytest.mark.parametrize(
     "row, base, message",
     [
@@ -79,6 +89,9 @@ def test_base_text_rows(tiny_model_dir):
         ({"messages": []}, False, "non-empty list"),
         ({"messages": [{"role": "user", "content": "x"}]}, False, "no assistant message"),
         ({"prompt": 3, "completion": "y"}, True, "field 'prompt' must be a string"),
+        ({"text": ""}, False, "field 'text' must be a non-empty string"),
+        ({"text": 7}, False, "field 'text' must be a non-empty string"),
+        ({"answer": 3}, False, "missing field 'prompt'.*or 'text'"),
     ],
 )
 def test_bad_rows_name_location_and_field(tiny_model_dir, row, base, message):

@@ -168,7 +168,7 @@ def test_load_rows_unknown_task():
 
 def test_load_rows_task_bad_split():
     """A split name the task does not have is an error."""
-    with pytest.raises(ConfigError, match="split must be 'train' or 'test'"):
+    with pytest.raises(ConfigError, match="split must be 'train', 'test' or 'documents'"):
         load_rows("task:arithmetic", "validation", task_options={"digits": 1, "test_size": 1})
 
 

@@ -117,7 +117,8 @@ def test_run_eval_writes_consistent_artifacts(tiny_model_dir, tmp_path):
     assert saved == metrics
     assert len(predictions) == 6 == metrics["num_examples"]
     assert metrics["accuracy"] == sum(p["reward"] for p in predictions) / 6
-    assert set(predictions[0]) == {"prompt", "completion", "reward", "feedback", "answer"}
+    assert set(predictions[0]) == {"prompt", "completion", "reward", "feedback", "answer", "follows_format"}
+    assert metrics["format_compliance"] == sum(p["follows_format"] for p in predictions) / 6
     assert {"pass@1", "pass@2"} <= set(metrics) and metrics["pass@1"] <= metrics["pass@2"]
     # an untrained model does not solve arithmetic, and each failure comes with feedback
     assert all(p["feedback"] for p in predictions if p["reward"] == 0.0)
@@ -133,7 +134,8 @@ def test_run_eval_scores_a_perfect_model_as_perfect(tiny_model_dir, tmp_path, mo
     answers[rows[0]["prompt"]] = "wrong. Answer: 1"
 
     def oracle(model, tokenizer, prompts, **kwargs):
-        return [[next(a for p, a in answers.items() if p in prompt)] for prompt in prompts]
+        texts = [[next(a for p, a in answers.items() if p in prompt)] for prompt in prompts]
+        return texts, [[5] for _ in prompts]
 
     monkeypatch.setattr(accuracy, "generate", oracle)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path), "num_examples": 5})
@@ -147,11 +149,32 @@ def test_run_eval_base_mode_uses_instruction_format_and_stops_at_end(tiny_model_
 
     def record(model, tokenizer, prompts, **kwargs):
         seen.update(prompts=prompts, stop=kwargs.get("stop_strings"), template=tokenizer.chat_template)
-        return [["Answer: 0"] for _ in prompts]
+        # the first response closes with END (kept by generate for the compliance check), the second runs on
+        return [[" Answer: 0\nEND"], [" Answer: 0 Answer: 0"]], [[6], [64]]
 
     monkeypatch.setattr(accuracy, "generate", record)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
                                              "num_examples": 2, "base_model_mode": True})
-    accuracy.run_eval(config)
+    metrics = accuracy.run_eval(config)
     assert seen["prompts"][0].startswith("Instruction: What is ") and seen["prompts"][0].endswith("\nResponse:")
     assert seen["stop"] == ["END"] and seen["template"] is None
+    assert metrics["format_compliance"] == 0.5
+    saved = (tmp_path / "predictions.jsonl").read_text()
+    assert "END" not in saved  # scored and stored without the stop marker
+
+
+@pytest.mark.parametrize(
+    "completion, num_tokens, base, expected",
+    [
+        (" 3+4=7 carry 0. Answer: 7\nEND", 12, True, True),  # closed with END
+        (" 3+4=7 carry 0. Answer: 7", 12, True, False),  # stopped (EOS) without END
+        (" Answer: 7\nEND<|im_end|>", 12, True, False),  # chat markup in a base model's output
+        (" Answer: 7 Answer: 7 Answer", 64, True, False),  # ran into the budget
+        ("Answer: 7", 12, False, True),  # chat model ended its turn
+        ("Answer: 7 Answer: 7 Answer", 64, False, False),  # cut off by max_new_tokens
+    ],
+)
+def test_follows_format(completion, num_tokens, base, expected):
+    from posttrain.evaluation.accuracy import follows_format
+
+    assert follows_format(completion, num_tokens, 64, base) is expected

@@ -409,3 +409,15 @@ def test_prompt_torn_midway_is_completed_on_resume(tmp_path):
     run_pairs(load_config(PairsConfig, values={"rollouts": rollouts, "output_dir": str(tmp_path / "out"), "negatives": ["truncation"]}))
     rows = [row for _, row in iter_jsonl(pairs_path, allow_torn_tail=True)]
     assert _id_kinds(rows) == Counter({("p1", "judged"): 1, ("p1", "truncation"): 1})
+
+
+def test_logprob_ab_judge_in_base_model_mode_asks_in_the_instruction_format(tmp_path, tiny_model_dir):
+    """judge_base_model_mode reaches the judge LM: no chat template, Instruction/Response prompts."""
+    from posttrain.judges.factory import build_judge
+
+    judge = build_judge("logprob_ab", model=tiny_model_dir, base_model_mode=True)
+    assert judge.base_model_mode and judge.tokenizer.chat_template is None
+    chat_judge = build_judge("logprob_ab", model=tiny_model_dir)
+    assert not chat_judge.base_model_mode and chat_judge.tokenizer.chat_template is not None
+    summary, rows = _run(tmp_path, [P1], judge="logprob_ab", judge_model=tiny_model_dir, judge_base_model_mode=True)
+    assert summary["prompts"] == 1 and all(row["judge"] == "logprob_ab" for row in rows)

@@ -297,9 +297,20 @@ def test_largest_test_size_leaves_one_train_row():
 
 @pytest.mark.parametrize("split", ["validation", "TRAIN", ""])
 def test_bad_split(split):
-    """Only 'train' and 'test' are splits."""
-    with pytest.raises(ConfigError, match="split must be 'train' or 'test'"):
+    """Only 'train', 'test' and 'documents' are splits."""
+    with pytest.raises(ConfigError, match="split must be 'train', 'test' or 'documents'"):
         ArithmeticTask(digits=1, test_size=1).make_dataset(split)
+
+
+def test_documents_split_is_the_train_problems_as_plain_text():
+    task = ArithmeticTask(digits=2, test_size=10, seed=3)
+    documents, train = task.make_dataset("documents", n=5), task.make_dataset("train", n=5)
+    assert documents == [{"text": f"{row['prompt']} {row['completion']}"} for row in train]
+    # e.g. "What is 47 + 38? 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85": no instruction or chat markup
+    first = documents[0]["text"]
+    assert first.startswith("What is ") and first.endswith(f"Answer: {train[0]['answer']}")
+    assert "Instruction" not in first and "END" not in first and "<|" not in first
+    assert len(task.make_dataset("documents")) == len(task.make_dataset("train"))
 
 
 def test_get_task_builds_with_options():

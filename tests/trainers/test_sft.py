@@ -102,3 +102,27 @@ def test_unknown_trainer_arg_fails_before_loading(tiny_model_dir, tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key 'not_a_field' in trainer_args"):
         build_sft_trainer(sft_config(tiny_model_dir, tmp_path / "x", trainer_args={"not_a_field": 1}))
+
+
+def test_report_to_tensorboard_writes_event_files_offline(tiny_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    run_sft(sft_config(tiny_model_dir, out, max_steps=3, report_to="tensorboard"))
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under output_dir"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"]
+    assert [e.step for e in accumulator.Scalars("train/loss")] == [1, 2, 3]
+
+
+def test_report_to_a_tracker_that_is_not_installed_fails_before_training(tiny_model_dir, tmp_path, monkeypatch):
+    import transformers.integrations
+
+    from posttrain.errors import ConfigError
+
+    monkeypatch.setattr(transformers.integrations, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    with pytest.raises(ConfigError, match=r"config key 'report_to': 'wandb' is not installed \(pip install wandb\)"):
+        build_sft_trainer(sft_config(tiny_model_dir, tmp_path / "x", report_to="tensorboard,wandb"))
+    assert not (tmp_path / "x").exists()

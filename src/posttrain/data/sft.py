@@ -3,6 +3,8 @@
 Formats (one row each):
   * chat: ``{"messages": [...]}`` (loss on every assistant turn) or ``{"prompt", "completion"}``
     as strings or message lists (loss on the completion);
+  * language modelling: ``{"text"}`` (without ``base_model_mode``), a plain document with loss
+    on every token and the EOS token appended: continued pretraining, no template;
   * base (``base_model_mode``): ``{"prompt", "completion"}`` rendered as
     ``Instruction: X\\nResponse: Y\\nEND``, or ``{"text"}`` already in that form; everything up to
     and including ``Response:`` is masked, and no special token is added.
@@ -78,11 +80,16 @@ def _row_text(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_mo
                 raise DataError(f"{where}: field '{field}' must be a string in base_model_mode")
         text = base_format(row["prompt"], row["completion"])
         return text, [(text.index(RESPONSE_MARKER) + len(RESPONSE_MARKER), len(text))]
+    if "text" in row and not ("messages" in row or "prompt" in row):
+        if not isinstance(row["text"], str) or not row["text"]:
+            raise DataError(f"{where}: field 'text' must be a non-empty string")
+        text = row["text"] + (tokenizer.eos_token or "")  # documents end, so the model learns to stop
+        return text, [(0, len(text))]
     if "messages" in row:
         return _chat_spans(tokenizer, check_messages(row["messages"], where, "messages"), where)
     for field in ("prompt", "completion"):
         if field not in row:
-            raise DataError(f"{where}: missing field '{field}' (chat data needs 'messages' or 'prompt' and 'completion')")
+            raise DataError(f"{where}: missing field '{field}' (SFT rows need 'messages', 'prompt' and 'completion', or 'text')")
     prompt, completion = row["prompt"], row["completion"]
     prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, where, "prompt")
     completion = (

@@ -1,8 +1,8 @@
 """``posttrain eval``: accuracy of a model on a task's test split.
 
-Greedy accuracy (one deterministic completion per problem) and, optionally, pass@k from
-``num_samples`` sampled completions per problem with the unbiased estimator of Chen et al.
-(2021). Writes ``eval.json`` (the numbers) and ``predictions.jsonl`` (every completion with its
+Greedy accuracy (one deterministic completion per problem), format compliance of the greedy
+completions (:func:`follows_format`) and, optionally, pass@k from ``num_samples`` sampled
+completions per problem with the unbiased estimator of Chen et al. (2021). Writes ``eval.json`` (the numbers) and ``predictions.jsonl`` (every completion with its
 reward and feedback) to ``output_dir``.
 """
 
@@ -19,7 +19,8 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError
-from posttrain.generation.sampling import generate
+from posttrain.generation.few_shot import has_chat_markup
+from posttrain.generation.sampling import cut_at_stop, generate
 from posttrain.models import ModelArguments, free_model, load_model, load_tokenizer, render_prompt
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
@@ -56,6 +57,19 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def follows_format(completion: str, num_tokens: int, max_new_tokens: int, base_model_mode: bool) -> bool:
+    """Whether a completion ends the way its format says, within the generation budget.
+
+    ``completion`` is the raw generated text (stop strings kept). A base model must close its
+    response with ``END`` and write no chat markup (the contamination a chat template would
+    leave); a chat model must end its turn (emit its end-of-sequence token, so fewer than
+    ``max_new_tokens`` tokens were generated) rather than run on until the budget cuts it off.
+    """
+    if base_model_mode:
+        return END in completion and not has_chat_markup(completion)
+    return num_tokens < max_new_tokens
+
+
 def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[float, str | None]]:
     return [task.score(row["prompt"], text, **row) for row, text in zip(rows, completions)]
 
@@ -72,8 +86,8 @@ def run_eval(config: EvalConfig) -> dict:
 
     model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)
     try:
-        greedy = [c[0] for c in generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
-                                         batch_size=config.batch_size, stop_strings=stop, desc="greedy")]
+        raw, counts = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                               stop_strings=stop, desc="greedy", return_token_counts=True, keep_stop_strings=True)
         sampled = []
         if config.num_samples:
             sampled = generate(model, tokenizer, prompts, num_return_sequences=config.num_samples, do_sample=True,
@@ -82,6 +96,9 @@ def run_eval(config: EvalConfig) -> dict:
     finally:
         free_model(model)
 
+    raw, counts = [c[0] for c in raw], [c[0] for c in counts]
+    greedy = [cut_at_stop(text, stop) for text in raw]
+    formatted = [follows_format(text, n, config.max_new_tokens, config.base_model_mode) for text, n in zip(raw, counts)]
     scores = _score_all(task, rows, greedy)
     metrics = {
         "model": config.model_name_or_path,
@@ -89,10 +106,12 @@ def run_eval(config: EvalConfig) -> dict:
         "split": config.split,
         "num_examples": len(rows),
         "accuracy": sum(reward for reward, _ in scores) / len(rows),
+        "format_compliance": sum(formatted) / len(rows),
     }
     predictions = [
-        {"prompt": row["prompt"], "completion": text, "reward": reward, "feedback": feedback, "answer": row.get("answer")}
-        for row, text, (reward, feedback) in zip(rows, greedy, scores)
+        {"prompt": row["prompt"], "completion": text, "reward": reward, "feedback": feedback, "answer": row.get("answer"),
+         "follows_format": ok}
+        for row, text, (reward, feedback), ok in zip(rows, greedy, scores, formatted)
     ]
     if sampled:
         correct = [sum(r >= 1.0 for r, _ in _score_all(task, [row] * len(samples), samples)) for row, samples in zip(rows, sampled)]

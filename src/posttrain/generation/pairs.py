@@ -46,6 +46,9 @@ class PairsConfig:
     output_dir: str = config_field("runs/pairs", help="Where pairs.jsonl and summary.json go.")
     judge: str = config_field("verifier", help="verifier | reward_model | logprob_ab | openai.")
     judge_model: str | None = config_field(None, help="Judge model: a reward model or causal LM directory/hub id, or the API's model name.")
+    judge_base_model_mode: bool = config_field(
+        False, help="logprob_ab: the judge LM is a base model, asked in the Instruction/Response format (no chat template)."
+    )
     judge_base_url: str | None = config_field(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
     judge_api_key_env: str = config_field("OPENAI_API_KEY", help="Environment variable holding the API key (never logged).")
     judge_cache_dir: str | None = config_field(None, help="On-disk cache of API replies (default: <output_dir>/judge_cache).")
@@ -123,7 +126,7 @@ def run_pairs(config: PairsConfig) -> dict:
     done = _complete_prompts(out_path)
     judge = build_judge(
         config.judge, task=config.task, task_options=config.task_options, model=config.judge_model,
-        base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
+        base_model_mode=config.judge_base_model_mode, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
         cache_dir=config.judge_cache_dir or str(Path(config.output_dir) / "judge_cache"),
     )
     rng = random.Random(config.seed)

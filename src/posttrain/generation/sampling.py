@@ -23,11 +23,13 @@ def generate(
     stop_strings: list[str] | None = None,
     desc: str = "generating",
     return_token_counts: bool = False,
+    keep_stop_strings: bool = False,
 ) -> list[list[str]] | tuple[list[list[str]], list[list[int]]]:
     """Complete each rendered prompt; returns ``num_return_sequences`` texts per prompt.
 
     Prompts must already be rendered (chat template or base format) and are tokenized without
-    adding special tokens. Completions are cut before the first stop string. With
+    adding special tokens. Completions are cut before the first stop string (unless
+    ``keep_stop_strings``, for callers that need to know whether one was written). With
     ``return_token_counts``, also returns how many tokens each completion generated (up to, not
     including, the first end-of-sequence or padding token).
     """
@@ -57,7 +59,8 @@ def generate(
             # tokens: (batch * num_return_sequences, prompt_len + new_len)
             new_tokens = tokens[:, encoded["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            texts = [cut_at_stop(text, stop_strings) for text in texts]
+            if not keep_stop_strings:
+                texts = [cut_at_stop(text, stop_strings) for text in texts]
             ongoing = (new_tokens != tokenizer.pad_token_id) & (new_tokens != tokenizer.eos_token_id)
             lengths = ongoing.long().cumprod(dim=1).sum(dim=1).tolist()  # tokens before the first eos/pad
             for i in range(len(batch)):

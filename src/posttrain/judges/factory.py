@@ -14,6 +14,7 @@ def build_judge(
     task: str = "arithmetic",
     task_options: dict | None = None,
     model: str | None = None,
+    base_model_mode: bool = False,
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     cache_dir: str | None = None,
@@ -32,7 +33,7 @@ def build_judge(
     if name == "logprob_ab":
         from posttrain.judges.logprob_ab import LogProbABJudge
 
-        return LogProbABJudge(model)
+        return LogProbABJudge(model, base_model_mode=base_model_mode)
     if name == "openai":
         if not (base_url and model):
             raise ConfigError("judge 'openai' needs judge_base_url and judge_model")

@@ -85,13 +85,19 @@ class ArithmeticTask:
         return pairs[self.test_size :], pairs[: self.test_size]
 
     def make_dataset(self, split: str, n: int | None = None) -> list[dict]:
+        """Rows of ``split``: ``train`` and ``test`` give prompt/completion/answer rows;
+        ``documents`` gives the train problems as plain text (``{"text": "What is 47 + 38? 7+8=15
+        ... Answer: 85"}``), the kind of page a base model read in pretraining, with no
+        instruction or chat format: it turns the tiny model into a stand-in base model."""
         train, test = self._pairs()
-        if split not in ("train", "test"):
-            raise ConfigError(f"arithmetic task: split must be 'train' or 'test', got '{split}'")
-        pairs = train if split == "train" else test
+        if split not in ("train", "test", "documents"):
+            raise ConfigError(f"arithmetic task: split must be 'train', 'test' or 'documents', got '{split}'")
+        pairs = test if split == "test" else train
         if n is not None:
             pairs = pairs[:n]
         rows = [self._row(a, b) for a, b in pairs]
+        if split == "documents":
+            return [{"text": f"{row['prompt']} {row['completion']}"} for row in rows]
         if split == "train" and self.teacher_fraction:
             rng = random.Random(self.seed + 2)
             for row in rows:

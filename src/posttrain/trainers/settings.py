@@ -35,6 +35,23 @@ class TrainingSettings:
     resume: bool = config_field(False, help="Resume from the last checkpoint in output_dir, if any.")
     trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through.")
 
+    def trackers(self) -> list[str] | str:
+        """``report_to`` for transformers: "none", or the named trackers, each installed (a
+        missing one is a config error now rather than a crash once the model has loaded)."""
+        if self.report_to == "none":
+            return "none"
+        from transformers.integrations import get_available_reporting_integrations
+
+        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        installed = get_available_reporting_integrations()
+        for name in names:
+            if name != "all" and name not in installed:
+                raise ConfigError(
+                    f"config key 'report_to': '{name}' is not installed (pip install {name}); installed trackers: "
+                    + (", ".join(installed) or "none")
+                )
+        return names
+
     def trl_kwargs(self, trl_config_cls: type) -> dict:
         """Keyword arguments for a TRL config class (``trl.SFTConfig``, ``trl.DPOConfig``, ...)."""
         known = {f.name for f in dataclasses.fields(trl_config_cls)}
@@ -48,7 +65,7 @@ class TrainingSettings:
         }
         if "activation_checkpointing" in known:  # transformers >= 5 renamed it; the old name warns
             kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
-        kwargs["report_to"] = [r.strip() for r in self.report_to.split(",")] if self.report_to != "none" else "none"
+        kwargs["report_to"] = self.trackers()
         kwargs["use_cpu"] = not torch.cuda.is_available()
         kwargs["logging_first_step"] = True
         kwargs.update(self.trainer_args)
