@@ -60,6 +60,34 @@ def test_quickstart_learns_preference_stages_improve_and_rl_stages_run(tmp_path)
 
 
 @pytest.mark.slow
+def test_base_model_route_teaches_the_instruction_format(tmp_path):
+    """The base-model pipeline end to end on the tiny model: few-shot data from the stand-in base
+    model, SFT in Instruction/Response/END, log-prob A/B pairs with negatives, DPO, evaluations."""
+    manifest = run_pipeline(Path(__file__).parents[1] / "recipes" / "base_model.yaml", output_root=str(tmp_path))
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert all(s["status"] == "done" for s in stages.values())
+    run = tmp_path / "base_model"
+    # the base model never closes an answer with END; after SFT in the format it always does (1.000 here)
+    assert stages["eval_pretrain"]["metrics"]["format_compliance"] == 0.0
+    assert stages["eval_sft"]["metrics"]["format_compliance"] >= 0.9
+    # the SFT data came from few-shot base-model completions, filtered, without chat markup
+    sft_data = json.loads((run / "sft_data" / "summary.json").read_text())
+    assert 0 < sft_data["written"] < 2 * 512 and sft_data.get("dropped_chat_markup", 0) == 0
+    sft_text = (run / "sft_data" / "sft.jsonl").read_text()
+    assert "<|im_" not in sft_text and "Instruction:" not in sft_text
+    # pairs: the SFT model judged its own samples (A/B by log-probability) and negatives were added
+    kinds = {json.loads(line)["kind"] for line in (run / "pairs" / "pairs.jsonl").read_text().splitlines()}
+    assert kinds == {"judged", "truncation", "wrong_answer", "off_topic"}
+    assert json.loads((run / "pairs" / "summary.json").read_text())["judge_orders_agree"] is not None
+    # every stage after the base model has no chat template
+    for stage in ("sft", "dpo"):
+        assert json.loads((run / stage / "tokenizer_config.json").read_text()).get("chat_template") is None
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["accuracy"]) == {"pretrain", "sft", "dpo"}
+    assert "format compliance" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_trigger_recipe_reaches_the_issue_targets_on_held_out_questions(tiny_model_dir, tmp_path, monkeypatch):
     from posttrain.config import load_config
     from posttrain.trigger.train import TriggerJobConfig, run_trigger

@@ -80,6 +80,20 @@ def test_text_rows_outside_base_mode_are_plain_documents_with_loss_everywhere(to
     assert "<|im_start|>" not in loss
 
 
+def test_plain_prompt_completion_is_one_text_with_loss_on_the_completion(tokenizer):
+    """TRL's non-conversational prompt-completion: no template, loss from the completion on, EOS appended."""
+    row = {"prompt": "Q: What is 1 + 2?\nA:", "completion": " 1+2=3 carry 0. Answer: 3"}
+    example = tokenize_example(tokenizer, row, "x", False, plain=True)
+    loss, rest = split(tokenizer, example)
+    assert rest == "Q: What is 1 + 2?\nA:"
+    assert loss == " 1+2=3 carry 0. Answer: 3" + tokenizer.eos_token
+    # the same row without plain is a chat exchange
+    chat_loss, chat_rest = split(tokenizer, tokenize_example(tokenizer, row, "x", False))
+    assert chat_rest.startswith("<|im_start|>user\n") and chat_loss.endswith("<|im_end|>\n")
+    with pytest.raises(DataError, match="f.jsonl:2: field 'prompt' must be a string with prompt_completion_format: plain"):
+        tokenize_example(tokenizer, {"prompt": [{"role": "user", "content": "x"}], "completion": "y"}, "f.jsonl:2", False, plain=True)
+
+
 @pytest.mark.parametrize(
     "row, base, message",
     [

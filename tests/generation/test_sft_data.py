@@ -108,3 +108,27 @@ def test_missing_completions_is_a_data_error(tmp_path):
     path.write_text(json.dumps({"prompt": "P?"}) + "\n")
     with pytest.raises(DataError, match=f"{path}:1: missing field 'completions'"):
         run_sft_data(load_config(SFTDataConfig, values={"rollouts": str(path), "output_dir": str(tmp_path / "out")}))
+
+
+def test_verify_task_keeps_only_what_the_verifier_accepts(tmp_path):
+    """Rejection sampling: a wrong answer is dropped and counted, a right one kept (the row's
+    fields reach the verifier; without them it parses the prompt)."""
+    from posttrain.tasks.arithmetic import solve
+
+    rows = [
+        {"prompt": "What is 47 + 38?", "fields": {"a": 47, "b": 38, "answer": 85},
+         "completions": [solve(47, 38, 2).replace("Answer: 85", "Answer: 84"), solve(47, 38, 2)]},
+        {"prompt": "What is 12 + 30?", "completions": ["2+0=2 carry 0. Answer: 42 and more"]},  # no fields
+    ]
+    summary, kept = _run(tmp_path, rows, verify_task="arithmetic")
+    assert kept == [{"prompt": "What is 47 + 38?", "completion": solve(47, 38, 2)},
+                    {"prompt": "What is 12 + 30?", "completion": "2+0=2 carry 0. Answer: 42 and more"}]
+    assert summary["dropped_incorrect"] == 1
+    # without verify_task the wrong one is kept (first of its prompt)
+    _, unverified = _run(tmp_path, rows)
+    assert unverified[0]["completion"].endswith("Answer: 84")
+
+
+def test_unknown_verify_task_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        _run(tmp_path, ROLLOUTS, verify_task="nope")

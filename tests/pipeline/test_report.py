@@ -30,7 +30,7 @@ def make_run(tmp_path):
     stages.append({"name": "later", "command": "eval", "status": "pending", "output_dir": str(root / "later"), "metrics": {}})
     (root / "manifest.json").write_text(json.dumps({"pipeline": "demo", "stages": stages}))
     for name, model, acc in (("eval_sft", "sft", 0.5), ("eval_dpo", "dpo", 0.625), ("eval_sdpo", "sdpo", 0.25)):
-        extra = {"pass@1": 0.1, "pass@4": 0.3} if name == "eval_sft" else {}
+        extra = {"pass@1": 0.1, "pass@4": 0.3, "format_compliance": 0.75} if name == "eval_sft" else {}
         (root / name / "eval.json").write_text(json.dumps({"model": str(root / model), "accuracy": acc, **extra}))
     write_rows(root / "sft" / "metrics.jsonl", [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)])
     write_rows(root / "dpo" / "metrics.jsonl", [
@@ -48,7 +48,8 @@ def test_report_tables_verdicts_and_plots(tmp_path):
 
     assert "| sft | sft | done | 60 s |" in report and "| dpo | dpo | done | 90 s |" in report
     assert "| later | eval | pending | – |" in report and "Total: 190 s." in report
-    assert "| sft | 50.0% | 10.0% | 30.0% |" in report and "| dpo | 62.5% | – | – |" in report
+    assert "| model from stage | greedy | pass@1 | pass@4 | format compliance |\n|---|---|---|---|---|" in report
+    assert "| sft | 50.0% | 10.0% | 30.0% | 75.0% |" in report and "| dpo | 62.5% | – | – | – |" in report
     # a method that does not help is said to not help
     assert "**dpo** improves on sft: +12.5 points." in report
     assert "**sdpo** does **not** improve on sft: -25.0 points." in report
@@ -75,3 +76,13 @@ def test_report_of_a_run_without_evaluations_or_metrics(tmp_path):
     report = write_report(root).read_text()
     assert "| model | make-model | failed | – |" in report and "Accuracy" not in report
     assert json.loads((root / "summary.json").read_text())["accuracy"] == {}
+
+
+def test_accuracy_table_without_pass_at_k_has_as_many_cells_as_columns(tmp_path):
+    root = tmp_path / "greedy"
+    entries = [stage(root, "m", "sft", "00:00", "00:10"), stage(root, "eval_m", "eval", "00:10", "00:12")]
+    (root / "manifest.json").write_text(json.dumps({"pipeline": "greedy", "stages": entries}))
+    (root / "eval_m" / "eval.json").write_text(json.dumps({"model": str(root / "m"), "accuracy": 0.0, "format_compliance": 1.0}))
+    lines = write_report(root).read_text().splitlines()
+    table = lines[lines.index("| model from stage | greedy | format compliance |"):][:3]
+    assert table == ["| model from stage | greedy | format compliance |", "|---|---|---|", "| m | 0.0% | 100.0% |"]

@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import DOCUMENT_STYLES, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -304,12 +304,15 @@ def test_bad_split(split):
 
 def test_documents_split_is_the_train_problems_as_plain_text():
     task = ArithmeticTask(digits=2, test_size=10, seed=3)
-    documents, train = task.make_dataset("documents", n=5), task.make_dataset("train", n=5)
-    assert documents == [{"text": f"{row['prompt']} {row['completion']}"} for row in train]
-    # e.g. "What is 47 + 38? 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85": no instruction or chat markup
-    first = documents[0]["text"]
-    assert first.startswith("What is ") and first.endswith(f"Answer: {train[0]['answer']}")
-    assert "Instruction" not in first and "END" not in first and "<|" not in first
+    documents, train = task.make_dataset("documents", n=12), task.make_dataset("train", n=12)
+    for document, row in zip(documents, train):
+        # e.g. {"prompt": "Q: What is 47 + 38?\nA:", "completion": " 7+8=15 carry 1. ... Answer: 85"}
+        assert (document["prompt"], document["completion"]) in {(p.format(**row), c.format(**row)) for p, c in DOCUMENT_STYLES}
+        assert document["completion"] == " " + row["completion"]
+        text = document["prompt"] + document["completion"]
+        assert "Instruction" not in text and "Response" not in text and "END" not in text and "<|" not in text
+    assert len({d["prompt"].split("What is")[0] for d in documents}) > 1  # more than one framing
+    assert task.make_dataset("documents", n=12) == documents  # seeded
     assert len(task.make_dataset("documents")) == len(task.make_dataset("train"))
 
 

@@ -5,6 +5,9 @@ Formats (one row each):
     as strings or message lists (loss on the completion);
   * language modelling: ``{"text"}`` (without ``base_model_mode``), a plain document with loss
     on every token and the EOS token appended: continued pretraining, no template;
+  * plain (``prompt_completion_format="plain"``): string ``{"prompt", "completion"}`` joined as
+    one text with no template, loss on the completion, EOS appended (TRL's standard
+    non-conversational prompt-completion format);
   * base (``base_model_mode``): ``{"prompt", "completion"}`` rendered as
     ``Instruction: X\\nResponse: Y\\nEND``, or ``{"text"}`` already in that form; everything up to
     and including ``Response:`` is masked, and no special token is added.
@@ -63,7 +66,9 @@ def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict], where:
     return text, spans
 
 
-def _row_text(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool) -> tuple[str, list[tuple[int, int]]]:
+def _row_text(
+    tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool, plain: bool = False
+) -> tuple[str, list[tuple[int, int]]]:
     if base_model_mode:
         if "text" in row:
             text = row["text"]
@@ -91,6 +96,12 @@ def _row_text(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_mo
         if field not in row:
             raise DataError(f"{where}: missing field '{field}' (SFT rows need 'messages', 'prompt' and 'completion', or 'text')")
     prompt, completion = row["prompt"], row["completion"]
+    if plain:
+        for field in ("prompt", "completion"):
+            if not isinstance(row[field], str):
+                raise DataError(f"{where}: field '{field}' must be a string with prompt_completion_format: plain")
+        text = prompt + completion + (tokenizer.eos_token or "")
+        return text, [(len(prompt), len(text))]
     prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, where, "prompt")
     completion = (
         [{"role": "assistant", "content": completion}]
@@ -103,9 +114,11 @@ def _row_text(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_mo
     return text, [(max(s, prompt_end), e) for s, e in spans if e > prompt_end]
 
 
-def tokenize_example(tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool) -> TokenizedExample:
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool, plain: bool = False
+) -> TokenizedExample:
     """Token ids and the response-only mask of one row (see the module docstring for formats)."""
-    text, spans = _row_text(tokenizer, row, where, base_model_mode)
+    text, spans = _row_text(tokenizer, row, where, base_model_mode, plain)
     # Chat templates already contain their special tokens; base mode must add none.
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(s <= start < e for s, e in spans) and end > start) for start, end in encoded["offset_mapping"]]
@@ -118,6 +131,7 @@ def build_sft_examples(
     base_model_mode: bool,
     max_length: int,
     overlong: str = "truncate",
+    plain: bool = False,
 ) -> list[dict]:
     """Tokenize every row; enforce ``max_length`` (``truncate`` with a warning, or ``error``).
 
@@ -125,7 +139,7 @@ def build_sft_examples(
     """
     examples, truncated, dropped = [], 0, 0
     for where, row in located_rows:
-        example = tokenize_example(tokenizer, row, where, base_model_mode)
+        example = tokenize_example(tokenizer, row, where, base_model_mode, plain)
         if len(example.input_ids) > max_length:
             if overlong == "error":
                 raise DataError(f"{where}: {len(example.input_ids)} tokens, longer than max_length={max_length}")

@@ -32,6 +32,7 @@ from posttrain.generation.few_shot import has_chat_markup
 from posttrain.judges.base import Judge
 from posttrain.judges.factory import JUDGES, build_judge
 from posttrain.runtime import get_logger
+from posttrain.tasks import get_task
 
 log = get_logger(__name__)
 
@@ -179,14 +180,19 @@ class SFTDataConfig:
     output_dir: str = config_field("runs/sft-data", help="Where sft.jsonl and summary.json go.")
     min_words: int = config_field(3, help="Drop completions with fewer words.", ge=0)
     max_per_prompt: int = config_field(1, help="Keep at most this many distinct completions per prompt.", ge=1)
+    verify_task: str | None = config_field(
+        None, help="Keep only completions this task's verifier accepts (rejection sampling), e.g. arithmetic."
+    )
+    task_options: dict = config_field({}, help="Options of verify_task.")
 
 
 def run_sft_data(config: SFTDataConfig) -> dict:
     """Base-model rollouts -> ``{"prompt", "completion"}`` rows for ``posttrain sft --base_model_mode``:
     chat-contaminated and short completions dropped, duplicates (after whitespace and case
-    normalisation) removed."""
+    normalisation) removed, and with ``verify_task`` the completions its verifier rejects."""
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty")
+    task = get_task(config.verify_task, **config.task_options) if config.verify_task else None
     rollouts = read_jsonl(config.rollouts, required={"prompt": str, "completions": list})
     seen: set[str] = set()
     counts = Counter()
@@ -200,6 +206,8 @@ def run_sft_data(config: SFTDataConfig) -> dict:
                 counts["dropped_chat_markup"] += 1
             elif len(text.split()) < config.min_words:
                 counts["dropped_too_short"] += 1
+            elif task is not None and task.score(row["prompt"], text, **row.get("fields", {}))[0] < 1.0:
+                counts["dropped_incorrect"] += 1
             elif key in seen:
                 counts["dropped_duplicate"] += 1
             elif kept >= config.max_per_prompt:

@@ -114,7 +114,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
         if result is None:
             continue
         model_stage = by_dir.get(str(Path(result["model"])), result["model"])
-        accuracy[model_stage] = {k: v for k, v in result.items() if k == "accuracy" or k.startswith("pass@")}
+        accuracy[model_stage] = {k: v for k, v in result.items() if k in ("accuracy", "format_compliance") or k.startswith("pass@")}
         accuracy[model_stage]["eval_stage"] = entry["name"]
 
     stages, plots = [], {}
@@ -161,10 +161,13 @@ def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
 
     if has_accuracy:
         ks = sorted({k for a in summary["accuracy"].values() for k in a if k.startswith("pass@")})
-        lines += ["## Accuracy on held-out problems", "", "| model from stage | greedy | " + " | ".join(ks) + " |",
-                  "|---|---|" + "---|" * len(ks)]
+        columns = ["accuracy", *ks, "format_compliance"]
+        header = ["model from stage", "greedy", *ks, "format compliance"]
+        lines += ["## Accuracy on held-out problems", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for stage, a in summary["accuracy"].items():
-            lines.append(f"| {stage} | {_percent(a['accuracy'])} | " + " | ".join(_percent(a.get(k)) for k in ks) + " |")
+            lines.append(f"| {stage} | " + " | ".join(_percent(a.get(k)) for k in columns) + " |")
+        lines += ["", "Format compliance: the share of greedy answers that end as the format says (END for a base "
+                  "model, the end-of-turn token for a chat model) within the token budget."]
         lines += ["", "![accuracy per stage](report_accuracy.png)", ""]
         for v in summary["verdicts"]:
             word = "improves on" if v["improves"] else "does **not** improve on"

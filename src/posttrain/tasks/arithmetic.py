@@ -30,6 +30,8 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _STEP = re.compile(r"(\d)\+(\d)(?:\+(\d))?=(\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
+# (prompt, completion) framings of a problem in pretraining-like text
+DOCUMENT_STYLES = (("{prompt}", " {completion}"), ("Q: {prompt}\nA:", " {completion}"), ("Problem: {prompt}\nSolution:", " {completion}"))
 
 
 def solve(a: int, b: int, digits: int) -> str:
@@ -86,9 +88,7 @@ class ArithmeticTask:
 
     def make_dataset(self, split: str, n: int | None = None) -> list[dict]:
         """Rows of ``split``: ``train`` and ``test`` give prompt/completion/answer rows;
-        ``documents`` gives the train problems as plain text (``{"text": "What is 47 + 38? 7+8=15
-        ... Answer: 85"}``), the kind of page a base model read in pretraining, with no
-        instruction or chat format: it turns the tiny model into a stand-in base model."""
+        ``documents`` gives the train problems as plain text (:meth:`as_documents`)."""
         train, test = self._pairs()
         if split not in ("train", "test", "documents"):
             raise ConfigError(f"arithmetic task: split must be 'train', 'test' or 'documents', got '{split}'")
@@ -97,13 +97,29 @@ class ArithmeticTask:
             pairs = pairs[:n]
         rows = [self._row(a, b) for a, b in pairs]
         if split == "documents":
-            return [{"text": f"{row['prompt']} {row['completion']}"} for row in rows]
+            return self.as_documents(rows)
         if split == "train" and self.teacher_fraction:
             rng = random.Random(self.seed + 2)
             for row in rows:
                 if rng.random() < self.teacher_fraction:
                     row["prompt"] = self.hinted_prompt(row) if rng.random() < 0.5 else self.feedback_prompt(row, rng)
         return rows
+
+    def as_documents(self, rows: list[dict]) -> list[dict]:
+        """``rows`` as plain text, each in one of the :data:`DOCUMENT_STYLES` (seeded)::
+
+            {"prompt": "Q: What is 47 + 38?\\nA:", "completion": " 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"}
+
+        the kind of page a base model read in pretraining: the task in several framings, none of
+        them Instruction/Response/END. Trained with ``prompt_completion_format: plain`` they make
+        the tiny model a stand-in base model (the loss is on the worked solution, which is what
+        lets 0.87M parameters learn it in a CPU minute; with loss on every token they do not)."""
+        rng = random.Random(self.seed + 3)
+        documents = []
+        for row in rows:
+            prompt_style, completion_style = rng.choice(DOCUMENT_STYLES)
+            documents.append({"prompt": prompt_style.format(**row), "completion": completion_style.format(**row)})
+        return documents
 
     def _row(self, a: int, b: int) -> dict:
         return {

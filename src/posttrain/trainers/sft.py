@@ -34,6 +34,10 @@ class SFTSettings(TrainingSettings, LoraArguments, ModelArguments):
     overlong: Literal["truncate", "error"] = config_field(
         "truncate", help="Rows longer than max_length: truncate (with a warning) or stop with an error."
     )
+    prompt_completion_format: Literal["chat", "plain"] = config_field(
+        "chat", help="String prompt/completion rows: chat (a user and an assistant turn) or plain (one text, no "
+        "template, loss on the completion). base_model_mode renders Instruction/Response/END instead."
+    )
 
 
 @dataclass
@@ -65,7 +69,8 @@ def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> S
         completion_only_loss=True,  # labels come from our completion_mask
     )
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong)
+    examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong,
+                                  plain=config.prompt_completion_format == "plain")
     return SFTTrainer(
         model=load_model_for_training(config),
         args=trl_args,
