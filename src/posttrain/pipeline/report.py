@@ -72,17 +72,30 @@ def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool
 
 
 def _accuracy_plot(accuracy: dict[str, dict], path: Path) -> None:
+    """Greedy accuracy per model, and format compliance beside it where it was measured."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     names = list(accuracy)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.4))
-    bars = ax.bar(names, [100 * accuracy[n]["accuracy"] for n in names], color="tab:blue")
-    for bar, name in zip(bars, names):
-        ax.annotate(f"{100 * accuracy[name]['accuracy']:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set(ylabel="greedy accuracy on held-out problems (%)", xlabel="model (the stage that produced it)",
-           ylim=(0, 105), title="accuracy per stage")
+    series = [("accuracy", "greedy accuracy", "tab:blue")]
+    if any("format_compliance" in accuracy[n] for n in names):
+        series.append(("format_compliance", "format compliance", "tab:orange"))
+    width = 0.8 / len(series)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) * len(series) + 1.5), 3.4))
+    for i, (key, label, color) in enumerate(series):
+        values = [100 * accuracy[n].get(key, float("nan")) for n in names]
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, color=color, label=label)
+        for bar, value in zip(bars, values):
+            if value == value:  # not NaN
+                ax.annotate(f"{value:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set(ylabel="% of held-out problems", xlabel="model (the stage that produced it)", ylim=(0, 110),
+           title="accuracy per stage" if len(series) == 1 else "accuracy and format compliance per stage")
     ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(loc="upper left", fontsize=8)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     write_png(fig, path)
 
