@@ -2,8 +2,9 @@
 
 Greedy accuracy (one deterministic completion per problem), format compliance of the greedy
 completions (:func:`follows_format`) and, optionally, pass@k from ``num_samples`` sampled
-completions per problem with the unbiased estimator of Chen et al. (2021). Writes ``eval.json`` (the numbers) and ``predictions.jsonl`` (every completion with its
-reward and feedback) to ``output_dir``.
+completions per problem with the unbiased estimator of Chen et al. (2021). Writes ``eval.json``
+(the numbers) and ``predictions.jsonl`` (every completion with its reward and feedback) to
+``output_dir``.
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def run_eval(config: EvalConfig) -> dict:
 
     model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)
     try:
-        raw, counts = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                               stop_strings=stop, desc="greedy", return_token_counts=True, keep_stop_strings=True)
+        # stop strings kept for the compliance check; one completion (and its token count) per prompt
+        raw_groups, count_groups = generate(
+            model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+            stop_strings=stop, desc="greedy", return_token_counts=True, keep_stop_strings=True,
+        )
         sampled = []
         if config.num_samples:
             sampled = generate(model, tokenizer, prompts, num_return_sequences=config.num_samples, do_sample=True,
@@ -96,9 +100,10 @@ def run_eval(config: EvalConfig) -> dict:
     finally:
         free_model(model)
 
-    raw, counts = [c[0] for c in raw], [c[0] for c in counts]
+    raw = [group[0] for group in raw_groups]
+    formatted = [follows_format(text, counts[0], config.max_new_tokens, config.base_model_mode)
+                 for text, counts in zip(raw, count_groups)]
     greedy = [cut_at_stop(text, stop) for text in raw]
-    formatted = [follows_format(text, n, config.max_new_tokens, config.base_model_mode) for text, n in zip(raw, counts)]
     scores = _score_all(task, rows, greedy)
     metrics = {
         "model": config.model_name_or_path,
