@@ -23,12 +23,12 @@ def margins(out):
     return [json.loads(line) for line in (Path(out) / "margins" / "margins.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, tmp_path, free_port):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, *dpo_command(tiny_model_dir, tmp_path / "one", 8)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port)]
     double = subprocess.run([*torchrun, *dpo_command(tiny_model_dir, tmp_path / "two", 4)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]

@@ -4,7 +4,6 @@ the loss and its mixing with GRPO, every teacher kind, checkpoints and resume, C
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -586,19 +585,13 @@ def test_cli_bad_value_is_one_line_and_exit_2(capsys, tiny_model_dir, tmp_path, 
 # -- two processes: a group spread over both ---------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_processes_share_demonstrations_across_ranks(tiny_model_dir, tmp_path):
+def test_two_processes_share_demonstrations_across_ranks(tiny_model_dir, tmp_path, free_port):
     """Groups of 8 over 2 processes × 4: the group's only success is rank 1's first sample; rank 0's
     samples must still get it as their demonstration (and the signal fraction is 7/8 globally)."""
     job = Path(__file__).with_name("sdpo_distributed_job.py")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port),
                str(job), tiny_model_dir, str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
