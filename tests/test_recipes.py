@@ -60,6 +60,9 @@ def test_quickstart_learns_preference_stages_improve_and_rl_stages_run(tmp_path)
     assert "**sft** improves on model" in report and "**dpo** improves on sft" in report
     summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"model", "sft", "dpo", "beta_dpo", "sdpo", "grpo"}
+    for numbers in summary["accuracy"].values():  # greedy, pass@k and format compliance for every model
+        assert {"accuracy", "pass@1", "pass@4", "format_compliance"} <= set(numbers)
+        assert 0.0 <= numbers["pass@1"] <= numbers["pass@4"] <= 1.0
     for png in ("report_accuracy.png", "report_sft.png", "report_dpo.png", "report_sdpo.png"):
         assert (tmp_path / "quickstart" / png).is_file()
 
