@@ -31,9 +31,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/posttrain run recipes/quickstart.yaml
 
-# Two workers (pytest-xdist): the long recipe tests run beside the rest instead of after it.
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist worksteal
+	$(BIN)/python -m pytest
 
 # The fast subset while working (everything not marked slow).
 test-fast: setup
