@@ -106,6 +106,28 @@ def test_rerun_skips_done_and_reruns_changed_and_downstream(tmp_path, echo_comma
     assert not (tmp_path / "runs" / "demo" / "first" / "stale.txt").exists()  # started over
 
 
+def test_a_changed_stage_after_a_failure_starts_over_later_instead_of_resuming_stale_output(tmp_path, echo_command):
+    """A run that fails before reaching a changed stage must not record that stage as if its
+    directory held output of the new config: the next run would resume the old output."""
+    runs = str(tmp_path / "runs")
+    path = tmp_path / "p.yaml"
+    run_pipeline(write_pipeline(path), output_root=runs)
+    third = tmp_path / "runs" / "demo" / "third"
+    (third / "stale.txt").write_text("made with value 5")
+
+    def pipeline(b: int) -> Path:  # third's value changes from 5 to 8
+        path.write_text(write_pipeline(path, b=b).read_text().replace("value: 5", "value: 8"))
+        return path
+
+    with pytest.raises(RuntimeError, match="unlucky"):
+        run_pipeline(pipeline(b=13), output_root=runs)  # second fails; third is never reached
+    assert {r.name: r.status for r in pipeline_status(pipeline(b=13), output_root=runs)}["third"] == "changed"
+    CALLS.clear()
+    run_pipeline(pipeline(b=3), output_root=runs)
+    assert ("third", 8, False) in CALLS  # started over with the new config, not resumed
+    assert not (third / "stale.txt").exists() and (third / "value.txt").read_text() == "8"
+
+
 def test_failed_stage_is_recorded_and_resumed_on_rerun(tmp_path, echo_command):
     runs = str(tmp_path / "runs")
     with pytest.raises(RuntimeError, match="unlucky"):

@@ -23,6 +23,9 @@ A pipeline file::
   upstream stage reruns everything downstream of it);
 * a ``running`` (interrupted) or ``failed`` stage is resumed from its last checkpoint.
 
+A stage's ``config_hash`` is that of the output in its directory: it takes the new fingerprint
+only when the stage starts, so a run that stops earlier leaves a changed stage marked changed.
+
 Every stage config is validated before the first stage runs. At the end ``report.md`` (with PNG
 plots) and ``summary.json`` are written next to the manifest (:mod:`posttrain.pipeline.report`).
 
@@ -298,6 +301,7 @@ def run_pipeline(
             for s in stages
         ],
     }
+    finished = set()
     for stage, entry in zip(stages, manifest["stages"]):
         before = previous.get(stage.name)
         if stage.name in left_alone and before:
@@ -305,13 +309,18 @@ def run_pipeline(
             entry.update(before)  # not run this time: its entry stays as it was
         elif stage.name not in rerun and _state(stage, before) == "done":  # a deleted output is redone
             entry.update({k: before[k] for k in ("status", "artifacts", "metrics", "started_at", "finished_at") if k in before})
+            finished.add(stage.name)
+        elif before is not None and stage.output_dir.exists():
+            # Until it starts, the entry describes what is on disk (the old config's output), so a
+            # run that stops before reaching this stage cannot make that output look current.
+            entry.update(status=before.get("status", "pending"), config_hash=before.get("config_hash"))
     write_json(manifest_path, manifest)
 
     for stage, entry in zip(stages, manifest["stages"]):
         if stage.name in left_alone:
             log.info(f"stage '{stage.name}': left out by --only/--from ({_state(stage, entry)}), skipping")
             continue
-        if entry["status"] == "done":
+        if stage.name in finished:
             log.info(f"stage '{stage.name}': done already, skipping")
             continue
         before = previous.get(stage.name)
@@ -326,7 +335,7 @@ def run_pipeline(
             stage.config.resume = True  # interrupted or failed with the same config: continue it
             log.info(f"stage '{stage.name}': resuming ({before.get('status')} before)")
         log.info(f"stage '{stage.name}' ({stage.command}) -> {stage.output_dir}")
-        entry.update(status="running", started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        entry.update(status="running", config_hash=stage.fingerprint, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(manifest_path, manifest)
         try:
             metrics = COMMANDS[stage.command].run(stage.config) or {}
