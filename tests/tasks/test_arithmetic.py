@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import DOCUMENT_STYLES, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -307,7 +307,7 @@ def test_documents_split_is_the_train_problems_as_plain_text():
     documents, train = task.make_dataset("documents", n=12), task.make_dataset("train", n=12)
     for document, row in zip(documents, train):
         # e.g. {"prompt": "Q: What is 47 + 38?\nA:", "completion": " 7+8=15 carry 1. ... Answer: 85"}
-        assert (document["prompt"], document["completion"]) in {(p.format(**row), c.format(**row)) for p, c in DOCUMENT_STYLES}
+        assert document["prompt"] in {framing.format(**row) for framing in DOCUMENT_FRAMINGS}
         assert document["completion"] == " " + row["completion"]
         text = document["prompt"] + document["completion"]
         assert "Instruction" not in text and "Response" not in text and "END" not in text and "<|" not in text

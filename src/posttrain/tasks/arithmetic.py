@@ -30,8 +30,8 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _STEP = re.compile(r"(\d)\+(\d)(?:\+(\d))?=(\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
-# (prompt, completion) framings of a problem in pretraining-like text
-DOCUMENT_STYLES = (("{prompt}", " {completion}"), ("Q: {prompt}\nA:", " {completion}"), ("Problem: {prompt}\nSolution:", " {completion}"))
+# framings of a problem's prompt in pretraining-like text (the worked solution follows after a space)
+DOCUMENT_FRAMINGS = ("{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:")
 
 
 def solve(a: int, b: int, digits: int) -> str:
@@ -106,19 +106,19 @@ class ArithmeticTask:
         return rows
 
     def as_documents(self, rows: list[dict]) -> list[dict]:
-        """``rows`` as plain text, each in one of the :data:`DOCUMENT_STYLES` (seeded)::
+        """``rows`` as plain text, each prompt in one of the :data:`DOCUMENT_FRAMINGS` (seeded)::
 
             {"prompt": "Q: What is 47 + 38?\\nA:", "completion": " 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"}
 
         the kind of page a base model read in pretraining: the task in several framings, none of
         them Instruction/Response/END. Trained with ``prompt_completion_format: plain`` they make
-        the tiny model a stand-in base model (the loss is on the worked solution, which is what
-        lets 0.87M parameters learn it in a CPU minute; with loss on every token they do not)."""
+        the tiny model a stand-in base model. It learns the format of the text but, in a CPU
+        budget, barely the sums (2-7% after 200 steps, where the chat format reaches 55%)."""
         rng = random.Random(self.seed + 3)
         documents = []
         for row in rows:
-            prompt_style, completion_style = rng.choice(DOCUMENT_STYLES)
-            documents.append({"prompt": prompt_style.format(**row), "completion": completion_style.format(**row)})
+            framing = rng.choice(DOCUMENT_FRAMINGS)
+            documents.append({"prompt": framing.format(**row), "completion": " " + row["completion"]})
         return documents
 
     def _row(self, a: int, b: int) -> dict:
