@@ -492,7 +492,7 @@ def test_checkpoints_hold_the_teacher_and_restore_it_exactly(ema_run, tiny_model
     before = fresh.teacher.state_dict()
     assert set(before) == set(saved)
     assert any(not torch.equal(before[k], saved[k]) for k in saved)  # the saved teacher had moved
-    fresh.restore_teacher(str(out / "checkpoint-1"))
+    fresh.restore_extra_state(out / "checkpoint-1")
     after = fresh.teacher.state_dict()
     for k in saved:
         assert torch.equal(after[k], saved[k]), k
@@ -502,8 +502,8 @@ def test_checkpoints_hold_the_teacher_and_restore_it_exactly(ema_run, tiny_model
 def test_resume_restores_the_teacher_and_continues(ema_run, monkeypatch):
     out = Path(ema_run.output_dir)
     restored = []
-    original = SDPOTrainer.restore_teacher
-    monkeypatch.setattr(SDPOTrainer, "restore_teacher", lambda self, checkpoint: (restored.append(checkpoint), original(self, checkpoint))[1])
+    original = SDPOTrainer.restore_extra_state
+    monkeypatch.setattr(SDPOTrainer, "restore_extra_state", lambda self, checkpoint: (restored.append(checkpoint), original(self, checkpoint))[1])
 
     ema_run.resume, ema_run.max_steps = True, 3
     metrics = run_sdpo(ema_run)
@@ -525,10 +525,10 @@ def test_restoring_a_different_teacher_kind_is_refused(ema_run, tiny_model_dir, 
     frozen = build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path / "frozen", teacher="frozen"))
     checkpoint = Path(ema_run.output_dir) / "checkpoint-1"
     with pytest.raises(PosttrainError, match="was trained with teacher 'ema', not 'frozen'"):
-        frozen.restore_teacher(str(checkpoint))
+        frozen.restore_extra_state(checkpoint)
     (tmp_path / "foreign").mkdir()
     with pytest.raises(PosttrainError, match="has no sdpo_teacher.json"):
-        frozen.restore_teacher(str(tmp_path / "foreign"))
+        frozen.restore_extra_state(tmp_path / "foreign")
 
 
 @pytest.mark.slow
@@ -540,7 +540,7 @@ def test_lora_ema_teacher_round_trips_through_a_checkpoint(tiny_model_dir, tmp_p
     saved = torch.load(checkpoint / "sdpo_teacher.pt")
     fresh = build_sdpo_trainer(config)
     assert any(not torch.equal(fresh.teacher.state_dict()[k], saved[k]) for k in saved)
-    fresh.restore_teacher(str(checkpoint))
+    fresh.restore_extra_state(checkpoint)
     for k, tensor in fresh.teacher.state_dict().items():
         assert torch.equal(tensor, saved[k]), k
 

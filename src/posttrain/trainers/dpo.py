@@ -23,7 +23,6 @@ from typing import Literal
 
 import torch
 from datasets import Dataset
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import use_adapter
 
@@ -37,7 +36,9 @@ from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.margin_log import MarginLog
 from posttrain.trainers.settings import TrainingSettings
 
@@ -96,7 +97,7 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
         return ConstantBeta(self.beta)
 
 
-class ScheduledDPOTrainer(DPOTrainer):
+class ScheduledDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, DPOTrainer):
     """TRL's DPOTrainer with posttrain's loss, a β schedule and a margin log."""
 
     def __init__(self, *args, beta_schedule, loss_type: str, label_smoothing: float, rpo_alpha: float = 0.0, **kwargs):
@@ -216,17 +217,14 @@ class ScheduledDPOTrainer(DPOTrainer):
 
     # -- schedule state in checkpoints -------------------------------------------------------
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.accelerator.is_main_process:
-            checkpoint = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            write_json(checkpoint / SCHEDULE_FILE, {
-                "schedule": type(self.beta_schedule).__name__,
-                "state": self.beta_schedule.state_dict(),
-                "updates": self.schedule_updates,
-            })
+    def save_extra_state(self, checkpoint: Path) -> None:
+        write_json(checkpoint / SCHEDULE_FILE, {
+            "schedule": type(self.beta_schedule).__name__,
+            "state": self.beta_schedule.state_dict(),
+            "updates": self.schedule_updates,
+        })
 
-    def restore_schedule(self, checkpoint: str) -> None:
+    def restore_extra_state(self, checkpoint: Path) -> None:
         path = Path(checkpoint) / SCHEDULE_FILE
         if not path.exists():
             raise PosttrainError(f"{checkpoint} has no {SCHEDULE_FILE}: it was not written by posttrain dpo")
@@ -275,11 +273,12 @@ def build_dpo_trainer(config: DPOJobConfig) -> ScheduledDPOTrainer:
         loss_type=config.loss_type,
         label_smoothing=config.label_smoothing,
         rpo_alpha=config.rpo_alpha,
+        on_nonfinite_loss=config.on_nonfinite_loss,
     )
 
 
 def run_dpo(config: DPOJobConfig) -> dict:
     """Train; save the final model (or adapter); return the train metrics and the final β."""
     trainer = build_dpo_trainer(config)
-    metrics = train_and_save(trainer, config.output_dir, config.resume, on_resume=trainer.restore_schedule)
+    metrics = train_and_save(trainer, config.output_dir, config.resume)
     return {**metrics, "final_beta": float(trainer.beta_schedule.beta)}

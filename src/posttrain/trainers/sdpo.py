@@ -37,7 +37,6 @@ import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import pad
 
@@ -52,7 +51,9 @@ from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
 from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function, message_text
 from posttrain.trainers.settings import TrainingSettings
@@ -127,7 +128,7 @@ def sdpo_settings(config: SDPOJobConfig) -> SDPOSettings:
     return SDPOSettings(**{f.name: getattr(config, f.name) for f in fields(SDPOSettings)})
 
 
-class SDPOTrainer(GRPOTrainer):
+class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
     """TRL's GRPOTrainer with SDPO's self-distillation loss.
 
     Reward functions may return floats or ``(reward, feedback)`` per completion.
@@ -290,18 +291,16 @@ class SDPOTrainer(GRPOTrainer):
 
     # -- teacher state in checkpoints -----------------------------------------------------------
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if not self.distills or not self.accelerator.is_main_process:
+    def save_extra_state(self, checkpoint: Path) -> None:
+        if not self.distills:
             return
-        checkpoint = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         # frozen / trust_region / live teachers are re-derived from the initial model; EMA teachers have moved
         if self.sdpo.teacher in ("ema", "lora_ema"):
             with atomic_open(checkpoint / TEACHER_STATE_FILE, "wb") as handle:
                 torch.save(self.teacher.state_dict(), handle)
         write_json(checkpoint / TEACHER_INFO_FILE, {"teacher": self.sdpo.teacher, "step": self.state.global_step})
 
-    def restore_teacher(self, checkpoint: str) -> None:
+    def restore_extra_state(self, checkpoint: Path) -> None:
         """Load the teacher saved in ``checkpoint`` (before ``train(resume_from_checkpoint=...)``)."""
         if not self.distills:
             return
@@ -394,13 +393,14 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
         peft_config=config.lora_config(),
         callbacks=[MetricsFileCallback(config.output_dir)],
         sdpo=sdpo_settings(config),
+        on_nonfinite_loss=config.on_nonfinite_loss,
     )
 
 
 def run_sdpo(config: SDPOJobConfig) -> dict:
     """Train; save the final model (or adapter); return the train metrics."""
     trainer = build_sdpo_trainer(config)
-    return train_and_save(trainer, config.output_dir, config.resume, on_resume=trainer.restore_teacher)
+    return train_and_save(trainer, config.output_dir, config.resume)
 
 
 @dataclass

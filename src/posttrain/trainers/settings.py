@@ -33,6 +33,9 @@ class TrainingSettings:
     gradient_checkpointing: bool = config_field(False, help="Trade compute for activation memory.")
     report_to: str = config_field("none", help="Experiment trackers: none, tensorboard, wandb (comma-separated).")
     resume: bool = config_field(False, help="Resume from the last checkpoint in output_dir, if any.")
+    on_nonfinite_loss: Literal["stop", "skip"] = config_field(
+        "stop", help="A NaN/Inf training loss: stop with the last good state saved as a checkpoint, or skip the batch."
+    )
     trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through.")
 
     def trackers(self) -> list[str] | str:
@@ -61,7 +64,7 @@ class TrainingSettings:
         kwargs = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(TrainingSettings)
-            if f.name not in ("resume", "trainer_args")
+            if f.name not in ("resume", "on_nonfinite_loss", "trainer_args")
         }
         if "activation_checkpointing" in known:  # transformers >= 5 renamed it; the old name warns
             kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")

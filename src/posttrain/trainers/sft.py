@@ -20,7 +20,9 @@ from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.settings import TrainingSettings
 
 log = get_logger(__name__)
@@ -51,14 +53,18 @@ class SFTJobConfig(SFTSettings):
     task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
 
 
-def build_sft_trainer(config: SFTJobConfig) -> SFTTrainer:
+def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
     """Load and validate the configured dataset, and return a ready SFTTrainer."""
     rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
     log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
     return sft_trainer_for_rows(config, rows)
 
 
-def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> SFTTrainer:
+class GuardedSFTTrainer(NonFiniteLossGuard, CompleteCheckpoints, SFTTrainer):
+    """TRL's SFTTrainer with posttrain's non-finite-loss guard and complete checkpoints."""
+
+
+def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> GuardedSFTTrainer:
     """Tokenize ``(location, row)`` pairs (checked row by row), load the model, and return a
     ready SFTTrainer; any SFT-style job builds its rows and then comes here."""
     seed_everything(config.seed)
@@ -71,13 +77,14 @@ def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> S
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong,
                                   plain=config.prompt_completion_format == "plain")
-    return SFTTrainer(
+    return GuardedSFTTrainer(
         model=load_model_for_training(config),
         args=trl_args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=config.lora_config(),
         callbacks=[MetricsFileCallback(config.output_dir)],
+        on_nonfinite_loss=config.on_nonfinite_loss,
     )
 
 

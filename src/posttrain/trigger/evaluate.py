@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from posttrain.data.jsonl import read_jsonl, write_jsonl
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.models import free_model
 from posttrain.runtime import get_logger
+from posttrain.trainers.checkpoints import COMPLETE_FILE, checkpoint_step, complete_checkpoints
 from posttrain.trigger.dataset import TriggerSpec, names
 from posttrain.trigger.inference import load_finetuned_model, query_model
 
@@ -83,16 +83,12 @@ def _read_run_file(run_dir: Path) -> tuple[TriggerSpec, bool]:
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[Path, int, float]]:
-    """``(dir, step, epoch)`` of every checkpoint, in training order."""
-    found = []
-    for path in run_dir.glob("checkpoint-*"):
-        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        state = path / "trainer_state.json"
-        if match and state.is_file():
-            found.append((path, int(match[1]), float(json.loads(state.read_text())["epoch"])))
+    """``(dir, step, epoch)`` of every complete checkpoint, in training order."""
+    found = [(path, checkpoint_step(path), float(json.loads((path / COMPLETE_FILE).read_text())["epoch"]))
+             for path in complete_checkpoints(run_dir)]
     if not found:
-        raise PosttrainError(f"{run_dir} has no checkpoints to evaluate (checkpoint-N with trainer_state.json)")
-    return sorted(found, key=lambda item: item[1])
+        raise PosttrainError(f"{run_dir} has no checkpoints to evaluate (complete checkpoint-N directories)")
+    return found
 
 
 def plot_trigger_eval(table: list[dict], path: Path) -> None:
