@@ -18,7 +18,13 @@ layers, each covering what the one before cannot:
    ``preexec_fn``, which is unsafe when callers score from several threads): CPU seconds (then
    SIGXCPU), address space (allocations fail with MemoryError), file size (16 MiB, stdout and
    stderr included), open files, processes and core dumps. A wall-clock limit a little above the
-   CPU limit catches programs that sleep or block.
+   CPU limit catches programs that sleep or block. Before that, on x86-64 and AArch64 Linux
+   (probed once), a small interpreter installs a seccomp filter and execs the sandboxed one:
+   signals only to the child itself and its own group, no pidfds (``os.pidfd_open`` and
+   ``signal.pidfd_send_signal`` raise no audit event, so without it a program could signal the
+   parent that way), no ptrace, no access to other processes' memory. The filter is kernel-
+   enforced, so it binds native code too; it needs ctypes, which is why it runs in an
+   interpreter of its own (one more interpreter start per run) and never in the program's.
 3. Namespaces, where they are available (checked once per process): ``unshare --user
    --map-root-user --net`` puts the child in a network namespace with no interfaces (no network
    at the kernel level) and a user namespace in which even a root parent's child holds no
@@ -38,9 +44,10 @@ layers, each covering what the one before cannot:
 
 What this does not stop: a program that exploits CPython itself (crafted bytecode or a memory
 bug) gets native code and is then bound only by layers 1 to 3 (and, without namespaces, by
-neither network nor capability limits); a thread racing the hook's file-type check between the
-check and the open; filling the disk with many 16 MiB files until the time limit. Against a
-deliberate attacker, run the whole scorer in a container or VM as well.
+neither network nor capability limits; without the seccomp filter, it can signal the parent);
+a thread racing the hook's file-type check between the check and the open; filling the disk
+with many 16 MiB files until the time limit. Against a deliberate attacker, run the whole
+scorer in a container or VM as well.
 
 Programs may also not open directories as descriptors (so ``shutil.rmtree`` and
 ``tempfile.TemporaryDirectory`` fail inside the sandbox), pass ``pathlib`` paths to ``os``
@@ -92,6 +99,7 @@ for kind, (soft, hard) in limits.items():
     if current != resource.RLIM_INFINITY:
         soft, hard = min(soft, current), min(hard, current)
     resource.setrlimit(kind, (soft, hard))
+
 
 with open("main.py", encoding="utf-8") as file:
     source = file.read()
@@ -257,6 +265,80 @@ exec(code, main.__dict__)
 '''
 
 
+# Run first, where the platform allows (see _seccomp_prefix), in its own interpreter that then
+# execs the sandboxed one (argv[1:]): a seccomp filter, kernel-enforced, so native code is bound
+# by it too, that lets signals go only to this process and its own group and refuses pidfds,
+# ptrace and other processes' memory with EPERM. The filter survives exec; ctypes, which it needs,
+# does not, so the program cannot reach ctypes through this interpreter's module cache.
+_SECCOMP_STUB = r"""
+import _ctypes, os, struct, sys
+
+# machine: (audit arch, syscalls refused: ptrace, process_vm_readv/writev, pidfd_send_signal,
+# pidfd_open, pidfd_getfd; signal syscalls whose first argument must be this process or its
+# group: kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo)
+TABLES = {
+    "x86_64": (0xC000003E, (101, 310, 311, 424, 434, 438), (62, 200, 234, 129, 297)),
+    "aarch64": (0xC00000B7, (117, 270, 271, 424, 434, 438), (129, 130, 131, 138, 240)),
+}
+arch, refused, signalling = TABLES[os.uname().machine]
+pid = os.getpid()  # exec keeps it
+load, jeq, jge, ret, allow, eperm = 0x20, 0x15, 0x35, 0x06, 0x7FFF0000, 0x00050001
+program = [(load, 4), (jeq, arch, None, "deny"), (load, 0)]  # (code, k[, if true, if false])
+if arch == 0xC000003E:
+    program.append((jge, 0x40000000, "deny", None))  # the x32 ABI
+program += [(jeq, number, "deny", None) for number in refused]
+program += [(jeq, number, "check", None) for number in signalling]
+program += [(ret, allow), "check", (load, 16)]  # the low half of args[0], a pid_t
+program += [(jeq, target & 0xFFFFFFFF, "allow", None) for target in (pid, 0, -pid)]
+program += ["deny", (ret, eperm), "allow", (ret, allow)]
+labels, code = {}, []
+for entry in program:
+    if isinstance(entry, str):
+        labels[entry] = len(code)
+    else:
+        code.append(entry)
+filters = b""  # struct sock_filter {u16 code; u8 jt, jf; u32 k}
+for index, (kind, k, *jumps) in enumerate(code):
+    true, false = (0 if jump is None else labels[jump] - index - 1 for jump in (jumps or (None, None)))
+    filters += struct.pack("=HBBI", kind, true, false, k)
+
+# _ctypes directly: the ctypes package takes several times longer to import.
+class Int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class Long(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class Prctl(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = Int
+    _argtypes_ = (Int, Long, Long, Long, Long)
+
+
+class Libc:
+    _handle = _ctypes.dlopen(None, 0)
+
+
+def buffer(data):
+    class Buffer(_ctypes.Array):
+        _type_ = Int
+        _length_ = -(-len(data) // 4)
+    return Buffer.from_buffer_copy(data.ljust(4 * Buffer._length_, b"\0"))
+
+
+prctl = Prctl(("prctl", Libc()))
+kept = buffer(filters)
+fprog = buffer(struct.pack("=H6xQ", len(code), _ctypes.addressof(kept)))  # struct sock_fprog
+# PR_SET_NO_NEW_PRIVS (needed without CAP_SYS_ADMIN), then PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+if prctl(38, 1, 0, 0, 0) != 0 or prctl(22, 2, _ctypes.addressof(fprog), 0, 0) != 0:
+    sys.stderr.write("sandbox: the seccomp filter could not be installed: " + os.strerror(_ctypes.get_errno()) + "\n")
+    os._exit(1)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
 @dataclass(frozen=True)
 class SandboxResult:
     """How a sandboxed run ended.
@@ -301,6 +383,7 @@ def run_python(code: str, *, stdin: str = "", timeout_s: float = 5.0, memory_mb:
         stdin_file.seek(0)
         command = [
             *_namespace_prefix(),
+            *_seccomp_prefix(),
             *(sys.executable, "-S", "-s", "-B", "-c", _PRELUDE),
             *map(str, (cpu_s, memory_mb * 2**20, FILE_LIMIT, PROCESS_LIMIT, OPEN_FILES_LIMIT)),
         ]
@@ -351,6 +434,22 @@ def _namespace_prefix() -> tuple[str, ...]:
     prefix = (unshare, "--user", "--map-root-user", "--net", "--")
     try:
         command = [*prefix, sys.executable, "-S", "-c", "pass"]
+        probe = subprocess.run(command, env=_child_env("/"), capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return prefix if probe.returncode == 0 else ()
+
+
+@functools.cache
+def _seccomp_prefix() -> tuple[str, ...]:
+    """The interpreter that installs the seccomp filter and execs the sandboxed one, or () where
+    it cannot work here (another architecture, no ctypes, no seccomp; probed once)."""
+    if sys.platform != "linux" or os.uname().machine not in ("x86_64", "aarch64"):
+        return ()
+    prefix = (sys.executable, "-S", "-s", "-B", "-c", _SECCOMP_STUB)
+    check = "import sys\nsys.exit(0 if 'Seccomp:\\t2' in open('/proc/self/status').read() else 3)"
+    try:
+        command = [*prefix, sys.executable, "-S", "-c", check]
         probe = subprocess.run(command, env=_child_env("/"), capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ()
