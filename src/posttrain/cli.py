@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    output_dir = None  # where the command writes, for messages about failed writes
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -80,15 +81,26 @@ def main(argv: list[str] | None = None) -> int:
             only = None if args.only is None else [n.strip() for value in args.only for n in value.split(",") if n.strip()]
             run_pipeline(args.pipeline, args.output_root, only=only, start_from=args.start_from)
             return 0
+        from posttrain.artifacts import check_writable
         from posttrain.config import load_config, parse_overrides
 
         command = COMMANDS[args.command]
         config = load_config(command.config_cls, path=args.config, overrides=parse_overrides(rest))
+        output_dir = getattr(config, command.output_field)
+        check_writable(output_dir)
         metrics = command.run(config)
         print(json.dumps(metrics, indent=2, default=str))
         return 0
     except PosttrainError as err:
         print(f"posttrain {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        from posttrain.artifacts import describe_write_failure
+
+        message = describe_write_failure(err, output_dir)
+        if message is None:
+            raise  # a bug: keep the traceback
+        print(f"posttrain {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"posttrain {args.command}: interrupted", file=sys.stderr)

@@ -362,7 +362,7 @@ stages:
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "posttrain.cli", "run", str(pipeline), "--output-root", str(runs)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = runs / "small" / "sft" / "checkpoint-5" / "trainer_state.json"
+    checkpoint = runs / "small" / "sft" / "checkpoint-5" / "posttrain_checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)

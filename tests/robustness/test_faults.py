@@ -1,0 +1,301 @@
+"""Faults: SIGKILL mid-training and mid-save, a full disk, a read-only output directory, NaN losses.
+
+The kill tests run each trainer twice through the real CLI, once straight through and once
+killed with SIGKILL (no chance to clean up) after its second checkpoint and then resumed, and
+compare the two loss trajectories step by step. Resuming restores the optimizer, scheduler, RNG
+and data order (transformers) plus posttrain's own state (the β-DPO schedule, the EMA teacher),
+so the trajectories agree to float noise; anything lost shows up as a different loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from posttrain.cli import main as cli_main
+from posttrain.trainers.checkpoints import COMPLETE_FILE
+
+pytestmark = pytest.mark.slow
+
+STEPS = 6
+COMMON = ["--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
+          "--seed", "0", "--learning_rate", "1e-3"]
+JOBS = {
+    "sft": ["sft", "--dataset_name", "task:arithmetic", "--dataset_train_split", "train[:48]",
+            "--per_device_train_batch_size", "4"],
+    "dpo-beta_dpo": ["dpo", "--dataset_name", "task:arithmetic", "--dataset_train_split", "train[:48]",
+                     "--per_device_train_batch_size", "4", "--beta_schedule", "beta_dpo"],
+    "sdpo-ema": ["sdpo", "--dataset_name", "task:arithmetic", "--dataset_train_split", "train[:32]",
+                 "--teacher", "ema", "--num_generations", "4", "--max_completion_length", "12",
+                 "--per_device_train_batch_size", "4"],
+}
+# what each job logs per step that must match between the straight and the resumed run
+TRAJECTORY_KEYS = {"sft": ["loss", "grad_norm"], "dpo-beta_dpo": ["loss", "beta", "rewards/margins"],
+                   "sdpo-ema": ["loss", "reward", "self_distillation/kl"]}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "posttrain.cli", *args]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def trajectory(out: Path, keys: list[str]) -> dict[int, dict]:
+    """Step -> the logged training values; a step logged twice would be an error."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    by_step: dict[int, dict] = {}
+    for row in rows:
+        if "loss" in row and "train_runtime" not in row:
+            assert row["step"] not in by_step, f"step {row['step']} logged twice in {out}/metrics.jsonl"
+            by_step[row["step"]] = {k: row[k] for k in keys}
+    return by_step
+
+
+def kill_after_checkpoint(command: list[str], checkpoint: Path) -> None:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                               start_new_session=True)
+    deadline = time.time() + 600
+    while not (checkpoint / COMPLETE_FILE).exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (checkpoint / COMPLETE_FILE).exists(), f"the run ended before writing {checkpoint}"
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_kill_then_resume_gives_the_uninterrupted_trajectory(job, tiny_model_dir, tmp_path, outcome):
+    """SIGKILL after the 2nd checkpoint, a torn newer checkpoint on disk, then --resume true"""
+    args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    done = subprocess.run(cli(*args, "--output_dir", str(straight)), capture_output=True, text=True, env=env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    kill_after_checkpoint(cli(*args, "--output_dir", str(resumed)), resumed / "checkpoint-4")
+    # a save the kill cut short: the files transformers writes first, without the completion marker
+    torn = resumed / "checkpoint-6"
+    shutil.rmtree(torn, ignore_errors=True)
+    torn.mkdir()
+    shutil.copy(resumed / "checkpoint-4" / "model.safetensors", torn / "model.safetensors")
+    metrics_before = (resumed / "metrics.jsonl").read_text().splitlines()
+
+    again = subprocess.run(cli(*args, "--output_dir", str(resumed), "--resume", "true"),
+                           capture_output=True, text=True, env=env(), timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr and "checkpoint-4" in again.stderr
+    assert "checkpoint-6 is incomplete" in again.stderr
+
+    keys = TRAJECTORY_KEYS[job]
+    a, b = trajectory(straight, keys), trajectory(resumed, keys)
+    assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
+    worst = max(abs(a[s][k] - b[s][k]) / max(1.0, abs(a[s][k])) for s in a for k in keys)
+    assert worst < 1e-4, (a, b)
+    assert (resumed / "checkpoint-6" / COMPLETE_FILE).exists()  # the torn one was replaced by a real one
+    outcome(f"killed after checkpoint-4 ({len(metrics_before)} metric rows), torn checkpoint-6 removed; "
+            f"resumed steps 5-6 match the straight run: max relative |Δ| {worst:.1e} over {', '.join(keys)}")
+
+
+def test_kill_during_rollout_generation_leaves_no_torn_or_duplicate_rows(tiny_model_dir, tmp_path, outcome):
+    """SIGKILL during `posttrain rollout` generation, then rerun"""
+    out = tmp_path / "rollouts"
+    args = cli("rollout", "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
+               "--dataset_split", "train[:120]", "--num_samples", "2", "--batch_size", "4", "--max_new_tokens", "24")
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), start_new_session=True)
+    rows_file = out / "rollouts.jsonl"
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline and not (rows_file.exists() and rows_file.stat().st_size):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = rows_file.read_bytes().count(b"\n")
+    assert 0 < partial < 120, "the kill should land mid-run"
+    done = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]  # every line parses: none torn
+    ids = [row["id"] for row in rows]
+    assert len(ids) == len(set(ids)) == 120 and all(len(row["completions"]) == 2 for row in rows)
+    outcome(f"killed with {partial} of 120 prompts written; rerun generated the rest: 120 rows, 0 duplicates, 0 torn")
+
+
+# -- disk full, read-only ---------------------------------------------------------------------------
+
+
+def test_disk_full_while_saving_is_a_one_line_error(tiny_model_dir, tmp_path, outcome):
+    """The disk fills up while SFT writes a checkpoint (file-size limit below the model's size)"""
+    model_bytes = (Path(tiny_model_dir) / "model.safetensors").stat().st_size
+
+    def small_disk():  # writes past the limit fail with EFBIG, as they fail with ENOSPC on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (model_bytes // 2, model_bytes // 2))
+
+    out = tmp_path / "out"
+    done = subprocess.run(cli("sft", "--model_name_or_path", tiny_model_dir, "--dataset_train_split", "train[:16]",
+                              "--max_steps", "1", "--output_dir", str(out)),
+                          capture_output=True, text=True, env=env(), timeout=600, preexec_fn=small_disk)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("posttrain sft: error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    last = errors[0]
+    assert last.startswith("posttrain sft: error: cannot write") and str(out) in last and "File too large" in last
+    assert not (out / "model.safetensors").exists()
+    outcome(f"exit 2: {last.replace(str(tmp_path), '<tmp>')}")
+
+
+def test_disk_full_maps_to_a_clear_message(tmp_path, monkeypatch, capsys, outcome):
+    """ENOSPC raised anywhere in a command (here: by the command itself) is one line, exit 2"""
+    import errno
+
+    from posttrain.models import tiny
+
+    def full(config):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out" / "model.safetensors"))
+
+    monkeypatch.setattr(tiny, "make_model", full)
+    code = cli_main(["make-model", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "No space left on device" in err and "model.safetensors" in err
+    outcome(f"exit 2: {err.replace(str(tmp_path), '<tmp>')}")
+
+
+# Root ignores directory permissions, so as root the command runs in a child that first imports
+# what it needs (Python itself may live where `nobody` cannot read) and then drops to `nobody`.
+AS_NOBODY_IF_ROOT = """
+import os, pwd, sys
+import posttrain.cli, posttrain.trainers.sft, posttrain.artifacts, posttrain.config
+if os.geteuid() == 0:
+    nobody = pwd.getpwnam("nobody")
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+sys.exit(posttrain.cli.main(sys.argv[1:]))
+"""
+
+
+def test_read_only_output_directory_fails_before_the_model_loads(tiny_model_dir, outcome):
+    """The output directory's parent is read-only"""
+    base = Path(tempfile.mkdtemp(prefix="posttrain-ro-"))
+    try:
+        base.chmod(0o755)
+        readonly = base / "readonly"
+        readonly.mkdir(mode=0o555)
+        readonly.chmod(0o555)
+        done = subprocess.run([sys.executable, "-c", AS_NOBODY_IF_ROOT, "sft", "--model_name_or_path", tiny_model_dir,
+                               "--output_dir", str(readonly / "out"), "--max_steps", "1"],
+                              capture_output=True, text=True, env=env(), timeout=300)
+        assert done.returncode == 2, done.stderr[-3000:]
+        err = done.stderr.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert err[0] == f"posttrain sft: error: cannot write {readonly / 'out'}: Permission denied"
+        assert list(readonly.iterdir()) == []
+        outcome(f"exit 2 before loading the model: {err[0].replace(str(base), '<tmp>')}")
+    finally:
+        (base / "readonly").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- non-finite loss -----------------------------------------------------------------------------
+
+
+def poison_after(trainer, calls: int) -> None:
+    """Make the model's logits NaN from its ``calls``-th training forward on."""
+    seen = {"n": 0}
+
+    def hook(module, inputs, output):
+        if module.training:
+            seen["n"] += 1
+            if seen["n"] >= calls:
+                output.logits = output.logits * float("nan")
+                if output.loss is not None:
+                    output.loss = output.loss * float("nan")
+        return output
+
+    trainer.model.register_forward_hook(hook)
+
+
+def sft_trainer(tiny_model_dir, out, **values):
+    from posttrain.config import load_config
+    from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer
+
+    config = load_config(SFTJobConfig, values={
+        "model_name_or_path": tiny_model_dir, "output_dir": str(out), "dataset_train_split": "train[:32]",
+        "per_device_train_batch_size": 4, "max_steps": 5, "logging_steps": 1, "save_strategy": "no", "seed": 0,
+        "learning_rate": 1e-3, **values})
+    return config, build_sft_trainer(config)
+
+
+def test_nan_loss_stops_with_the_last_good_state_saved(tiny_model_dir, tmp_path, outcome):
+    """The loss turns NaN at step 3 (default: on_nonfinite_loss stop)"""
+    from posttrain.errors import PosttrainError
+    from posttrain.trainers.loop import train_and_save
+    from posttrain.trainers.nonfinite import NonFiniteLossError
+
+    out = tmp_path / "run"
+    config, trainer = sft_trainer(tiny_model_dir, out)
+    poison_after(trainer, 3)
+    good = {}
+
+    class Snapshot(TrainerCallback):  # the weights after step 2, the last step with a finite loss
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                good.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    trainer.add_callback(Snapshot())
+    with pytest.raises(NonFiniteLossError) as caught:
+        train_and_save(trainer, config.output_dir, resume=False)
+    assert isinstance(caught.value, PosttrainError)
+    message = str(caught.value)
+    assert "step 3" in message and "checkpoint-2" in message and "--on_nonfinite_loss skip" in message
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / COMPLETE_FILE).exists()
+    from safetensors.torch import load_file
+
+    saved = load_file(checkpoint / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in saved.values())
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, good[name]), name
+    assert not (out / "model.safetensors").exists()  # no final model from a broken run
+    outcome(f"PosttrainError: {message.replace(str(tmp_path), '<tmp>')}; checkpoint-2 equals the weights after step 2")
+
+
+def test_nan_loss_with_skip_trains_on(tiny_model_dir, tmp_path, outcome):
+    """The loss is NaN for one batch, with on_nonfinite_loss skip"""
+    from posttrain.trainers.loop import train_and_save
+
+    out = tmp_path / "run"
+    config, trainer = sft_trainer(tiny_model_dir, out, on_nonfinite_loss="skip")
+    calls = {"n": 0}
+
+    def hook(module, inputs, output):  # only the 3rd training forward is NaN
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                output.logits = output.logits * float("nan")
+                if output.loss is not None:
+                    output.loss = output.loss * float("nan")
+        return output
+
+    trainer.model.register_forward_hook(hook)
+    metrics = train_and_save(trainer, config.output_dir, resume=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row for row in rows if "loss" in row and "train_runtime" not in row}
+    assert metrics["global_step"] == 5 and trainer.nonfinite_skipped == 1
+    assert logged[5]["nonfinite_skipped"] == 1 and "nonfinite_skipped" not in logged[2]
+    from safetensors.torch import load_file
+
+    final = load_file(out / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in final.values())
+    outcome(f"5 steps done, 1 batch skipped (metric nonfinite_skipped=1), final weights finite; "
+            f"logged loss at the skipped step {logged[3]['loss']}")
