@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,6 +11,22 @@ import torch
 
 from posttrain.config import config_field
 from posttrain.errors import ConfigError
+
+
+# trainer_args that would carry a credential into the config saved with every checkpoint
+# (training_args.bin): refused, with the environment variable to use.
+SECRET_TRAINER_ARGS = {"hub_token": "HF_TOKEN", "push_to_hub_token": "HF_TOKEN"}
+
+
+def check_no_secrets(trainer_args: dict) -> None:
+    """A ConfigError for a credential in ``trainer_args`` (its value is never echoed)."""
+    for key in trainer_args:
+        if key in SECRET_TRAINER_ARGS:
+            raise ConfigError(
+                f"trainer_args: '{key}' is not accepted: a token in the config would be saved with the run "
+                f"(training_args.bin in every checkpoint); set {SECRET_TRAINER_ARGS[key]} "
+                "in the environment instead"
+            )
 
 
 @dataclass
@@ -36,7 +53,24 @@ class TrainingSettings:
     on_nonfinite_loss: Literal["stop", "skip"] = config_field(
         "stop", help="A NaN/Inf training loss: stop with the last good state saved as a checkpoint, or skip the batch."
     )
-    trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through.")
+    trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through (no hub_token: set HF_TOKEN).")
+
+    def __post_init__(self):
+        check_no_secrets(self.trainer_args)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's own ``__post_init__`` (which need not call this class's) refuses secrets
+        first too, so every job config does when it is loaded, before anything runs."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:
+
+            @functools.wraps(own)
+            def __post_init__(self):
+                check_no_secrets(self.trainer_args)
+                own(self)
+
+            cls.__post_init__ = __post_init__
 
     def trackers(self) -> list[str] | str:
         """``report_to`` for transformers: "none", or the named trackers, each installed (a
@@ -58,6 +92,7 @@ class TrainingSettings:
     def trl_kwargs(self, trl_config_cls: type) -> dict:
         """Keyword arguments for a TRL config class (``trl.SFTConfig``, ``trl.DPOConfig``, ...)."""
         known = {f.name for f in dataclasses.fields(trl_config_cls)}
+        check_no_secrets(self.trainer_args)
         for key in self.trainer_args:
             if key not in known:
                 raise ConfigError(f"unknown key '{key}' in trainer_args (not a field of {trl_config_cls.__name__})")
