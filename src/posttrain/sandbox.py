@@ -36,7 +36,8 @@ layers, each covering what the one before cannot:
    exec, spawn, system, ``subprocess`` by refusing ``_posixsubprocess``, whose ``fork_exec`` is
    not audited), sockets and name lookups, ctypes and other native-code back doors, sub-
    interpreters, links, writes anywhere outside the working directory, reads outside it and the
-   standard library (``/proc/<parent>/environ``, ``~/.netrc`` or the task's own answers),
+   standard library (``/proc/<parent>/environ``, ``~/.netrc`` or the task's own answers, also
+   when they are installed in a ``site-packages`` inside the standard library's directory),
    signals to other processes, and raising the sandbox's limits. RLIMIT_NPROC is ignored for
    root, which CI often is, so fork is stopped here rather than by the limit alone. The hook
    refers to nothing mutable and to no global name, so the program cannot reach in and
@@ -213,6 +214,10 @@ def make_guard():
                 if path == root or path.startswith(root + "/"):
                     break
             else:
+                raise _Error("sandbox: reading " + path + " is blocked")
+            # An interpreter outside a virtual environment keeps site-packages (posttrain and
+            # its task answers included) inside the standard library's directory.
+            if not inside and ("/site-packages" in path or "/dist-packages" in path):
                 raise _Error("sandbox: reading " + path + " is blocked")
             # A directory descriptor would let dir_fd calls escape these checks (directories
             # opened for writing are refused by the kernel, or are O_TMPFILE or an opener's

@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import socket
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -292,11 +293,13 @@ def outside_paths(tmp_path: Path) -> dict[str, Path]:
         "parent-fd": Path(f"/proc/{os.getpid()}/fd/0"),
         "parent-memory": Path(f"/proc/{os.getpid()}/mem"),
         "a-file-in-tmp": secret,
+        # outside a virtual environment, installed packages (posttrain too) live in here
+        "stdlib-site-packages": Path(sysconfig.get_paths()["stdlib"]) / "site-packages" / "README.txt",
     }
 
 
 @pytest.mark.parametrize("target", ["etc-passwd", "the-repo", "task-answers", "home", "parent-cmdline", "parent-fd",
-                                    "parent-memory", "a-file-in-tmp"])
+                                    "parent-memory", "a-file-in-tmp", "stdlib-site-packages"])
 def test_reading_files_outside(contained, outcome, tmp_path, target):
     """Reading files outside the work directory"""
     path = outside_paths(tmp_path)[target]
