@@ -20,9 +20,12 @@ layers, each covering what the one before cannot:
    stderr included), open files, processes and core dumps. A wall-clock limit a little above the
    CPU limit catches programs that sleep or block. Before that, on x86-64 and AArch64 Linux
    (probed once), a small interpreter installs a seccomp filter and execs the sandboxed one:
-   signals only to the child itself and its own group, no pidfds (``os.pidfd_open`` and
-   ``signal.pidfd_send_signal`` raise no audit event, so without it a program could signal the
-   parent that way), no ptrace, no access to other processes' memory. The filter is kernel-
+   signals, scheduling changes (nice value, CPU affinity, policy, I/O priority) and resource
+   limits only for the child itself (or its own group), no pidfds, no ptrace, no access to other
+   processes' memory, no ``mknod``/``mkfifo``. None of those calls raises an audit event, so
+   without it a program could SIGTERM, renice, pin or deschedule the parent (or renice every
+   process of the user) with ``signal.pidfd_send_signal``, ``os.setpriority``,
+   ``os.sched_setaffinity``, ``os.sched_setscheduler``, or make FIFOs anywhere. The filter is kernel-
    enforced, so it binds native code too; it needs ctypes, which is why it runs in an
    interpreter of its own (one more interpreter start per run) and never in the program's.
 3. Namespaces, where they are available (checked once per process): ``unshare --user
@@ -45,7 +48,8 @@ layers, each covering what the one before cannot:
 
 What this does not stop: a program that exploits CPython itself (crafted bytecode or a memory
 bug) gets native code and is then bound only by layers 1 to 3 (and, without namespaces, by
-neither network nor capability limits; without the seccomp filter, it can signal the parent);
+neither network nor capability limits); without the seccomp filter (other architectures), the
+unaudited calls above are open to every program;
 a thread racing the hook's file-type check between the check and the open; filling the disk
 with many 16 MiB files until the time limit. Against a deliberate attacker, run the whole
 scorer in a container or VM as well.
@@ -278,23 +282,41 @@ exec(code, main.__dict__)
 _SECCOMP_STUB = r"""
 import _ctypes, os, struct, sys
 
-# machine: (audit arch, syscalls refused: ptrace, process_vm_readv/writev, pidfd_send_signal,
-# pidfd_open, pidfd_getfd; signal syscalls whose first argument must be this process or its
-# group: kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo)
+# Syscall numbers per machine (asm/unistd_64.h, asm-generic/unistd.h). "refused": ptrace,
+# process_vm_readv/writev, pidfd_send_signal, pidfd_open, pidfd_getfd, process_madvise,
+# process_mrelease, mknod (x86-64 only), mknodat (FIFOs and nodes anywhere, unaudited).
+# "own": their first argument must be this process (or 0, or its group as -pid): kill, tkill,
+# tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, sched_setparam, sched_setscheduler,
+# sched_setaffinity, sched_setattr, prlimit64, migrate_pages, move_pages (so a program cannot
+# signal, renice, pin, deschedule or limit the trainer). "which": setpriority and ioprio_set,
+# whose first argument must name a process or group (not a user) and the second this process.
 TABLES = {
-    "x86_64": (0xC000003E, (101, 310, 311, 424, 434, 438), (62, 200, 234, 129, 297)),
-    "aarch64": (0xC00000B7, (117, 270, 271, 424, 434, 438), (129, 130, 131, 138, 240)),
+    "x86_64": dict(arch=0xC000003E, refused=(101, 310, 311, 424, 434, 438, 440, 448, 133, 259),
+                   own=(62, 200, 234, 129, 297, 142, 144, 203, 314, 302, 256, 279), which={141: (0, 1), 251: (1, 2)}),
+    "aarch64": dict(arch=0xC00000B7, refused=(117, 270, 271, 424, 434, 438, 440, 448, 33),
+                    own=(129, 130, 131, 138, 240, 118, 119, 122, 274, 261, 238, 239), which={140: (0, 1), 30: (1, 2)}),
 }
-arch, refused, signalling = TABLES[os.uname().machine]
+table = TABLES[os.uname().machine]
 pid = os.getpid()  # exec keeps it
 load, jeq, jge, ret, allow, eperm = 0x20, 0x15, 0x35, 0x06, 0x7FFF0000, 0x00050001
-program = [(load, 4), (jeq, arch, None, "deny"), (load, 0)]  # (code, k[, if true, if false])
-if arch == 0xC000003E:
+arg0, arg1 = 16, 24  # the low halves of args[0] and args[1] in struct seccomp_data
+
+
+def any_of(values, then):  # (code, k, if true, if false): past the last comparison, "deny"
+    *first, last = [value & 0xFFFFFFFF for value in values]
+    return [(jeq, value, then, None) for value in first] + [(jeq, last, then, "deny")]
+
+
+program = [(load, 4), (jeq, table["arch"], None, "deny"), (load, 0)]
+if table["arch"] == 0xC000003E:
     program.append((jge, 0x40000000, "deny", None))  # the x32 ABI
-program += [(jeq, number, "deny", None) for number in refused]
-program += [(jeq, number, "check", None) for number in signalling]
-program += [(ret, allow), "check", (load, 16)]  # the low half of args[0], a pid_t
-program += [(jeq, target & 0xFFFFFFFF, "allow", None) for target in (pid, 0, -pid)]
+program += [(jeq, number, "deny", None) for number in table["refused"]]
+program += [(jeq, number, "own", None) for number in table["own"]]
+program += [(jeq, number, f"which{number}", None) for number in table["which"]]
+program += [(ret, allow), "own", (load, arg0), *any_of((pid, 0, -pid), "allow")]
+for number, kinds in table["which"].items():
+    program += [f"which{number}", (load, arg0), *any_of(kinds, "who")]
+program += ["who", (load, arg1), *any_of((pid, 0), "allow")]
 program += ["deny", (ret, eperm), "allow", (ret, allow)]
 labels, code = {}, []
 for entry in program:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import select
 import signal
 import socket
@@ -339,6 +340,9 @@ WRITES = {
     "symlink": "import os\nos.symlink({target!r}, 'link')\nopen('link', 'w')",
     "mkdir": "import os\nos.mkdir({dir!r} + '/made')",
     "shutil.copy": "import shutil\nopen('x', 'w').write('x')\nshutil.copy('x', {target!r})",
+    # not audited: refused by the seccomp filter (mknodat)
+    "mkfifo": "import os\nos.mkfifo({target!r})",
+    "mknod": "import os, stat\nos.mknod({target!r}, 0o600 | stat.S_IFREG)",
 }
 
 
@@ -348,10 +352,15 @@ def test_writing_outside(contained, outcome, tmp_path, attempt):
     target, keep = tmp_path / "escape.txt", tmp_path / "keep.txt"
     keep.write_text("keep")
     keep.chmod(0o644)
+    if attempt in ("mkfifo", "mknod") and os.uname().machine not in SECCOMP_MACHINES:
+        pytest.skip("the seccomp filter is installed only on x86-64 and AArch64 Linux")
     before = sorted(p.name for p in tmp_path.iterdir())
     result = contained(WRITES[attempt].format(target=str(target), keep=str(keep), dir=str(tmp_path)))
     assert result.status == "error", result.stderr[-300:]
-    assert "sandbox:" in last_line(result) and "is blocked" in last_line(result)
+    if attempt in ("mkfifo", "mknod"):
+        assert last_line(result) == "PermissionError: [Errno 1] Operation not permitted"
+    else:
+        assert "sandbox:" in last_line(result) and "is blocked" in last_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert keep.read_text() == "keep" and keep.stat().st_mode & 0o777 == 0o644
     outcome(f"status={result.status}; {last_line(result)}; nothing outside changed")
@@ -454,6 +463,43 @@ def test_signals_to_the_parent(contained, outcome, layers, code, message):
     assert result.status == "error", (result.status, result.stderr[-300:])
     assert message in last_line(result)
     outcome(f"status={result.status} ({layers}); {last_line(result)}; the parent received nothing")
+
+
+def parent_scheduling() -> tuple:
+    return (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0), os.sched_getscheduler(0),
+            resource.getrlimit(resource.RLIMIT_NOFILE))
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        ("import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)", "[Errno 1] Operation not permitted"),
+        ("import os\nos.setpriority(os.PRIO_PGRP, os.getpgid(os.getppid()), 19)", "[Errno 1] Operation not permitted"),
+        ("import os\nos.sched_setaffinity(os.getppid(), {{{cpu}}})", "[Errno 1] Operation not permitted"),
+        ("import os\nos.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))", "[Errno 1] Operation not permitted"),
+        ("import resource, os\nresource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (16, 16))",
+         "sandbox: changing resource limits is blocked"),
+    ],
+    ids=["renice", "renice-group", "pin-to-one-cpu", "SCHED_IDLE", "prlimit"],
+)
+def test_slowing_down_the_parent(contained, outcome, code, message):
+    """Signals to the parent: renicing, pinning, descheduling or limiting it (not audited: stopped by seccomp)"""
+    if os.uname().machine not in SECCOMP_MACHINES:
+        pytest.skip("the seccomp filter is installed only on x86-64 and AArch64 Linux")
+    before = parent_scheduling()
+    try:
+        result = contained(code.format(cpu=min(before[1])))
+        after = parent_scheduling()
+    finally:  # put the test process back if the program got through
+        if os.getpriority(os.PRIO_PROCESS, 0) != before[0]:
+            os.setpriority(os.PRIO_PROCESS, 0, before[0])
+        os.sched_setaffinity(0, before[1])
+        if os.sched_getscheduler(0) != before[2]:
+            os.sched_setscheduler(0, before[2], os.sched_param(0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, before[3])
+    assert after == before, "the program changed the parent's scheduling or limits"
+    assert result.status == "error" and message in last_line(result), result.stderr[-300:]
+    outcome(f"status={result.status}; {last_line(result)}; the parent's nice value, CPUs, policy and limits unchanged")
 
 
 def test_signalling_its_own_group_is_allowed(contained, outcome):
