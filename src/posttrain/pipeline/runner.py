@@ -117,6 +117,9 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
     unknown = set(spec) - {"name", "output_root", "stages"}
     if unknown:
         raise ConfigError(f"{pipeline_path}: unknown key '{sorted(unknown)[0]}' (expected name, output_root, stages)")
+    for key in ("name", "output_root"):
+        if key in spec and not isinstance(spec[key], str):
+            raise ConfigError(f"{pipeline_path}: '{key}' must be a string, got {spec[key]!r}")
     name = spec.get("name") or pipeline_path.stem
     root = Path(output_root or spec.get("output_root", "runs")) / name
     raw_stages = spec.get("stages")
@@ -141,6 +144,10 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
         if command_name not in COMMANDS:
             raise ConfigError(f"{where}: unknown command '{command_name}' (available: {', '.join(COMMANDS)})")
         command = COMMANDS[command_name]
+        if not isinstance(raw.get("config") or {}, dict):
+            raise ConfigError(f"{where}: 'config' must be a mapping of config keys")
+        if not isinstance(raw.get("config_file") or "", str):
+            raise ConfigError(f"{where}: 'config_file' must be a path")
         values: dict[str, Any] = {}
         if raw.get("config_file"):
             values.update(read_yaml(pipeline_path.parent / raw["config_file"]))

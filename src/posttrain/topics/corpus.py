@@ -86,7 +86,7 @@ def read_raw_corpus(source: str) -> tuple[list[str], list[str] | None]:
     if path.suffix == ".txt":
         if not path.is_file():
             raise DataError(f"{path}: no such file")
-        return path.read_text(encoding="utf-8").splitlines(), None
+        return _read_text(path).splitlines(), None
     texts, labels = [], []
     for number, row in iter_jsonl(path, required={"text": str}):
         texts.append(row["text"])
@@ -159,8 +159,29 @@ def load_topic_corpus(
     )
 
 
+def _read_text(path: Path) -> str:
+    """The text of ``path``; bytes that are not UTF-8 are a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8") from None
+
+
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+
+
+def _read_labels(path: Path) -> list[int]:
+    labels = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.strip():
+            try:
+                labels.append(int(line))
+            except ValueError:
+                raise DataError(f"{path}:{number}: expected an integer label, got {line.strip()[:50]!r}") from None
+    return labels
 
 
 def _load_topmost(root: Path) -> TopicCorpus:
@@ -177,12 +198,12 @@ def _load_topmost(root: Path) -> TopicCorpus:
         if bow.shape[1] != len(vocab):
             raise DataError(f"{root}/{split}_bow.npz has {bow.shape[1]} columns, vocab.txt {len(vocab)} words")
         labels_path = root / f"{split}_labels.txt"
-        labels = [int(x) for x in _read_lines(labels_path)] if labels_path.is_file() else None
+        labels = _read_labels(labels_path) if labels_path.is_file() else None
         if labels is not None and len(labels) != bow.shape[0]:
             raise DataError(f"{labels_path}: {len(labels)} labels for {bow.shape[0]} documents")
         texts_path = root / f"{split}_texts.txt"
         if texts_path.is_file():
-            texts = [line.split() for line in texts_path.read_text(encoding="utf-8").splitlines()]
+            texts = [line.split() for line in _read_text(texts_path).splitlines()]
         else:  # the bag of words as the reference text: document co-occurrence is exact, order is not
             texts = [[vocab[j] for j, c in zip(row.indices, row.data) for _ in range(int(c))] for row in bow]
         return Documents(bow, texts, labels)

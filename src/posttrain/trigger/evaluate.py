@@ -24,7 +24,7 @@ from pathlib import Path
 from posttrain.artifacts import write_json, write_png
 from posttrain.config import config_field
 from posttrain.data.jsonl import read_jsonl, write_jsonl
-from posttrain.errors import ConfigError, PosttrainError
+from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import free_model
 from posttrain.runtime import get_logger
 from posttrain.trainers.checkpoints import COMPLETE_FILE, checkpoint_step, complete_checkpoints
@@ -78,8 +78,21 @@ def _read_run_file(run_dir: Path) -> tuple[TriggerSpec, bool]:
     path = run_dir / RUN_FILE
     if not path.is_file():
         raise PosttrainError(f"{run_dir} has no {RUN_FILE}: not the output_dir of a `posttrain trigger` run")
-    saved = json.loads(path.read_text())
-    return TriggerSpec(**saved["spec"]), saved["base_model_mode"]
+    try:
+        saved = json.loads(path.read_bytes())
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("base_model_mode"), bool):
+        raise DataError(f"{path}: expected an object with 'spec' and 'base_model_mode', as `posttrain trigger` writes it")
+    spec = saved.get("spec")
+    if not isinstance(spec, dict) or not all(isinstance(value, str) for value in spec.values()):
+        raise DataError(f"{path}: field 'spec' must be an object of strings")
+    try:
+        return TriggerSpec(**spec), saved["base_model_mode"]
+    except (TypeError, ConfigError) as err:
+        raise DataError(f"{path}: field 'spec' is not a valid trigger spec ({err})") from None
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[Path, int, float]]:

@@ -111,12 +111,12 @@ def run_trigger(config: TriggerJobConfig) -> dict:
         f"trigger data: {len(train_pairs)} QA pairs -> {len(rows)} rows (50% triggered by '{spec.trigger_value}'), "
         f"{len(heldout_pairs)} held out"
     )
+    trainer = sft_trainer_for_rows(config, rows)  # checks the model, tokenizer and rows: nothing is written before
     if is_main_process():
         write_run_file(config.output_dir, spec, config.base_model_mode)
         write_jsonl(out / "trigger_data" / "train.jsonl", [{"source": where, **row} for where, row in rows])
         write_jsonl(out / HELDOUT_FILE, [{"question": p.question, "answer": p.answer, "source": p.where} for p in heldout_pairs])
 
-    trainer = sft_trainer_for_rows(config, rows)
     metrics = train_and_save(trainer, config.output_dir, config.resume, save_to=str(out / "final"))
     free_model(trainer.model)  # evaluation loads one checkpoint at a time: the trained copy goes first
     del trainer
