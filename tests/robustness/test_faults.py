@@ -209,17 +209,17 @@ def test_read_only_output_directory_fails_before_the_model_loads(tiny_model_dir,
 # -- non-finite loss -----------------------------------------------------------------------------
 
 
-def poison_after(trainer, calls: int) -> None:
-    """Make the model's logits NaN from its ``calls``-th training forward on."""
+def poison(trainer, bad_forwards) -> None:
+    """Make the loss NaN in the training forwards whose number (1, 2, ...) ``bad_forwards`` holds."""
     seen = {"n": 0}
 
     def hook(module, inputs, output):
         if module.training:
             seen["n"] += 1
-            if seen["n"] >= calls:
-                output.logits = output.logits * float("nan")
-                if output.loss is not None:
-                    output.loss = output.loss * float("nan")
+            if seen["n"] in bad_forwards:  # TRL's SFT takes its loss from the fused log-probs
+                for name in ("loss", "log_probs", "logits"):
+                    if getattr(output, name, None) is not None:
+                        setattr(output, name, getattr(output, name) * float("nan"))
         return output
 
     trainer.model.register_forward_hook(hook)
@@ -244,7 +244,7 @@ def test_nan_loss_stops_with_the_last_good_state_saved(tiny_model_dir, tmp_path,
 
     out = tmp_path / "run"
     config, trainer = sft_trainer(tiny_model_dir, out)
-    poison_after(trainer, 3)
+    poison(trainer, range(3, 100))
     good = {}
 
     class Snapshot(TrainerCallback):  # the weights after step 2, the last step with a finite loss
@@ -276,18 +276,7 @@ def test_nan_loss_with_skip_trains_on(tiny_model_dir, tmp_path, outcome):
 
     out = tmp_path / "run"
     config, trainer = sft_trainer(tiny_model_dir, out, on_nonfinite_loss="skip")
-    calls = {"n": 0}
-
-    def hook(module, inputs, output):  # only the 3rd training forward is NaN
-        if module.training:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                output.logits = output.logits * float("nan")
-                if output.loss is not None:
-                    output.loss = output.loss * float("nan")
-        return output
-
-    trainer.model.register_forward_hook(hook)
+    poison(trainer, {3})  # only the 3rd batch
     metrics = train_and_save(trainer, config.output_dir, resume=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = {row["step"]: row for row in rows if "loss" in row and "train_runtime" not in row}
