@@ -20,12 +20,15 @@ layers, each covering what the one before cannot:
    stderr included), open files, processes and core dumps. A wall-clock limit a little above the
    CPU limit catches programs that sleep or block. Before that, on x86-64 and AArch64 Linux
    (probed once), a small interpreter installs a seccomp filter and execs the sandboxed one:
-   signals, scheduling changes (nice value, CPU affinity, policy, I/O priority) and resource
-   limits only for the child itself (or its own group), no pidfds, no ptrace, no access to other
-   processes' memory, no ``mknod``/``mkfifo``. None of those calls raises an audit event, so
-   without it a program could SIGTERM, renice, pin or deschedule the parent (or renice every
-   process of the user) with ``signal.pidfd_send_signal``, ``os.setpriority``,
-   ``os.sched_setaffinity``, ``os.sched_setscheduler``, or make FIFOs anywhere. The filter is kernel-
+   signals, nice values (never negative), CPU affinity, I/O priority and resource limits only
+   for the child itself (or its own group), no pidfds, no ptrace, no access to other processes'
+   memory, no ``mknod``/``mkfifo``, no scheduling policy (real time), no ``chroot`` or mounts,
+   and none of the calls a root child could use on the whole machine (clock, reboot, modules,
+   swap, host name). None of those raises an audit event, so without it a program could
+   SIGTERM, renice, pin or deschedule the parent (or renice every process of the user) with
+   ``signal.pidfd_send_signal``, ``os.setpriority``, ``os.sched_setaffinity``,
+   ``os.sched_setscheduler``, make FIFOs anywhere, and, as root, spin at real-time priority or
+   chroot out of the hook's path checks. The filter is kernel-
    enforced, so it binds native code too; it needs ctypes, which is why it runs in an
    interpreter of its own (one more interpreter start per run) and never in the program's.
 3. Namespaces, where they are available (checked once per process): ``unshare --user
@@ -284,22 +287,38 @@ import _ctypes, os, struct, sys
 
 # Syscall numbers per machine (asm/unistd_64.h, asm-generic/unistd.h). "refused": ptrace,
 # process_vm_readv/writev, pidfd_send_signal, pidfd_open, pidfd_getfd, process_madvise,
-# process_mrelease, mknod (x86-64 only), mknodat (FIFOs and nodes anywhere, unaudited).
-# "own": their first argument must be this process (or 0, or its group as -pid): kill, tkill,
-# tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, sched_setparam, sched_setscheduler,
-# sched_setaffinity, sched_setattr, prlimit64, migrate_pages, move_pages (so a program cannot
-# signal, renice, pin, deschedule or limit the trainer). "which": setpriority and ioprio_set,
-# whose first argument must name a process or group (not a user) and the second this process.
+# process_mrelease; mknod (x86-64 only), mknodat (FIFOs and nodes anywhere); sched_setparam,
+# sched_setscheduler, sched_setattr (a real-time busy loop starves the machine); chroot (it
+# would change what the audit hook's path checks mean), mount, umount2, pivot_root; and, for a
+# root parent without namespaces, clock_settime, settimeofday, clock_adjtime, adjtimex, reboot,
+# swapon, swapoff, init_module, finit_module, delete_module, kexec_load, kexec_file_load,
+# sethostname, setdomainname. "own": their first argument must be this process (or 0, or its
+# group as -pid): kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, sched_setaffinity,
+# prlimit64, migrate_pages, move_pages. "which": setpriority and ioprio_set, whose first
+# argument must name a process or group (not a user) and the second this process; setpriority
+# may also not raise the priority (a negative nice value).
 TABLES = {
-    "x86_64": dict(arch=0xC000003E, refused=(101, 310, 311, 424, 434, 438, 440, 448, 133, 259),
-                   own=(62, 200, 234, 129, 297, 142, 144, 203, 314, 302, 256, 279), which={141: (0, 1), 251: (1, 2)}),
-    "aarch64": dict(arch=0xC00000B7, refused=(117, 270, 271, 424, 434, 438, 440, 448, 33),
-                    own=(129, 130, 131, 138, 240, 118, 119, 122, 274, 261, 238, 239), which={140: (0, 1), 30: (1, 2)}),
+    "x86_64": dict(
+        arch=0xC000003E,
+        refused=(101, 310, 311, 424, 434, 438, 440, 448, 133, 259, 142, 144, 314, 161, 165, 166, 155,
+                 227, 164, 305, 159, 169, 167, 168, 175, 313, 176, 246, 320, 170, 171),
+        own=(62, 200, 234, 129, 297, 203, 302, 256, 279),
+        which={141: (0, 1), 251: (1, 2)},
+        setpriority=141,
+    ),
+    "aarch64": dict(
+        arch=0xC00000B7,
+        refused=(117, 270, 271, 424, 434, 438, 440, 448, 33, 118, 119, 274, 51, 40, 39, 41,
+                 112, 170, 266, 171, 142, 224, 225, 105, 273, 106, 104, 294, 161, 162),
+        own=(129, 130, 131, 138, 240, 122, 261, 238, 239),
+        which={140: (0, 1), 30: (1, 2)},
+        setpriority=140,
+    ),
 }
 table = TABLES[os.uname().machine]
 pid = os.getpid()  # exec keeps it
 load, jeq, jge, ret, allow, eperm = 0x20, 0x15, 0x35, 0x06, 0x7FFF0000, 0x00050001
-arg0, arg1 = 16, 24  # the low halves of args[0] and args[1] in struct seccomp_data
+arg0, arg1, arg2 = 16, 24, 32  # the low halves of args[0..2] in struct seccomp_data
 
 
 def any_of(values, then):  # (code, k, if true, if false): past the last comparison, "deny"
@@ -315,8 +334,9 @@ program += [(jeq, number, "own", None) for number in table["own"]]
 program += [(jeq, number, f"which{number}", None) for number in table["which"]]
 program += [(ret, allow), "own", (load, arg0), *any_of((pid, 0, -pid), "allow")]
 for number, kinds in table["which"].items():
-    program += [f"which{number}", (load, arg0), *any_of(kinds, "who")]
-program += ["who", (load, arg1), *any_of((pid, 0), "allow")]
+    program += [f"which{number}", (load, arg0), *any_of(kinds, f"who{number}")]
+    program += [f"who{number}", (load, arg1), *any_of((pid, 0), "nice" if number == table["setpriority"] else "allow")]
+program += ["nice", (load, arg2), (jge, 0x80000000, "deny", "allow")]  # a negative int
 program += ["deny", (ret, eperm), "allow", (ret, allow)]
 labels, code = {}, []
 for entry in program:

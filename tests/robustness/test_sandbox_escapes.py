@@ -502,6 +502,25 @@ def test_slowing_down_the_parent(contained, outcome, code, message):
     outcome(f"status={result.status}; {last_line(result)}; the parent's nice value, CPUs, policy and limits unchanged")
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))\nwhile True:\n    pass",
+        "import os\nos.nice(-5)\nwhile True:\n    pass",
+        "import os\nos.chroot('/var')",
+    ],
+    ids=["real-time-busy-loop", "negative-nice", "chroot"],
+)
+def test_privileged_calls(contained, outcome, layers, code):
+    """Starving the machine or changing the root: real-time scheduling, a negative nice value, chroot (root can, unaudited)"""
+    if os.uname().machine not in SECCOMP_MACHINES:
+        pytest.skip("the seccomp filter is installed only on x86-64 and AArch64 Linux")
+    result = contained(code, timeout_s=1)
+    assert result.status == "error", (result.status, result.stderr[-300:])
+    assert last_line(result).startswith("PermissionError: [Errno 1] Operation not permitted")
+    outcome(f"status={result.status} ({layers}); {last_line(result)}")
+
+
 def test_signalling_its_own_group_is_allowed(contained, outcome):
     """Signals to the parent: a program may still signal itself and its own group"""
     result = contained("import os, signal\nos.killpg(0, signal.SIGTERM)")
