@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Literal
 
 from posttrain.data.base_format import base_prompt, base_response
+from posttrain.data.sft import check_messages
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
@@ -59,9 +60,9 @@ def _text_of(value: object, where: str, field: str) -> str:
     """The text of a response (string, or the contents of a message list) for emptiness checks."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
-        return "".join(m["content"] for m in value)
-    raise DataError(f"{where}: field '{field}' must be a string or a list of messages with string 'content'")
+    if isinstance(value, list):  # messages, each with a string role and content (an empty list is an empty response)
+        return "".join(m["content"] for m in check_messages(value, where, field)) if value else ""
+    raise DataError(f"{where}: field '{field}' must be a string or a list of messages")
 
 
 def normalize_pairs(

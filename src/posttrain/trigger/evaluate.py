@@ -95,6 +95,19 @@ def _read_run_file(run_dir: Path) -> tuple[TriggerSpec, bool]:
         raise DataError(f"{path}: field 'spec' is not a valid trigger spec ({err})") from None
 
 
+def _read_table(path: Path) -> list[dict]:
+    """The rows of an earlier evaluation (none if there is no table yet)."""
+    if not path.is_file():
+        return []
+    try:
+        table = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        table = None
+    if not isinstance(table, list) or not all(isinstance(row, dict) for row in table):
+        raise DataError(f"{path}: not a table written by posttrain trigger-eval; delete it to evaluate again")
+    return table
+
+
 def _checkpoints(run_dir: Path) -> list[tuple[Path, int, float]]:
     """``(dir, step, epoch)`` of every complete checkpoint, in training order."""
     found = [(path, checkpoint_step(path), float(json.loads((path / COMPLETE_FILE).read_text())["epoch"]))
@@ -131,7 +144,7 @@ def run_trigger_eval(config: TriggerEvalConfig) -> dict:
     checkpoints = _checkpoints(run_dir)
 
     table_path = out / TABLE_FILE
-    earlier = json.loads(table_path.read_text()) if table_path.is_file() else []
+    earlier = _read_table(table_path)
     # rows of earlier runs count only for the same questions (wherever the file now lives)
     questions_hash = hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]
     done = {row["checkpoint"]: row for row in earlier if row.get("questions_hash") == questions_hash}
