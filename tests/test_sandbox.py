@@ -98,3 +98,15 @@ def test_code_is_not_on_the_command_line():
     result = run_python("import sys\n# marker-4711\nprint(sys.orig_argv)")
     assert result.status == "ok"
     assert "marker-4711" not in result.stdout
+
+
+def test_runs_without_seccomp_and_namespaces(monkeypatch):
+    """Where neither the seccomp filter nor namespaces are available, programs still run (the
+    audit hook and limits alone)."""
+    import posttrain.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "_seccomp_prefix", lambda: ())
+    monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: ())
+    result = run_python("import os\nos.nice(1)\nprint(input() * 2)", stdin="ab\n")
+    assert (result.status, result.stdout) == ("ok", "abab\n")
+    assert "starting processes is blocked" in run_python("import os\nos.fork()").stderr
