@@ -278,10 +278,10 @@ exec(code, main.__dict__)
 
 
 # Run first, where the platform allows (see _seccomp_prefix), in its own interpreter that then
-# execs the sandboxed one (argv[1:]): a seccomp filter, kernel-enforced, so native code is bound
-# by it too, that lets signals go only to this process and its own group and refuses pidfds,
-# ptrace and other processes' memory with EPERM. The filter survives exec; ctypes, which it needs,
-# does not, so the program cannot reach ctypes through this interpreter's module cache.
+# execs the sandboxed one (argv[1:]): the seccomp filter of layer 2 (module docstring), kernel-
+# enforced, so native code is bound by it too; refused calls fail with EPERM. The filter survives
+# exec; ctypes, which it needs, does not, so the program cannot reach ctypes through this
+# interpreter's module cache.
 _SECCOMP_STUB = r"""
 import _ctypes, os, struct, sys
 
