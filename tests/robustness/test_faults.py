@@ -65,32 +65,44 @@ def trajectory(out: Path, keys: list[str]) -> dict[int, dict]:
     return by_step
 
 
-def kill_after_checkpoint(command: list[str], checkpoint: Path) -> None:
+def logged_steps(out: Path) -> set[int]:
+    path = out / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {json.loads(line)["step"] for line in lines if line.endswith("}")}
+
+
+def kill_mid_step_after(command: list[str], out: Path, checkpoint_step: int) -> None:
+    """Start ``command`` and SIGKILL it once ``checkpoint-<step>`` is complete and the next step
+    has been logged, so the log holds a row the checkpoint does not know about."""
+    checkpoint = out / f"checkpoint-{checkpoint_step}" / COMPLETE_FILE
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
                                start_new_session=True)
     deadline = time.time() + 600
-    while not (checkpoint / COMPLETE_FILE).exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while process.poll() is None and time.time() < deadline:
+        if checkpoint.exists() and checkpoint_step + 1 in logged_steps(out):
+            break
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert (checkpoint / COMPLETE_FILE).exists(), f"the run ended before writing {checkpoint}"
+    assert checkpoint.exists() and checkpoint_step + 1 in logged_steps(out), "the kill should land after the checkpoint"
+    assert not (out / "model.safetensors").exists(), "the run finished before the kill"
 
 
 @pytest.mark.parametrize("job", list(JOBS))
 def test_kill_then_resume_gives_the_uninterrupted_trajectory(job, tiny_model_dir, tmp_path, outcome):
-    """SIGKILL after the 2nd checkpoint, a torn newer checkpoint on disk, then --resume true"""
+    """SIGKILL in step 5 (after checkpoint-4), a torn newer checkpoint on disk, then --resume true"""
     args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     done = subprocess.run(cli(*args, "--output_dir", str(straight)), capture_output=True, text=True, env=env(), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    kill_after_checkpoint(cli(*args, "--output_dir", str(resumed)), resumed / "checkpoint-4")
+    kill_mid_step_after(cli(*args, "--output_dir", str(resumed)), resumed, 4)
     # a save the kill cut short: the files transformers writes first, without the completion marker
     torn = resumed / "checkpoint-6"
     shutil.rmtree(torn, ignore_errors=True)
     torn.mkdir()
     shutil.copy(resumed / "checkpoint-4" / "model.safetensors", torn / "model.safetensors")
-    metrics_before = (resumed / "metrics.jsonl").read_text().splitlines()
+    steps_before = max(logged_steps(resumed))
 
     again = subprocess.run(cli(*args, "--output_dir", str(resumed), "--resume", "true"),
                            capture_output=True, text=True, env=env(), timeout=900)
@@ -104,7 +116,12 @@ def test_kill_then_resume_gives_the_uninterrupted_trajectory(job, tiny_model_dir
     worst = max(abs(a[s][k] - b[s][k]) / max(1.0, abs(a[s][k])) for s in a for k in keys)
     assert worst < 1e-4, (a, b)
     assert (resumed / "checkpoint-6" / COMPLETE_FILE).exists()  # the torn one was replaced by a real one
-    outcome(f"killed after checkpoint-4 ({len(metrics_before)} metric rows), torn checkpoint-6 removed; "
+    if job.startswith("dpo"):  # the margin log, too, holds each update once, with the same β
+        logs = [[json.loads(line) for line in (run / "margins" / "margins.jsonl").read_text().splitlines()]
+                for run in (straight, resumed)]
+        assert [r["update"] for r in logs[1]] == [r["update"] for r in logs[0]] == list(range(1, STEPS + 1))
+        assert max(abs(x["beta"] - y["beta"]) for x, y in zip(*logs)) < 1e-4
+    outcome(f"killed after step {steps_before} was logged (checkpoint-4 on disk), torn checkpoint-6 removed; "
             f"resumed steps 5-6 match the straight run: max relative |Δ| {worst:.1e} over {', '.join(keys)}")
 
 
