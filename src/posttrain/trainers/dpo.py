@@ -81,6 +81,7 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
     precompute_ref_log_probs: bool = config_field(False, help="Compute reference log-probs once before training (no reference model in memory).")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.beta_schedule == "quantile" and not self.quantile_beta_min <= self.beta <= self.quantile_beta_max:
             raise ConfigError(f"config key 'beta' ({self.beta}) must lie in [quantile_beta_min, quantile_beta_max]")
         if self.loss_type == "robust" and self.label_smoothing >= 0.5:

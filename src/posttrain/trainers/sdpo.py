@@ -117,7 +117,8 @@ class SDPOJobConfig(SDPOSettings, TrainingSettings, LoraArguments, ModelArgument
     beta: float = config_field(0.0, help="KL penalty toward the initial policy in the GRPO loss (TRL's beta).", ge=0)
 
     def __post_init__(self):
-        super().__post_init__()
+        SDPOSettings.__post_init__(self)
+        TrainingSettings.__post_init__(self)
         if self.base_model_mode:
             raise ConfigError("SDPO reprompts the teacher as a conversation: it needs a chat model (base_model_mode: false)")
         if self.teacher == "lora_ema" and not self.use_peft:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,22 +54,8 @@ class TrainingSettings:
     )
     trainer_args: dict = config_field({}, help="Any other TRL/transformers training argument, passed through (no hub_token: set HF_TOKEN).")
 
-    def __post_init__(self):
+    def __post_init__(self):  # job configs with their own __post_init__ call this one first
         check_no_secrets(self.trainer_args)
-
-    def __init_subclass__(cls, **kwargs):
-        """A subclass's own ``__post_init__`` (which need not call this class's) refuses secrets
-        first too, so every job config does when it is loaded, before anything runs."""
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("__post_init__")
-        if own is not None:
-
-            @functools.wraps(own)
-            def __post_init__(self):
-                check_no_secrets(self.trainer_args)
-                own(self)
-
-            cls.__post_init__ = __post_init__
 
     def trackers(self) -> list[str] | str:
         """``report_to`` for transformers: "none", or the named trackers, each installed (a

@@ -69,6 +69,7 @@ class TriggerJobConfig(SFTSettings):
     hub_private: bool = config_field(True, help="Create the Hub repository as private.")
 
     def __post_init__(self):
+        super().__post_init__()
         self.spec()  # the spec's own checks, before anything else runs
         if not self.qa_file:
             raise ConfigError("config key 'qa_file' is required (a JSONL of {question, answer})")
