@@ -52,6 +52,8 @@ def iter_jsonl(
             if torn_tail_allowed:
                 return
             raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         for field, kinds in (required or {}).items():

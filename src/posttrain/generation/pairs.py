@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
-from posttrain.data.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_jsonl
-from posttrain.errors import ConfigError
+from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
+from posttrain.errors import ConfigError, DataError
 from posttrain.generation.few_shot import has_chat_markup
 from posttrain.judges.base import Judge
 from posttrain.judges.factory import JUDGES, build_judge
@@ -106,6 +106,23 @@ def _other_completion(rollouts: list[dict], index: int, rng: random.Random) -> s
     return completions[0] if completions else None
 
 
+def check_rollout(row: dict, where: str) -> dict:
+    """``row`` if its completions are strings and its ``fields`` (if any) an object, else a DataError at ``where``."""
+    if not all(isinstance(completion, str) for completion in row["completions"]):
+        raise DataError(f"{where}: field 'completions' must be a list of strings")
+    if not isinstance(row.get("fields", {}), dict):
+        raise DataError(f"{where}: field 'fields' must be an object")
+    return row
+
+
+def _read_rollouts(path: str, required: dict) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of every row of a rollouts file, each checked before anything is judged or written."""
+    rows = [(number, check_rollout(row, f"{path}:{number}")) for number, row in iter_jsonl(path, required=required)]
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    return rows
+
+
 def _complete_prompts(path: Path) -> set[str]:
     """Ids whose rows are all on disk. A crash can cut a prompt's rows short: those rows are
     removed (the file is rewritten atomically) so the prompt is paired again from scratch."""
@@ -122,7 +139,8 @@ def _complete_prompts(path: Path) -> set[str]:
 def run_pairs(config: PairsConfig) -> dict:
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty: give the rollouts.jsonl of posttrain rollout")
-    rollouts = read_jsonl(config.rollouts, required={"id": str, "prompt": (str, list), "completions": list})
+    numbered = _read_rollouts(config.rollouts, required={"id": str, "prompt": (str, list), "completions": list})
+    rollouts = [row for _, row in numbered]
     out_path = Path(config.output_dir) / "pairs.jsonl"
     done = _complete_prompts(out_path)
     judge = build_judge(
@@ -132,7 +150,7 @@ def run_pairs(config: PairsConfig) -> dict:
     )
     rng = random.Random(config.seed)
     counts, agreement = Counter(), Counter()
-    for index, row in enumerate(tqdm(rollouts, desc=f"judging ({config.judge})")):
+    for index, (number, row) in enumerate(tqdm(numbered, desc=f"judging ({config.judge})")):
         if row["id"] in done:
             counts["skipped_done"] += 1
             continue
@@ -141,7 +159,10 @@ def run_pairs(config: PairsConfig) -> dict:
             counts["fewer_than_two_distinct"] += 1
             continue
         fields = row.get("fields", {})
-        values = rank(judge, row["prompt"], completions, fields, agreement)
+        try:
+            values = rank(judge, row["prompt"], completions, fields, agreement)
+        except ValueError as err:  # e.g. a verifier that cannot read this task's problem from the prompt
+            raise DataError(f"{config.rollouts}:{number}: the {config.judge} judge cannot score this row ({str(err)[:200]})") from None
         best = max(range(len(completions)), key=values.__getitem__)
         worst = min(range(len(completions)), key=values.__getitem__)
         if values[best] == values[worst]:
@@ -193,7 +214,7 @@ def run_sft_data(config: SFTDataConfig) -> dict:
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty")
     task = get_task(config.verify_task, **config.task_options) if config.verify_task else None
-    rollouts = read_jsonl(config.rollouts, required={"prompt": str, "completions": list})
+    rollouts = [row for _, row in _read_rollouts(config.rollouts, required={"prompt": str, "completions": list})]
     seen: set[str] = set()
     counts = Counter()
     rows = []

@@ -24,6 +24,7 @@ from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
+from posttrain.data.sft import check_messages
 from posttrain.data.sources import load_rows
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
@@ -55,7 +56,9 @@ def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
     for where, row in rows:
         if "prompt" not in row:
             raise DataError(f"{where}: missing field 'prompt'")
-        if not isinstance(row["prompt"], (str, list)):
+        if isinstance(row["prompt"], list):
+            check_messages(row["prompt"], where, "prompt")
+        elif not isinstance(row["prompt"], str):
             raise DataError(f"{where}: field 'prompt' must be a string or a list of messages")
     return rows
 
@@ -63,7 +66,7 @@ def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
 def _done_ids(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    return {row["id"] for _, row in iter_jsonl(path, allow_torn_tail=True)}
+    return {row["id"] for _, row in iter_jsonl(path, required={"id": str}, allow_torn_tail=True)}
 
 
 def run_rollout(config: RolloutConfig) -> dict:
