@@ -36,8 +36,9 @@ pytestmark = pytest.mark.slow
 OBSERVED_CLI = Path(__file__).with_name("observed_cli.py")
 
 
-def launch(args: list[str], processes: int, port: int, observe: Path | None = None) -> None:
-    """Run ``posttrain <args>`` in 1 process or under torchrun with 2; fail with its stderr."""
+def launch(args: list[str], processes: int, port: int, observe: Path | None = None) -> subprocess.Popen:
+    """Start ``posttrain <args>`` in 1 process, or under torchrun with 2; its output goes to
+    ``<output_dir>.log`` (the single and the two-process run of a test go side by side)."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     if observe is not None:
         env["OBSERVE_DIR"] = str(observe)
@@ -46,8 +47,25 @@ def launch(args: list[str], processes: int, port: int, observe: Path | None = No
         program = ["-m", "posttrain.cli"]
     if processes > 1:
         program = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port), *program]
-    done = subprocess.run([sys.executable, *program, *args], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    log = Path(args[args.index("--output_dir") + 1]).with_suffix(".log")
+    with open(log, "w") as output:
+        return subprocess.Popen([sys.executable, *program, *args], stdout=output, stderr=subprocess.STDOUT, env=env)
+
+
+def finish(*runs: subprocess.Popen) -> None:
+    """Wait for the runs (stopping the rest if one hangs); a failed one fails the test with the
+    end of its output."""
+    try:
+        for run in runs:
+            run.wait(timeout=600)
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.terminate()  # torchrun passes it on to its workers
+                run.wait(timeout=60)
+    for run in runs:
+        log = Path(run.args[run.args.index("--output_dir") + 1]).with_suffix(".log")
+        assert run.returncode == 0, log.read_text()[-4000:]
 
 
 def step_rows(out: Path) -> list[dict]:
@@ -75,8 +93,8 @@ def test_sft_two_processes_match_one(tiny_model_dir, tmp_path, free_port, outcom
     common = ["sft", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
               "--dataset_train_split", "train[:64]", "--max_steps", "4", "--learning_rate", "1e-3",
               "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
-    launch([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "8"], 1, free_port)
-    launch([*common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4"], 2, free_port)
+    finish(launch([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "8"], 1, free_port),
+           launch([*common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4"], 2, free_port))
 
     one, two = step_rows(tmp_path / "one"), step_rows(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3, 4]  # rank 0 alone writes, each step once
@@ -100,8 +118,8 @@ def test_beta_dpo_two_processes_agree_on_beta_and_match_one(tiny_model_dir, tmp_
               "--dataset_train_split", "train[:64]", "--max_steps", "4", "--learning_rate", "1e-3",
               "--beta_schedule", "beta_dpo", "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
     one, two = tmp_path / "one", tmp_path / "two"
-    launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks")
-    launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks")
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"),
+           launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
 
     rank0, rank1 = jsonl(two / "ranks" / "beta-rank0.jsonl"), jsonl(two / "ranks" / "beta-rank1.jsonl")
     assert len(rank0) == 4 and rank0 == rank1  # every update: the same β and kept count, bit for bit
@@ -176,8 +194,8 @@ def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir,
               "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
               "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
     one, two = tmp_path / "one", tmp_path / "two"
-    launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks")
-    launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks")
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"),
+           launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
 
     rows_one, rows_two = step_rows(one), step_rows(two)
     assert [r["step"] for r in rows_two] == [1, 2, 3]
