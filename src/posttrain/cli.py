@@ -83,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from posttrain.artifacts import check_writable
         from posttrain.config import load_config, parse_overrides
+        from posttrain.runtime import is_main_process
 
         command = COMMANDS[args.command]
         config = load_config(command.config_cls, path=args.config, overrides=parse_overrides(rest))
         output_dir = getattr(config, command.output_field)
         check_writable(output_dir)
         metrics = command.run(config)
-        print(json.dumps(metrics, indent=2, default=str))
+        if is_main_process():  # under a launcher, one copy of the result
+            print(json.dumps(metrics, indent=2, default=str))
         return 0
     except PosttrainError as err:
         print(f"posttrain {args.command}: error: {err}", file=sys.stderr)

@@ -29,9 +29,12 @@ def train_and_save(
     if last:
         log.info(f"resuming from {last}")
         trainer.restore_extra_state(Path(last))
+    args = trainer.args
+    log.info(f"{args.world_size} process(es); global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
     result = trainer.train(resume_from_checkpoint=last)
     save_to = save_to or output_dir
-    trainer.save_model(save_to)
-    trainer.processing_class.save_pretrained(save_to)
+    trainer.save_model(save_to)  # every process takes part (sharded models); one writes
+    if args.should_save:
+        trainer.processing_class.save_pretrained(save_to)
     log.info(f"saved the final model to {save_to}")
     return {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
