@@ -11,9 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from transformers.utils import logging as transformers_logging
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# transformers' log handler keeps the sys.stderr of the moment it was made, which in a test run is
+# some earlier test's captured (and since closed) stream: route its records through pytest's
+# logging capture instead.
+transformers_logging.disable_default_handler()
+transformers_logging.enable_propagation()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import random
 
 import numpy as np
@@ -28,12 +29,25 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, not to the stream it was created with (which a
+    caller that swaps stderr, such as a test capturing output, may since have closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger that speaks at INFO on rank 0 and only at WARNING on the other ranks,
     so a multi-process run prints each message once."""
     logger = logging.getLogger(name)
     if not logging.getLogger("posttrain").handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("[posttrain] %(message)s"))
         root = logging.getLogger("posttrain")
         root.addHandler(handler)

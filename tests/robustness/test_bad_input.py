@@ -46,11 +46,13 @@ def snapshot(directory: Path) -> dict[str, str] | None:
 
 
 def assert_clean_error(code: int, stderr: str, command: str, names: list[str], before, after, progress: bool = False) -> str:
-    """The checks every case shares; returns the error line. With ``progress``, tqdm progress
-    bars (of an error found mid-run) may come before it."""
+    """The checks every case shares; returns the error line. posttrain's own progress lines
+    ("[posttrain] ...") may come before it; with ``progress``, tqdm progress bars (of an error
+    found mid-run) too."""
     assert code == 2, f"exit {code}, stderr:\n{stderr[-3000:]}"
     assert "Traceback" not in stderr, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if line.strip() and not (progress and re.search(r"\d+%\|", line))]
+    lines = [line for line in stderr.splitlines()
+             if line.strip() and not line.startswith("[posttrain] ") and not (progress and re.search(r"\d+%\|", line))]
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{stderr[-3000:]}"
     line = lines[0]
     assert line.startswith(f"posttrain {command}: error: "), line

@@ -53,15 +53,17 @@ class SFTJobConfig(SFTSettings):
     task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
 
 
-def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
-    """Load and validate the configured dataset, and return a ready SFTTrainer."""
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
-    log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
-    return sft_trainer_for_rows(config, rows)
-
-
 class GuardedSFTTrainer(NonFiniteLossGuard, CompleteCheckpoints, SFTTrainer):
     """TRL's SFTTrainer with posttrain's non-finite-loss guard and complete checkpoints."""
+
+
+def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
+    """Load and validate the configured dataset, and return a ready SFTTrainer."""
+    check_model_source(config.model_name_or_path)  # before reading any data: the cheaper mistake to report
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    trainer = sft_trainer_for_rows(config, rows)  # every row checked, so the count below is what trains
+    log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
+    return trainer
 
 
 def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> GuardedSFTTrainer:
