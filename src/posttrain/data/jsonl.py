@@ -31,42 +31,49 @@ def iter_jsonl(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with open(path, "rb") as handle:
-        raw_lines = handle.read().split(b"\n")
-    ends_with_newline = raw_lines[-1] == b""
-    for index, raw in enumerate(raw_lines):
-        number = index + 1
-        if not raw.strip():
-            continue
-        # a writer killed mid-line leaves an unterminated last line, possibly cut inside a character
-        torn_tail_allowed = allow_torn_tail and index == len(raw_lines) - 1 and not ends_with_newline
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if torn_tail_allowed:
-                return
-            raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            if torn_tail_allowed:
-                return
-            raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
-        except RecursionError:
-            raise DataError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        for field, kinds in (required or {}).items():
-            if field not in row:
-                raise DataError(f"{path}:{number}: missing field '{field}'")
-            value = row[field]
-            bool_for_number = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
-            if bool_for_number or not isinstance(value, kinds):
-                names = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
-                raise DataError(
-                    f"{path}:{number}: field '{field}' must be {names}, got {type(row[field]).__name__}"
-                )
-        yield number, row
+    with open(path, "rb") as handle:  # line by line: memory does not grow with the file
+        for number, raw in enumerate(handle, start=1):
+            row = _parse_line(path, number, raw, allow_torn_tail)
+            if row is None:
+                continue
+            _check_fields(path, number, row, required)
+            yield number, row
+
+
+def _parse_line(path: Path, number: int, raw: bytes, allow_torn_tail: bool) -> dict | None:
+    """The object on one line (None for a blank line, or a torn last line when allowed)."""
+    # only the last line can lack its newline: a writer killed mid-line, possibly inside a character
+    torn_tail_allowed = allow_torn_tail and not raw.endswith(b"\n")
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if torn_tail_allowed:
+            return None
+        raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as err:
+        if torn_tail_allowed:
+            return None
+        raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def _check_fields(path: Path, number: int, row: dict, required: Mapping[str, type | tuple[type, ...]] | None) -> None:
+    for field, kinds in (required or {}).items():
+        if field not in row:
+            raise DataError(f"{path}:{number}: missing field '{field}'")
+        value = row[field]
+        bool_for_number = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+        if bool_for_number or not isinstance(value, kinds):
+            names = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+            raise DataError(f"{path}:{number}: field '{field}' must be {names}, got {type(row[field]).__name__}")
 
 
 def read_jsonl(path: str | os.PathLike, required: Mapping[str, type | tuple[type, ...]] | None = None) -> list[dict]:
@@ -91,12 +98,29 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     # A torn tail from an earlier crash would glue onto the next row: cut it off first.
     if path.exists() and path.stat().st_size:
-        with open(path, "rb+") as handle:
-            data = handle.read()
-            if not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
+        _cut_torn_tail(path)
     with open(path, "a", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _cut_torn_tail(path: Path, block: int = 1 << 16) -> None:
+    """Truncate ``path`` after its last newline. Reads only the end of the file (a block at a
+    time, backwards, while no newline is found), so appending stays cheap as the file grows."""
+    with open(path, "rb+") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(end - 1)
+        if handle.read(1) == b"\n":
+            return
+        stop = end
+        while stop > 0:
+            start = max(0, stop - block)
+            handle.seek(start)
+            newline = handle.read(stop - start).rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(start + newline + 1)
+                return
+            stop = start
+        handle.truncate(0)  # no complete line at all

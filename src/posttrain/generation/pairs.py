@@ -9,8 +9,11 @@ one: ``truncation`` (cut short), ``wrong_answer`` (its last number changed), ``o
 completion written for another prompt), each labelled with its kind.
 
 Output ``<output_dir>/pairs.jsonl`` is appended one prompt at a time; a rerun skips prompts
-already written. ``summary.json`` counts rows written, prompts skipped, ties, negatives by kind,
-and how often a pairwise judge's two orders agreed.
+already written. The rollouts are streamed, not loaded: a first pass validates every row before
+anything is judged (keeping, for ``off_topic``, only each row's first completion), the second
+judges them one at a time, so memory does not grow with the file. ``summary.json`` counts rows
+written, prompts skipped, ties, negatives by kind, and how often a pairwise judge's two orders
+agreed.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ log = get_logger(__name__)
 NEGATIVE_KINDS = ("truncation", "wrong_answer", "off_topic")
 PAIRWISE_JUDGES = ("logprob_ab", "openai")
 _NUMBER = re.compile(r"-?\d+")
+ROLLOUT_FIELDS = {"id": str, "prompt": (str, list), "completions": list}
 
 
 @dataclass
@@ -53,6 +57,9 @@ class PairsConfig:
     judge_base_url: str | None = config_field(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
     judge_api_key_env: str = config_field("OPENAI_API_KEY", help="Environment variable holding the API key (never logged).")
     judge_cache_dir: str | None = config_field(None, help="On-disk cache of API replies (default: <output_dir>/judge_cache).")
+    judge_timeout: float = config_field(30.0, help="openai: seconds to wait for each HTTP request.", gt=0)
+    judge_max_retries: int = config_field(5, help="openai: failed attempts (429, 5xx, timeouts) a request may use up.", ge=1)
+    judge_backoff: float = config_field(1.0, help="openai: wait after the n-th failure is backoff * 2**n s (or the server's Retry-After).", ge=0)
     task: str = config_field("arithmetic", help="Task whose verifier judges (judge: verifier).")
     task_options: dict = config_field({}, help="Options of the task.")
     negatives: list[str] = config_field([], help="Diverse negatives to add: truncation, wrong_answer, off_topic.")
@@ -97,13 +104,12 @@ def make_negative(kind: str, chosen: str, rng: random.Random, other: str | None)
     return other if other and other != chosen else None  # off_topic
 
 
-def _other_completion(rollouts: list[dict], index: int, rng: random.Random) -> str | None:
+def _other_completion(first_completions: list[str | None], index: int, rng: random.Random) -> str | None:
     """The first completion of a uniformly drawn row other than ``index`` (O(1), no list built)."""
-    if len(rollouts) < 2:
+    if len(first_completions) < 2:
         return None
-    other = rng.randrange(len(rollouts) - 1)
-    completions = rollouts[other + (other >= index)]["completions"]
-    return completions[0] if completions else None
+    other = rng.randrange(len(first_completions) - 1)
+    return first_completions[other + (other >= index)]
 
 
 def check_rollout(row: dict, where: str) -> dict:
@@ -123,34 +129,51 @@ def _read_rollouts(path: str, required: dict) -> list[tuple[int, dict]]:
     return rows
 
 
+def _scan_rollouts(path: str, keep_first_completions: bool) -> tuple[int, list[str | None]]:
+    """Validate every row of ``path`` before anything is judged or written; return the row count
+    and, if asked (off_topic negatives), each row's first completion: all that is kept of the file."""
+    count, first_completions = 0, []
+    for number, row in iter_jsonl(path, required=ROLLOUT_FIELDS):
+        check_rollout(row, f"{path}:{number}")
+        count += 1
+        if keep_first_completions:
+            first_completions.append(row["completions"][0] if row["completions"] else None)
+    if not count:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    return count, first_completions
+
+
 def _complete_prompts(path: Path) -> set[str]:
     """Ids whose rows are all on disk. A crash can cut a prompt's rows short: those rows are
     removed (the file is rewritten atomically) so the prompt is paired again from scratch."""
     if not path.exists():
         return set()
-    rows = [row for _, row in iter_jsonl(path, allow_torn_tail=True)]
-    written = Counter(row["id"] for row in rows)
-    complete = {row["id"] for row in rows if written[row["id"]] == row["rows_for_prompt"]}
-    if len(complete) < len(written):
-        write_jsonl(path, [row for row in rows if row["id"] in complete])
+    written, expected = Counter(), {}
+    for _, row in iter_jsonl(path, allow_torn_tail=True):
+        written[row["id"]] += 1
+        expected[row["id"]] = row["rows_for_prompt"]
+    complete = {id_ for id_, count in written.items() if count == expected[id_]}
+    if len(complete) < len(written):  # a second pass copies the complete prompts' rows
+        write_jsonl(path, (row for _, row in iter_jsonl(path, allow_torn_tail=True) if row["id"] in complete))
     return complete
 
 
 def run_pairs(config: PairsConfig) -> dict:
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty: give the rollouts.jsonl of posttrain rollout")
-    numbered = _read_rollouts(config.rollouts, required={"id": str, "prompt": (str, list), "completions": list})
-    rollouts = [row for _, row in numbered]
+    num_rows, first_completions = _scan_rollouts(config.rollouts, keep_first_completions="off_topic" in config.negatives)
     out_path = Path(config.output_dir) / "pairs.jsonl"
     done = _complete_prompts(out_path)
     judge = build_judge(
         config.judge, task=config.task, task_options=config.task_options, model=config.judge_model,
         base_model_mode=config.judge_base_model_mode, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
         cache_dir=config.judge_cache_dir or str(Path(config.output_dir) / "judge_cache"),
+        timeout=config.judge_timeout, max_retries=config.judge_max_retries, backoff=config.judge_backoff,
     )
     rng = random.Random(config.seed)
     counts, agreement = Counter(), Counter()
-    for index, (number, row) in enumerate(tqdm(numbered, desc=f"judging ({config.judge})")):
+    rows = iter_jsonl(config.rollouts, required=ROLLOUT_FIELDS)
+    for index, (number, row) in enumerate(tqdm(rows, total=num_rows, desc=f"judging ({config.judge})")):
         if row["id"] in done:
             counts["skipped_done"] += 1
             continue
@@ -173,7 +196,7 @@ def run_pairs(config: PairsConfig) -> dict:
         pairs = [{**base, "rejected": completions[worst], "chosen_score": values[best],
                   "rejected_score": values[worst], "margin": values[best] - values[worst], "kind": "judged"}]
         for kind in config.negatives:
-            other = _other_completion(rollouts, index, rng) if kind == "off_topic" else None
+            other = _other_completion(first_completions, index, rng) if kind == "off_topic" else None
             negative = make_negative(kind, chosen, rng, other)
             if negative is None:
                 counts[f"negative_not_applicable_{kind}"] += 1
@@ -185,7 +208,7 @@ def run_pairs(config: PairsConfig) -> dict:
         append_jsonl(out_path, pairs)
         counts["rows_written"] += len(pairs)
         counts["prompts_paired"] += 1
-    summary = {"prompts": len(rollouts), **counts}
+    summary = {"prompts": num_rows, **counts}
     if agreement:
         summary["judge_orders_agree"] = agreement["agree"] / (agreement["agree"] + agreement["disagree"])
     if config.judge == "openai":

@@ -7,7 +7,9 @@ Each output row (``<output_dir>/rollouts.jsonl``)::
 
 Rows are appended one batch of prompts at a time, each line in a single write, then fsync'd. A
 rerun reads the ids already written and skips them, so an interrupted run loses at most the
-batch in flight and never writes a duplicate; a torn last line is ignored and cut off.
+batch in flight and never writes a duplicate; a torn last line is ignored and cut off. Nothing
+accumulates: prompts are rendered a batch at a time and each batch's completions are written,
+then dropped, so memory stays flat however many prompts there are.
 """
 
 from __future__ import annotations
@@ -80,17 +82,18 @@ def run_rollout(config: RolloutConfig) -> dict:
     summary = {"prompts": len(rows), "skipped_done": len(rows) - len(todo), "written": 0, "completions": 0, "contaminated": 0}
     if todo:
         tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-        rng = random.Random(config.seed)
-        rendered = {
-            where: few_shot_prompt(row["prompt"], rng, config.few_shot) if config.base_model_mode
-            else render_prompt(tokenizer, row["prompt"], False)
-            for _, where, row in todo
-        }
+        rng = random.Random(config.seed)  # draws few-shot examples, in prompt order
+
+        def render(row: dict) -> str:
+            if config.base_model_mode:
+                return few_shot_prompt(row["prompt"], rng, config.few_shot)
+            return render_prompt(tokenizer, row["prompt"], False)
+
         sample = _sampler(config, tokenizer)
         for start in tqdm(range(0, len(todo), config.batch_size), desc="rollouts"):
             batch = todo[start : start + config.batch_size]
             batch_seed = config.seed + batch[0][0]
-            groups, token_counts = sample([rendered[where] for _, where, _ in batch], batch_seed)
+            groups, token_counts = sample([render(row) for _, _, row in batch], batch_seed)
             out_rows = []
             for (_, where, row), completions, num_tokens in zip(batch, groups, token_counts):
                 contaminated = config.base_model_mode and any(has_chat_markup(c) for c in completions)

@@ -18,6 +18,9 @@ def build_judge(
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     cache_dir: str | None = None,
+    timeout: float = 30.0,
+    max_retries: int = 5,
+    backoff: float = 1.0,
 ) -> Judge:
     if name == "verifier":
         from posttrain.judges.verifier import VerifierJudge
@@ -39,5 +42,6 @@ def build_judge(
             raise ConfigError("judge 'openai' needs judge_base_url and judge_model")
         from posttrain.judges.openai import OpenAIJudge
 
-        return OpenAIJudge(base_url=base_url, model=model, api_key_env=api_key_env, cache_dir=cache_dir)
+        return OpenAIJudge(base_url=base_url, model=model, api_key_env=api_key_env, cache_dir=cache_dir,
+                           timeout=timeout, max_retries=max_retries, backoff=backoff)
     raise ConfigError(f"unknown judge '{name}' (available: {', '.join(JUDGES)})")
