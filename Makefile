@@ -31,8 +31,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/posttrain run recipes/quickstart.yaml
 
+# Two workers, one torch thread each: the tiny model gains nothing from a second thread, and two
+# workers with two threads each on two cores would fight over them. worksteal: a worker that runs
+# out of tests takes queued ones from the other (plain load balancing would leave it idle).
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist worksteal
 
 # The fast subset while working (everything not marked slow).
 test-fast: setup

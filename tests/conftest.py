@@ -24,6 +24,10 @@ transformers_logging.enable_propagation()
 
 
 def pytest_collection_modifyitems(config, items):
+    # Slow tests first: with several workers (make test runs two), the long end-to-end runs start
+    # early and the many quick tests fill the gaps, instead of one long test running on alone at
+    # the end. The order within each group is kept.
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
