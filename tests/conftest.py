@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -91,30 +92,26 @@ class FakeAPI:
         return [r["json"] for r in self.requests]
 
 
-@pytest.fixture
-def api():
-    fake = FakeAPI()
+@contextlib.contextmanager
+def serve_posts(answer):
+    """A local HTTP server on a free port; every POST is answered by ``answer(path, headers, raw)``,
+    which returns ``(status, headers, body, delay_seconds)``. Yields the server's /v1 base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with fake.lock:
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "raw": raw, "json": json.loads(raw)})
-                step = fake.script.pop(0) if fake.script else None
-            if step is None:
-                fake.unscripted += 1
-                step = {"status": 599, "body": b"unscripted request", "headers": {}, "delay": 0.0}
-            if step["delay"]:
-                time.sleep(step["delay"])
+            status, headers, body, delay = answer(self.path, dict(self.headers), raw)
+            if delay:
+                time.sleep(delay)
             try:
-                self.send_response(step["status"])
-                for name, value in step["headers"].items():
+                self.send_response(status)
+                for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(step["body"])))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(step["body"])
-            except OSError:  # the client gave up (timeout test)
+                self.wfile.write(body)
+            except OSError:  # the client gave up (a timeout test)
                 pass
 
         def log_message(self, *args):  # keep the test output quiet
@@ -129,10 +126,32 @@ def api():
     server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
-        yield fake
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def post_server():
+    """:func:`serve_posts`, for tests that answer requests their own way."""
+    return serve_posts
+
+
+@pytest.fixture
+def api():
+    fake = FakeAPI()
+
+    def answer(path, headers, raw):
+        with fake.lock:
+            fake.requests.append({"path": path, "headers": headers, "raw": raw, "json": json.loads(raw)})
+            step = fake.script.pop(0) if fake.script else None
+        if step is None:
+            fake.unscripted += 1
+            step = {"status": 599, "body": b"unscripted request", "headers": {}, "delay": 0.0}
+        return step["status"], step["headers"], step["body"], step["delay"]
+
+    with serve_posts(answer) as fake.url:
+        yield fake
     assert fake.unscripted == 0, "the judge sent more requests than the test scripted"

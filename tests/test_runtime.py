@@ -1,12 +1,11 @@
 """Seeding and rank-aware logging."""
 
-import subprocess
-import sys
+import logging
 
 import numpy as np
 import torch
 
-from posttrain.runtime import seed_everything
+from posttrain.runtime import get_logger, seed_everything
 
 
 def test_seed_everything_repeats_all_generators():
@@ -19,13 +18,20 @@ def test_seed_everything_repeats_all_generators():
     assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])
 
 
-def _log_output(rank: str) -> str:
-    code = "from posttrain.runtime import get_logger; log = get_logger('posttrain.x'); log.info('hello-info'); log.warning('hello-warn')"
-    env = {"RANK": rank, "PATH": ""}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stderr
+def _log_output(rank: str, monkeypatch, capsys) -> str:
+    """What a fresh process of this rank prints for one info and one warning message."""
+    root = logging.getLogger("posttrain")
+    monkeypatch.setattr(root, "handlers", [])  # as in a new process: get_logger sets itself up again
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setenv("RANK", rank)
+    capsys.readouterr()
+    log = get_logger("posttrain.x")
+    log.info("hello-info")
+    log.warning("hello-warn")
+    return capsys.readouterr().err
 
 
-def test_info_only_on_rank_zero():
-    assert "hello-info" in _log_output("0") and "hello-warn" in _log_output("0")
-    other = _log_output("1")
+def test_info_only_on_rank_zero(monkeypatch, capsys):
+    assert "hello-info" in _log_output("0", monkeypatch, capsys) and "hello-warn" in _log_output("0", monkeypatch, capsys)
+    other = _log_output("1", monkeypatch, capsys)
     assert "hello-info" not in other and "hello-warn" in other

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -205,44 +204,10 @@ class ChaosAPI:
 
 
 @pytest.fixture
-def chaos_api():
+def chaos_api(post_server):
     api = ChaosAPI(seed=9)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, headers, body, delay = api.answer(raw)
-            if delay:
-                time.sleep(delay)
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:  # the judge timed out and hung up
-                pass
-
-        def log_message(self, *args):
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request, client_address):
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    api.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with post_server(lambda path, headers, raw: api.answer(raw)) as api.url:
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _chaos_rollouts(path: Path, n: int) -> list[dict]:
