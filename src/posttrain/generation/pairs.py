@@ -22,6 +22,7 @@ import itertools
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,25 +122,25 @@ def check_rollout(row: dict, where: str) -> dict:
     return row
 
 
-def _read_rollouts(path: str, required: dict) -> list[tuple[int, dict]]:
-    """``(line number, row)`` of every row of a rollouts file, each checked before anything is judged or written."""
-    rows = [(number, check_rollout(row, f"{path}:{number}")) for number, row in iter_jsonl(path, required=required)]
-    if not rows:
+def _checked_rollouts(path: str, required: dict) -> Iterator[tuple[int, dict]]:
+    """``(line number, row)`` of every row of a rollouts file, streamed, each checked; an empty
+    file is an error."""
+    count = 0
+    for number, row in iter_jsonl(path, required=required):
+        yield number, check_rollout(row, f"{path}:{number}")
+        count += 1
+    if not count:
         raise DataError(f"{path}: no rows (the file is empty)")
-    return rows
 
 
 def _scan_rollouts(path: str, keep_first_completions: bool) -> tuple[int, list[str | None]]:
     """Validate every row of ``path`` before anything is judged or written; return the row count
     and, if asked (off_topic negatives), each row's first completion: all that is kept of the file."""
     count, first_completions = 0, []
-    for number, row in iter_jsonl(path, required=ROLLOUT_FIELDS):
-        check_rollout(row, f"{path}:{number}")
+    for _, row in _checked_rollouts(path, ROLLOUT_FIELDS):
         count += 1
         if keep_first_completions:
             first_completions.append(row["completions"][0] if row["completions"] else None)
-    if not count:
-        raise DataError(f"{path}: no rows (the file is empty)")
     return count, first_completions
 
 
@@ -237,7 +238,7 @@ def run_sft_data(config: SFTDataConfig) -> dict:
     if not config.rollouts:
         raise ConfigError("config key 'rollouts' is empty")
     task = get_task(config.verify_task, **config.task_options) if config.verify_task else None
-    rollouts = [row for _, row in _read_rollouts(config.rollouts, required={"prompt": str, "completions": list})]
+    rollouts = [row for _, row in _checked_rollouts(config.rollouts, required={"prompt": str, "completions": list})]
     seen: set[str] = set()
     counts = Counter()
     rows = []

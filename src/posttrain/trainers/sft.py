@@ -59,7 +59,6 @@ class GuardedSFTTrainer(NonFiniteLossGuard, CompleteCheckpoints, SFTTrainer):
 
 def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
     """Load and validate the configured dataset, and return a ready SFTTrainer."""
-    check_model_source(config.model_name_or_path)  # before reading any data: the cheaper mistake to report
     rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
     trainer = sft_trainer_for_rows(config, rows)  # every row checked, so the count below is what trains
     log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
