@@ -77,10 +77,8 @@ def _ref_loss(
             else:
                 d = (student_lp[b][i] - teacher_lp[b][i]) * student_lp[b][i]
             w = 1.0
-            if old_lp is not None:
-                w = math.exp(min(max(student_lp[b][i] - old_lp[b][i], -20.0), 20.0))
-                if is_clip is not None:
-                    w = min(w, is_clip)
+            if old_lp is not None and is_clip is not None:  # no clip: no importance correction
+                w = min(math.exp(min(max(student_lp[b][i] - old_lp[b][i], -20.0), 20.0)), is_clip)
             row.append(w)
             total += m * w * d
             n += m
@@ -607,17 +605,28 @@ def test_importance_metrics_respect_mask():
     assert loss.item() == pytest.approx((2.0 * base[0] + 0.5 * base[1] + 1.5 * base[2]) / 3, rel=1e-9)
 
 
-def test_importance_weight_unclipped_when_is_clip_none():
+def test_no_importance_correction_when_is_clip_none():
+    # the reference code: is_clip None means no importance correction, not an unclipped ratio
     s = torch.tensor([IS_S], dtype=F64)
     t = torch.tensor([IS_T], dtype=F64)
     old = torch.tensor([IS_OLD], dtype=F64)
     mask = torch.ones(1, 4, dtype=F64)
     loss, metrics = self_distillation_loss(s, t, mask, alpha=1.0, is_clip=None, old_log_probs=old)
+    base = [(si - ti) * si for si, ti in zip(IS_S, IS_T)]
+    assert loss.item() == pytest.approx(sum(base) / 4, rel=1e-9)
+    assert "is_weight" not in metrics and "is_clip_fraction" not in metrics
+
+
+def test_huge_is_clip_leaves_ratio_unclipped():
+    s = torch.tensor([IS_S], dtype=F64)
+    t = torch.tensor([IS_T], dtype=F64)
+    old = torch.tensor([IS_OLD], dtype=F64)
+    loss, metrics = self_distillation_loss(s, t, torch.ones(1, 4, dtype=F64), alpha=1.0, is_clip=1e12, old_log_probs=old)
     w = [3.0, 0.5, 1.5, 2.5]
     base = [(si - ti) * si for si, ti in zip(IS_S, IS_T)]
     assert loss.item() == pytest.approx(sum(wi * bi for wi, bi in zip(w, base)) / 4, rel=1e-9)
     assert metrics["is_weight"] == pytest.approx(7.5 / 4, rel=1e-9)
-    assert "is_clip_fraction" not in metrics
+    assert metrics["is_clip_fraction"] == 0.0
 
 
 def test_no_old_log_probs_no_weight_metrics():
@@ -634,7 +643,7 @@ def test_importance_weight_is_detached_sampled_mode():
     t = torch.tensor([IS_T], dtype=F64)
     old = torch.tensor([IS_OLD], dtype=F64, requires_grad=True)
     mask = torch.ones(1, 4, dtype=F64)
-    loss, _ = self_distillation_loss(s, t, mask, alpha=1.0, is_clip=None, old_log_probs=old)
+    loss, _ = self_distillation_loss(s, t, mask, alpha=1.0, is_clip=1e12, old_log_probs=old)
     loss.backward()
     w = [3.0, 0.5, 1.5, 2.5]
     expected = [wi * (si - ti) / 4 for wi, si, ti in zip(w, IS_S, IS_T)]
@@ -672,7 +681,7 @@ def test_importance_ratio_clamped_at_20(delta):
     s = torch.tensor([[-0.5]], dtype=F64, requires_grad=True)
     t = torch.tensor([[-0.1]], dtype=F64)
     old = torch.tensor([[-0.5 - delta]], dtype=F64)
-    loss, metrics = self_distillation_loss(s, t, torch.ones(1, 1, dtype=F64), alpha=1.0, is_clip=None, old_log_probs=old)
+    loss, metrics = self_distillation_loss(s, t, torch.ones(1, 1, dtype=F64), alpha=1.0, is_clip=1e12, old_log_probs=old)
     w = math.exp(20.0) if delta > 0 else math.exp(-20.0)
     assert torch.isfinite(loss)
     assert loss.item() == pytest.approx(w * (-0.5 + 0.1) * -0.5, rel=1e-9)
@@ -687,7 +696,7 @@ def test_importance_ratio_clamp_float32_no_overflow():
     s = torch.tensor([[-0.5, -0.2]], dtype=torch.float32)
     t = torch.tensor([[-0.1, -0.3]], dtype=torch.float32)
     old = torch.tensor([[-100.5, -0.2]], dtype=torch.float32)
-    loss, metrics = self_distillation_loss(s, t, torch.ones(1, 2), alpha=1.0, is_clip=None, old_log_probs=old)
+    loss, metrics = self_distillation_loss(s, t, torch.ones(1, 2), alpha=1.0, is_clip=1e12, old_log_probs=old)
     assert torch.isfinite(loss)
     assert math.isfinite(metrics["is_weight"])
     expected = (math.exp(20.0) * (-0.5 + 0.1) * -0.5 + (-0.2 + 0.3) * -0.2) / 2

@@ -22,9 +22,11 @@ Without top-k tensors (only the sampled tokens' log-probs are known) the loss is
 sampled-token estimator of the reverse KL, ``(log s(y) − log t(y)).detach() · log s(y)``, which
 requires α = 1.
 
-When the completions were sampled by an older policy, each token is weighted by the truncated
-importance ratio ``min(exp(clamp(log s − log old, −20, 20)), is_clip)`` (no gradient). The loss is
-the mean over tokens where ``response_mask × sample_mask`` is 1.
+When the completions were sampled by an older policy and ``is_clip`` is set, each token is
+weighted by the truncated importance ratio ``min(exp(clamp(log s − log old, −20, 20)), is_clip)``
+(no gradient). ``is_clip=None`` means no importance correction at all, as in the reference code
+(not an unclipped ratio, which could reach e^20). The loss is the mean over tokens where
+``response_mask × sample_mask`` is 1.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def self_distillation_loss(
             its own top-k tokens; with ``teacher_topk_log_probs`` selects top-k mode.
         teacher_topk_log_probs: ``(B, T, K)`` teacher log-probs at the student's top-k indices.
         alpha: 0 forward KL, 1 reverse KL, in between the α-skewed JSD.
-        is_clip: upper clip of the importance weight (None: no clipping).
+        is_clip: upper clip of the importance weight (None: no importance correction).
         add_tail: top-k mode: add the rest-mass bucket (else renormalise over the k).
         old_log_probs: ``(B, T)`` log-probs under the sampling policy, if it was stale.
         sample_mask: ``(B,)`` 0 for samples without a teacher signal (no demonstration or feedback).
@@ -115,11 +117,10 @@ def self_distillation_loss(
         per_token = log_ratio * student_log_probs  # gradient of E_s[log s - log t] through log s(y)
 
     metrics: dict[str, float] = {}
-    if old_log_probs is not None:
+    if old_log_probs is not None and is_clip is not None:
         ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
-        if is_clip is not None:
-            metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
-            ratio = ratio.clamp(max=is_clip)
+        metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
+        ratio = ratio.clamp(max=is_clip)
         metrics["is_weight"] = _masked_mean(ratio, mask)
         per_token = per_token * ratio
 

@@ -86,7 +86,7 @@ class SDPOSettings(RepromptSettings):
     distillation_alpha: float = config_field(0.5, help="Divergence: 0 forward KL, 1 reverse KL, between: α-skewed JSD.", ge=0.0, le=1.0)
     distillation_topk: int = config_field(100, help="Top-k tokens of the student the divergence is computed on (0: sampled-token mode).", ge=0)
     distillation_add_tail: bool = config_field(True, help="Top-k: add the rest-of-vocabulary bucket (else renormalise over k).")
-    distillation_is_clip: float | None = config_field(2.0, help="Clip of the importance weight for stale samples (None: no clip).", gt=0)
+    distillation_is_clip: float | None = config_field(2.0, help="Clip of the importance weight for stale samples (None: no importance correction, as in the reference).", gt=0)
 
     def __post_init__(self):
         if not 0.0 <= self.distillation_alpha <= 1.0:
