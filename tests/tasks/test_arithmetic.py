@@ -135,16 +135,16 @@ def test_score_right_answer():
 
 
 def test_score_right_answer_without_scratchpad():
-    """The verifier checks only the final answer."""
+    """By default the verifier checks only the final answer."""
     assert TASK.score(PROMPT, "Answer: 85") == (1.0, None)
 
 
 def test_score_last_answer_wins():
     """Only the last 'Answer:' counts."""
     assert TASK.score(PROMPT, "Answer: 84. Wait, no. Answer: 85")[0] == 1.0
-    reward, feedback = TASK.score(PROMPT, "Answer: 85. Hmm. Answer: 84")
+    reward, feedback = TASK.score(PROMPT, RIGHT + ". Hmm. Answer: 84")
     assert reward == 0.0
-    assert "84" in feedback
+    assert feedback == "The steps are right, so the answer is 85, not 84."
 
 
 def test_score_uses_row_operands_over_prompt():
@@ -167,59 +167,77 @@ def test_score_unparseable_prompt_raises():
 
 
 def test_feedback_wrong_digit_sum():
-    """A wrong column sum names the step and the right and wrong sums."""
+    """A wrong column sum names the step, what it should be and what was written."""
     assert TASK.score(PROMPT, "7+8=14 carry 1. 4+3+1=8 carry 0. Answer: 84") == (
         0.0,
-        "Step 1 is wrong: 7+8 is 15, not 14.",
+        "Step 1 should be: 7+8=15 carry 1. You wrote: 7+8=14 carry 1.",
     )
 
 
-def test_feedback_wrong_digits_added():
-    """Adding the wrong digits names the step, the right digits and those added."""
-    assert TASK.score(PROMPT, "7+3=10 carry 1. Answer: 84") == (
-        0.0,
-        "Step 1 should add the digits 7+8 (you added 7+3).",
-    )
+def test_feedback_wrong_digits_added_and_missing_step():
+    """Adding the wrong digits is named; a step that is not there is called missing."""
+    assert TASK.score(PROMPT, "7+3=10 carry 1. Answer: 84")[1] == "Step 1 should be: 7+8=15 carry 1. You wrote: 7+3=10 carry 1."
+    assert TASK.score(PROMPT, "7+8=15 carry 1. Answer: 84")[1] == "Step 2 is missing. Step 2 should be: 4+3+1=8 carry 0."
 
 
 def test_feedback_forgotten_carry_in_step_two():
-    """Dropping the carry in step 2 is reported as adding the wrong digits there."""
+    """Dropping the carry in step 2 names step 2 with the carry in it."""
     assert TASK.score(PROMPT, "7+8=15 carry 1. 4+3=7 carry 0. Answer: 75") == (
         0.0,
-        "Step 2 should add the digits 4+3+1 (you added 4+3).",
+        "Step 2 should be: 4+3+1=8 carry 0. You wrote: 4+3=7 carry 0.",
     )
 
 
-def test_feedback_wrong_sum_in_step_two():
-    """A wrong sum in a later step is reported with its step number."""
-    assert TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=9 carry 0. Answer: 95")[1] == "Step 2 is wrong: 4+3+1 is 8, not 9."
+def test_feedback_malformed_step_keeps_later_step_numbers():
+    """A malformed first step is step 1 (it used to be skipped, shifting the numbers)."""
+    completion = "7+8 is fifteen. 4+3+1=9 carry 0. Answer: 95"
+    assert TASK.score(PROMPT, completion)[1] == "Step 1 should be: 7+8=15 carry 1. You wrote: 7+8 is fifteen."
+    from posttrain.tasks.arithmetic import scratchpad_steps
+
+    assert scratchpad_steps(completion) == ["7+8 is fifteen.", "4+3+1=9 carry 0."]
+
+
+def test_feedback_extra_step():
+    reward, feedback = TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. 0+0+0=0 carry 0. Answer: 84")
+    assert reward == 0.0
+    assert feedback == "There are 2 steps, then the answer. You wrote more: 0+0+0=0 carry 0."
 
 
 def test_feedback_final_answer_wrong_after_correct_steps():
-    """Correct steps but a wrong final number blames the final answer."""
+    """Correct steps but a wrong final number: the right answer is given."""
     reward, feedback = TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 84")
     assert reward == 0.0
-    assert feedback == "The final answer 84 is wrong; combine the column sums and the last carry."
+    assert feedback == "The steps are right, so the answer is 85, not 84."
 
 
 def test_feedback_no_answer():
-    """A completion without 'Answer:' gets feedback saying so."""
+    """A completion without 'Answer:' gets feedback with the ending it needs."""
     reward, feedback = TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0.")
     assert reward == 0.0
-    assert feedback == "No final answer: end with 'Answer: <number>'."
+    assert feedback == "No final answer. It should end with: Answer: 85"
 
 
 def test_feedback_empty_completion():
-    """An empty completion scores 0 with the no-answer feedback."""
-    assert TASK.score(PROMPT, "") == (0.0, "No final answer: end with 'Answer: <number>'.")
+    """An empty completion scores 0; its first step is missing."""
+    assert TASK.score(PROMPT, "") == (0.0, "Step 1 is missing. Step 1 should be: 7+8=15 carry 1.")
 
 
 def test_feedback_three_digit_step_three():
     """For 3 digits, a wrong third column is named as step 3."""
     task = ArithmeticTask(digits=3, test_size=10)
     completion = "6+9=15 carry 1. 5+8+1=14 carry 1. 4+7+1=11 carry 1. Answer: 1145"
-    assert task.score("What is 456 + 789?", completion) == (0.0, "Step 3 is wrong: 4+7+1 is 12, not 11.")
+    assert task.score("What is 456 + 789?", completion) == (0.0, "Step 3 should be: 4+7+1=12 carry 1. You wrote: 4+7+1=11 carry 1.")
     assert task.score("What is 456 + 789?", solve(456, 789, 3)) == (1.0, None)
+
+
+def test_check_steps_refuses_a_right_answer_from_wrong_steps():
+    """Without check_steps only the answer counts; with it, every step must be the reference's."""
+    lucky = "7+8=15 carry 1. 4+3+1=9 carry 0. Answer: 85"  # wrong step 2, right answer
+    strict = ArithmeticTask(digits=2, test_size=10, check_steps=True)
+    assert TASK.score(PROMPT, lucky) == (1.0, None)
+    assert strict.score(PROMPT, lucky) == (0.0, "Step 2 should be: 4+3+1=8 carry 0. You wrote: 4+3+1=9 carry 0.")
+    assert strict.score(PROMPT, "Answer: 85")[0] == 0.0
+    assert strict.score(PROMPT, RIGHT) == (1.0, None)
 
 
 def test_every_reference_completion_scores_one():
@@ -265,10 +283,23 @@ def test_teacher_fraction_mixes_teacher_prompts_into_train_only():
     assert task.make_dataset("train", 500) == task.make_dataset("train", 500)  # deterministic
 
 
+def test_masked_fraction_hides_the_question_in_solution_rows_only():
+    task = ArithmeticTask(test_size=100, seed=3, teacher_fraction=1.0, masked_fraction=0.5)
+    train = task.make_dataset("train", 2000)
+    hinted = [row for row in train if "Correct solution:" in row["prompt"]]
+    masked = [row for row in hinted if row["prompt"].startswith("What is ?? + ??")]
+    assert 0.4 < len(masked) / len(hinted) < 0.6
+    for row in masked:  # the context still holds this row's solution, which is its completion
+        assert row["completion"] in row["prompt"] and str(row["a"]) not in row["prompt"].split("\n")[0]
+    feedback_rows = [row for row in train if "feedback" in row["prompt"]]
+    assert feedback_rows and not any(row["prompt"].startswith("What is ??") for row in feedback_rows)
+
+
+@pytest.mark.parametrize("key", ["teacher_fraction", "masked_fraction"])
 @pytest.mark.parametrize("fraction", [-0.1, 1.5])
-def test_bad_teacher_fraction(fraction):
-    with pytest.raises(ConfigError, match="teacher_fraction"):
-        ArithmeticTask(teacher_fraction=fraction)
+def test_bad_teacher_fraction(key, fraction):
+    with pytest.raises(ConfigError, match=key):
+        ArithmeticTask(**{key: fraction})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,11 +5,18 @@ completions (:func:`follows_format`) and, optionally, pass@k from ``num_samples`
 completions per problem with the unbiased estimator of Chen et al. (2021). Writes ``eval.json``
 (the numbers) and ``predictions.jsonl`` (every completion with its reward and feedback) to
 ``output_dir``.
+
+``premise_check`` measures SDPO's premise (Hübotter et al. 2026): the model, shown a correct
+solution or the verifier's feedback in its prompt, in the exact words SDPO's teacher sees, must
+solve more problems than with the plain prompt, or a self-teacher has nothing to teach. Greedy
+accuracy under the three contexts goes to ``premise/plain``, ``premise/demonstration`` and
+``premise/feedback`` (the feedback is on a typical wrong attempt, for tasks that make one).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +50,9 @@ class EvalConfig(ModelArguments):
     temperature: float = config_field(1.0, help="Sampling temperature for pass@k.", gt=0)
     top_p: float = config_field(1.0, help="Nucleus sampling for pass@k.", gt=0, le=1)
     seed: int = config_field(0, help="Sampling seed.")
+    premise_check: bool = config_field(
+        False, help="Also greedy accuracy with a correct solution / the verifier's feedback in the prompt (SDPO's teacher contexts)."
+    )
 
     def __post_init__(self):
         if self.num_samples and any(not isinstance(k, int) or not 1 <= k <= self.num_samples for k in self.pass_k):
@@ -75,6 +85,25 @@ def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[flo
     return [task.score(row["prompt"], text, **row) for row, text in zip(rows, completions)]
 
 
+def _premise_check(model, tokenizer, task, rows: list[dict], config: EvalConfig) -> dict[str, float]:
+    """Greedy accuracy with the plain prompt, a correct solution in context and feedback on a
+    wrong attempt in context (the teacher prompts of SDPO's reprompting)."""
+    if config.base_model_mode:
+        raise ConfigError("config key 'premise_check': SDPO's teacher contexts are chat prompts; it needs a chat model")
+    rng = random.Random(config.seed)
+    contexts = {"plain": [row["prompt"] for row in rows], "demonstration": [task.hinted_prompt(row) for row in rows]}
+    if hasattr(task, "feedback_prompt"):
+        contexts["feedback"] = [task.feedback_prompt(row, rng) for row in rows]
+    result = {}
+    for name, prompts in contexts.items():
+        rendered = [render_prompt(tokenizer, prompt, False) for prompt in prompts]
+        texts = generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                         desc=f"premise: {name}")
+        result[f"premise/{name}"] = sum(reward for reward, _ in _score_all(task, rows, [t[0] for t in texts])) / len(rows)
+    log.info("premise check (greedy accuracy): " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in result.items()))
+    return result
+
+
 def run_eval(config: EvalConfig) -> dict:
     """Evaluate one model, free it, write the artifacts, return the metrics."""
     seed_everything(config.seed)
@@ -92,6 +121,7 @@ def run_eval(config: EvalConfig) -> dict:
             model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
             stop_strings=stop, desc="greedy", return_token_counts=True, keep_stop_strings=True,
         )
+        premise = _premise_check(model, tokenizer, task, rows, config) if config.premise_check else {}
         sampled = []
         if config.num_samples:
             sampled = generate(model, tokenizer, prompts, num_return_sequences=config.num_samples, do_sample=True,
@@ -112,6 +142,7 @@ def run_eval(config: EvalConfig) -> dict:
         "num_examples": len(rows),
         "accuracy": sum(reward for reward, _ in scores) / len(rows),
         "format_compliance": sum(formatted) / len(rows),
+        **premise,
     }
     predictions = [
         {"prompt": row["prompt"], "completion": text, "reward": reward, "feedback": feedback, "answer": row.get("answer"),

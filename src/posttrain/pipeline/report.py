@@ -127,7 +127,9 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
         if result is None:
             continue
         model_stage = by_dir.get(str(Path(result["model"])), result["model"])
-        accuracy[model_stage] = {k: v for k, v in result.items() if k in ("accuracy", "format_compliance") or k.startswith("pass@")}
+        accuracy[model_stage] = {
+            k: v for k, v in result.items() if k in ("accuracy", "format_compliance") or k.startswith(("pass@", "premise/"))
+        }
         accuracy[model_stage]["eval_stage"] = entry["name"]
 
     stages, plots = [], {}
@@ -164,6 +166,21 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
     return root / "report.md"
 
 
+def _premise_lines(accuracy: dict[str, dict]) -> list[str]:
+    """The SDPO premise check of the models evaluated with ``premise_check``: a self-teacher
+    helps only if the model solves more problems with a solution or feedback in context."""
+    checked = {stage: a for stage, a in accuracy.items() if "premise/plain" in a}
+    if not checked:
+        return []
+    lines = ["## SDPO premise check", "", "Greedy accuracy with the plain prompt and with SDPO's teacher contexts "
+             "(a correct solution / feedback on a wrong attempt in the prompt). SDPO's teacher can only teach what "
+             "it does better than the student.", "", "| model from stage | plain | solution in context | feedback in context |",
+             "|---|---|---|---|"]
+    for stage, a in checked.items():
+        lines.append(f"| {stage} | " + " | ".join(_percent(a.get(f"premise/{k}")) for k in ("plain", "demonstration", "feedback")) + " |")
+    return [*lines, ""]
+
+
 def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
     lines = [f"# Report: {summary['pipeline']}", ""]
     lines += ["## Stages", "", "| stage | command | status | wall time |", "|---|---|---|---|"]
@@ -186,6 +203,7 @@ def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
             word = "improves on" if v["improves"] else "does **not** improve on"
             lines.append(f"- **{v['stage']}** {word} {v['started_from']}: {100 * v['change']:+.1f} points.")
         lines.append("")
+        lines += _premise_lines(summary["accuracy"])
 
     if plots:
         lines += ["## Training curves", ""]

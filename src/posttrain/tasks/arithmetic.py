@@ -9,14 +9,20 @@ Each step needs only single-digit sums and a carry, which is what lets a ~1M-par
 learn the task in CPU minutes; answering directly forces it to resolve every carry in one
 forward pass, and then it barely learns (about 10% in the same budget).
 
-The verifier is exact (the number after the last ``Answer:``). Feedback for a wrong answer
-names the first wrong step of the scratchpad, or else that the final answer disagrees with it.
+The verifier is exact: the number after the last ``Answer:``, and with ``check_steps`` also
+every step of the scratchpad (a right answer reached through a wrong step is a failure, which
+keeps RL from rewarding lucky guesses). Feedback says what is wrong and what is right: the
+first wrong or missing step and what it should be (``Step 2 should be: 4+3+1=8 carry 0. You
+wrote: 4+3+1=9 carry 0.``), or the right final answer when only that is wrong.
+
 The hinted prompt puts a correct solution in context, in the words SDPO's teacher sees it
 (:func:`posttrain.trainers.reprompting.reprompt_text`). A tiny model cannot read a solution in
 context unless it has seen the format, so ``teacher_fraction`` mixes such rows into the training
 split (half with a correct solution, half with the feedback on a typical mistake, each followed
-by the reference answer): after SFT, an in-context teacher is better than the student, as it is
-for large models.
+by the reference answer); in ``masked_fraction`` of the solution rows the question's numbers are
+hidden, so the only way to the answer is to read the context. After SFT on that mix, the
+in-context teacher is better than the student, as it is for large models
+(``posttrain eval --premise_check true`` measures it).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import re
 from posttrain.errors import ConfigError
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
-_STEP = re.compile(r"(\d)\+(\d)(?:\+(\d))?=(\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
+_STEP_TEXT = re.compile(r"[^.]*\.")  # one scratchpad step: everything up to and including its full stop
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
 # framings of a problem's prompt in pretraining-like text (the worked solution follows after a space)
 DOCUMENT_FRAMINGS = ("{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:")
@@ -44,6 +50,16 @@ def solve(a: int, b: int, digits: int) -> str:
         carry = total // 10
         steps.append(f"{lhs}={total} carry {carry}.")
     return " ".join(steps) + f" Answer: {a + b}"
+
+
+def scratchpad_steps(text: str) -> list[str]:
+    """The steps written before the first ``Answer:``, one string per full stop, stripped::
+
+        "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85" -> ["7+8=15 carry 1.", "4+3+1=8 carry 0."]
+
+    A malformed step stays one step, so the steps after it keep their numbers."""
+    body = text.split("Answer:", 1)[0]
+    return [step.strip() for step in _STEP_TEXT.findall(body) if step.strip() != "."]
 
 
 def extract_answer(completion: str) -> int | None:
@@ -62,11 +78,17 @@ class ArithmeticTask:
         seed: fixes which problems are held out and the order of both splits.
         teacher_fraction: share of training rows whose prompt is a teacher's prompt (a correct
             solution or feedback in context), so SFT teaches the model to use that context.
+        masked_fraction: share of the solution-in-context rows whose question hides its numbers
+            (``What is ?? + ??``): the answer can only be read from the context.
+        check_steps: the verifier also checks every scratchpad step, not only the final answer.
     """
 
     name = "arithmetic"
 
-    def __init__(self, digits: int = 2, test_size: int = 300, seed: int = 0, teacher_fraction: float = 0.0):
+    def __init__(
+        self, digits: int = 2, test_size: int = 300, seed: int = 0, teacher_fraction: float = 0.0,
+        masked_fraction: float = 0.0, check_steps: bool = False,
+    ):
         if not 1 <= digits <= 6:
             raise ConfigError(f"arithmetic task: digits must be in [1, 6], got {digits}")
         low, high = 10 ** (digits - 1), 10**digits - 1
@@ -74,9 +96,11 @@ class ArithmeticTask:
         pool = min(space, POOL_SIZE)
         if not 0 < test_size < pool:
             raise ConfigError(f"arithmetic task: test_size must be in [1, {pool - 1}], got {test_size}")
-        if not 0.0 <= teacher_fraction <= 1.0:
-            raise ConfigError(f"arithmetic task: teacher_fraction must be in [0, 1], got {teacher_fraction}")
+        for key, value in (("teacher_fraction", teacher_fraction), ("masked_fraction", masked_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"arithmetic task: {key} must be in [0, 1], got {value}")
         self.digits, self.test_size, self.seed, self.teacher_fraction = digits, test_size, seed, teacher_fraction
+        self.masked_fraction, self.check_steps = masked_fraction, check_steps
         self._low, self._high, self._space, self._pool = low, high, space, pool
 
     def _pairs(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -101,8 +125,13 @@ class ArithmeticTask:
         if split == "train" and self.teacher_fraction:
             rng = random.Random(self.seed + 2)
             for row in rows:
-                if rng.random() < self.teacher_fraction:
-                    row["prompt"] = self.hinted_prompt(row) if rng.random() < 0.5 else self.feedback_prompt(row, rng)
+                if rng.random() >= self.teacher_fraction:
+                    continue
+                if rng.random() < 0.5:
+                    masked = rng.random() < self.masked_fraction
+                    row["prompt"] = self.hinted_prompt({**row, "prompt": self.masked_question()} if masked else row)
+                else:
+                    row["prompt"] = self.feedback_prompt(row, rng)
         return rows
 
     def as_documents(self, rows: list[dict]) -> list[dict]:
@@ -163,6 +192,11 @@ class ArithmeticTask:
             answer = a + b + rng.choice([-10, -1, 1, 10])
         return " ".join(steps) + f" Answer: {answer}"
 
+    def masked_question(self) -> str:
+        """The question with its numbers hidden: ``What is ?? + ??``."""
+        hidden = "?" * self.digits
+        return f"What is {hidden} + {hidden}?"
+
     def hinted_prompt(self, row: dict) -> str:
         """The prompt as SDPO's teacher sees it with a correct solution in context."""
         from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
@@ -186,20 +220,23 @@ class ArithmeticTask:
                 raise ValueError(f"arithmetic task cannot parse the problem in prompt {prompt!r}")
             a, b = int(match.group(1)), int(match.group(2))
         answer = extract_answer(completion)
-        if answer == a + b:
+        steps_right = not self.check_steps or scratchpad_steps(completion) == scratchpad_steps(solve(a, b, self.digits))
+        if answer == a + b and steps_right:
             return 1.0, None
         return 0.0, self.feedback(a, b, completion, answer)
 
     def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
-        """Say what is wrong: the first wrong scratchpad step, else the final answer."""
-        reference = _STEP.findall(solve(a, b, self.digits))
-        for position, (got, want) in enumerate(zip(_STEP.findall(completion), reference)):
-            if got != want:
-                lhs = "+".join(d for d in want[:3] if d != "")
-                got_lhs = "+".join(d for d in got[:3] if d != "")
-                if got_lhs != lhs:
-                    return f"Step {position + 1} should add the digits {lhs} (you added {got_lhs})."
-                return f"Step {position + 1} is wrong: {lhs} is {want[3]}, not {got[3]}."
+        """Say what is wrong and what is right: the first wrong, missing or extra scratchpad step
+        and what it should be, else the right final answer. Only the number of steps is checked
+        beyond the answer when the answer is right (this is then a ``check_steps`` failure)."""
+        reference, written = scratchpad_steps(solve(a, b, self.digits)), scratchpad_steps(completion)
+        for position, want in enumerate(reference):
+            if position >= len(written):
+                return f"Step {position + 1} is missing. Step {position + 1} should be: {want}"
+            if written[position] != want:
+                return f"Step {position + 1} should be: {want} You wrote: {written[position]}"
+        if len(written) > len(reference):
+            return f"There are {len(reference)} steps, then the answer. You wrote more: {written[len(reference)]}"
         if answer is None:
-            return "No final answer: end with 'Answer: <number>'."
-        return f"The final answer {answer} is wrong; combine the column sums and the last carry."
+            return f"No final answer. It should end with: Answer: {a + b}"
+        return f"The steps are right, so the answer is {a + b}, not {answer}."
