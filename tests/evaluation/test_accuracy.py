@@ -178,3 +178,44 @@ def test_follows_format(completion, num_tokens, base, expected):
     from posttrain.evaluation.accuracy import follows_format
 
     assert follows_format(completion, num_tokens, 64, base) is expected
+
+
+def test_premise_check_scores_each_teacher_context(tiny_model_dir, tmp_path, monkeypatch):
+    """An oracle that solves a problem only when a solution is in its prompt: plain 0, solution
+    in context 1, feedback in context 0; the contexts are SDPO's teacher prompts, chat-rendered."""
+    import json
+
+    from posttrain.evaluation import accuracy
+    from posttrain.tasks.arithmetic import ArithmeticTask
+
+    rows = ArithmeticTask().make_dataset("test", n=4)
+    seen = []
+
+    def oracle(model, tokenizer, prompts, **kwargs):
+        seen.append(prompts)
+        texts = []
+        for prompt in prompts:
+            row = next(r for r in rows if r["prompt"] in prompt)
+            texts.append([row["completion"] if "Correct solution:" in prompt else "wrong. Answer: 1"])
+        return (texts, [[5] for _ in prompts]) if kwargs.get("return_token_counts") else texts
+
+    monkeypatch.setattr(accuracy, "generate", oracle)
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
+                                             "num_examples": 4, "premise_check": True})
+    metrics = accuracy.run_eval(config)
+    assert (metrics["premise/plain"], metrics["premise/demonstration"], metrics["premise/feedback"]) == (0.0, 1.0, 0.0)
+    assert metrics["accuracy"] == 0.0 and json.loads((tmp_path / "eval.json").read_text()) == metrics
+    demonstration_prompts = seen[2]  # greedy, plain, solution, feedback
+    task = ArithmeticTask()
+    assert task.hinted_prompt(rows[0]) in demonstration_prompts[0]
+    assert "<|im_start|>user\n" in demonstration_prompts[0]  # rendered with the chat template, as the teacher sees it
+    assert all("feedback from your unsuccessful earlier attempt" in p for p in seen[3])
+
+
+def test_premise_check_needs_a_chat_model(tiny_model_dir, tmp_path):
+    from posttrain.evaluation.accuracy import run_eval
+
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
+                                             "num_examples": 2, "premise_check": True, "base_model_mode": True})
+    with pytest.raises(ConfigError, match="premise_check"):
+        run_eval(config)

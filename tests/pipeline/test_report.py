@@ -86,3 +86,18 @@ def test_accuracy_table_without_pass_at_k_has_as_many_cells_as_columns(tmp_path)
     lines = write_report(root).read_text().splitlines()
     table = lines[lines.index("| model from stage | greedy | format compliance |"):][:3]
     assert table == ["| model from stage | greedy | format compliance |", "|---|---|---|", "| m | 0.0% | 100.0% |"]
+
+
+def test_report_shows_the_sdpo_premise_check(tmp_path):
+    root = make_run(tmp_path)
+    report = write_report(root).read_text()
+    assert "SDPO premise check" not in report  # no eval measured it
+    saved = json.loads((root / "eval_sft" / "eval.json").read_text())
+    saved.update({"premise/plain": 0.5, "premise/demonstration": 0.75, "premise/feedback": 0.125})
+    (root / "eval_sft" / "eval.json").write_text(json.dumps(saved))
+    report = write_report(root).read_text()
+    assert "## SDPO premise check" in report
+    assert "| sft | 50.0% | 75.0% | 12.5% |" in report
+    assert "| dpo |" not in report.split("## SDPO premise check")[1]  # only models that were checked
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["accuracy"]["sft"]["premise/demonstration"] == 0.75
