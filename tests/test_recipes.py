@@ -58,6 +58,9 @@ def test_quickstart_learns_preference_stages_improve_and_rl_stages_run(tmp_path)
     assert stages["eval_base"]["metrics"]["accuracy"] == 0.0
     report = (tmp_path / "quickstart" / "report.md").read_text()
     assert "**sft** improves on model" in report and "**dpo** improves on sft" in report
+    # the SFT model's SDPO premise check is measured and shown (its values: docs/sdpo.md)
+    assert {"premise/plain", "premise/demonstration", "premise/feedback"} <= set(saved)
+    assert saved["premise/plain"] == saved["accuracy"] and "## SDPO premise check" in report
     summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"model", "sft", "dpo", "beta_dpo", "sdpo", "grpo"}
     for numbers in summary["accuracy"].values():  # greedy, pass@k and format compliance for every model

@@ -160,7 +160,7 @@ def test_task_reward_scores_the_scratchpad(arithmetic):
     scores = arithmetic(prompts=["What is 47 + 38?"] * 3, completions=[right, wrong, "no idea"])
     assert scores[0] == (1.0, None)
     assert scores[1][0] == 0.0 and isinstance(scores[1][1], str) and scores[1][1]
-    assert scores[2][0] == 0.0 and "Answer" in scores[2][1]
+    assert scores[2] == (0.0, "Step 1 is missing. Step 1 should be: 7+8=15 carry 1.")
 
 
 def test_task_reward_reads_chat_messages(arithmetic):
@@ -168,7 +168,7 @@ def test_task_reward_reads_chat_messages(arithmetic):
     completions = [[{"role": "assistant", "content": solve(12, 34, 2)}], [{"role": "assistant", "content": "Answer: 47"}]]
     scores = arithmetic(prompts=prompts, completions=completions)
     assert scores[0] == (1.0, None)
-    assert scores[1][0] == 0.0 and "47" in scores[1][1]
+    assert scores[1] == (0.0, "Step 1 is missing. Step 1 should be: 2+4=6 carry 0.")
 
 
 def test_task_reward_routes_each_rows_columns_to_its_sample(arithmetic):
