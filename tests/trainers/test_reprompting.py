@@ -6,6 +6,8 @@ from posttrain.errors import PosttrainError
 from posttrain.trainers.reprompting import (
     RepromptSettings,
     build_teacher_inputs,
+    demonstration_index,
+    first_divergence,
     select_demonstration,
     teacher_messages,
 )
@@ -98,6 +100,9 @@ def test_teacher_inputs_append_the_students_tokens_and_mask_samples_without_sign
     assert "fb-2" in prompt_of[2] and "fb-0" not in prompt_of[2]  # feedback reaches its own sample only
     assert "fb" not in prompt_of[3] and prompt_of[3].endswith("<|im_start|>assistant\n")
     assert prompt_of[1] == tokenizer.apply_chat_template([USER], tokenize=False, add_generation_prompt=True)
+    # the batch index of the sample shown as demonstration: 1 for sample 0; none for 1 (its own
+    # success is never its teacher) or for the group without a success
+    assert [i.demonstration for i in inputs] == [1, None, None, None]
 
 
 def test_truncation_sides(tokenizer):
@@ -127,3 +132,26 @@ def test_chat_template_kwargs_are_forwarded(tokenizer):
 def test_batch_must_be_whole_groups(tokenizer):
     with pytest.raises(ValueError, match="not a whole number of groups"):
         build_teacher_inputs(tokenizer, [[USER]] * 3, [[1]] * 3, ["a"] * 3, [0.0] * 3, [None] * 3, 2, RepromptSettings())
+
+
+def test_demonstration_index_is_the_first_success_not_self():
+    s = RepromptSettings()
+    assert demonstration_index(0, [0.0, 1.0, 1.0], s) == 1
+    assert demonstration_index(1, [0.0, 1.0, 1.0], s) == 2
+    assert demonstration_index(1, [0.0, 1.0, 1.0], RepromptSettings(dont_reprompt_on_self_success=False)) == 1
+    assert demonstration_index(0, [0.0, 0.5], s) is None
+
+
+@pytest.mark.parametrize(
+    "ids, demonstration, expected",
+    [
+        ([5, 6, 7, 8], [5, 6, 9], 2),  # leaves it at position 2
+        ([4, 6], [5, 6], 0),  # at the first token
+        ([5, 6, 9, 1], [5, 6, 9], 3),  # runs on past the demonstration's end
+        ([5, 6], [5, 6, 9], None),  # a prefix never leaves it
+        ([5, 6, 9], [5, 6, 9], None),  # identical
+        ([], [5], None),
+    ],
+)
+def test_first_divergence_by_hand(ids, demonstration, expected):
+    assert first_divergence(ids, demonstration) == expected

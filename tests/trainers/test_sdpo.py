@@ -128,6 +128,7 @@ def first_of_group_succeeds(prompts, completions, **kwargs):
         ({"grpo_weight": -0.5}, "'grpo_weight' must be >= 0"),
         ({"num_generations": 1}, "'num_generations' must be >= 2"),
         ({"distillation_is_clip": 0}, "'distillation_is_clip' must be > 0"),
+        ({"distillation_span": "some"}, "'distillation_span'.*must be one of all, to_divergence"),
     ],
 )
 def test_bad_sdpo_config_values(values, message):
@@ -318,6 +319,40 @@ def test_first_success_of_the_group_is_the_demonstration(tiny_model_dir, tmp_pat
             assert rows[i]["prompt"][-1]["content"] in teacher
     expected_fraction = (len(rows) - 2) / len(rows) if exclude_self else 1.0
     assert trainer._metrics["train"]["self_distillation/signal_fraction"][-1] == pytest.approx(expected_fraction)
+
+
+@pytest.mark.parametrize("span", ["all", "to_divergence"])
+def test_distillation_span_stops_at_the_first_token_that_leaves_the_demonstration(tiny_model_dir, tmp_path, prompts, span, monkeypatch):
+    from posttrain.trainers import sdpo as sdpo_module
+
+    trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [first_of_group_succeeds], distillation_span=span)
+    batch = generate(trainer, group_rows(prompts))
+    ids = [unpadded(i, m) for i, m in zip(batch["completion_ids"], batch["completion_mask"])]
+    expected = []
+    for i, own in enumerate(ids):
+        demonstration = ids[i - i % G] if i % G else None  # sample 0 of each group succeeded; it has no teacher
+        if span == "all" or demonstration is None:
+            expected.append(len(own))
+            continue
+        position = next((p for p, token in enumerate(own) if p >= len(demonstration) or token != demonstration[p]), None)
+        expected.append(len(own) if position is None else position + 1)
+    assert batch["self_distillation_tokens"].tolist() == expected
+    if span == "to_divergence":
+        assert any(e < len(own) for e, own in zip(expected, ids))  # some samples are cut short
+
+    seen = {}
+    original = sdpo_module.self_distillation_loss
+
+    def spy(student_log_probs, teacher_log_probs, response_mask, **kwargs):
+        seen["mask"] = response_mask.clone()
+        return original(student_log_probs, teacher_log_probs, response_mask, **kwargs)
+
+    monkeypatch.setattr(sdpo_module, "self_distillation_loss", spy)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer._self_distillation_loss(trainer.model, batch)
+    assert seen["mask"].sum(dim=1).tolist() == expected  # the loss sees exactly those leading tokens
+    for row, count in zip(seen["mask"].tolist(), expected):
+        assert row[:count] == [1] * count and not any(row[count:])
 
 
 # -- the distillation loss: student log-probs, live teacher, mixing with GRPO -----------------------

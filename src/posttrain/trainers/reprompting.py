@@ -12,6 +12,9 @@ Rules (Hübotter et al. 2026; defaults as in the reference code):
   ``environment_feedback_only_without_solution`` or there is no demonstration);
 * with neither demonstration nor feedback the sample gets no distillation loss (mask 0).
 
+:func:`first_divergence` finds where a sample leaves its demonstration, for distillation
+restricted to the tokens up to there (``distillation_span: to_divergence``, a posttrain option).
+
 The teacher prompt is the original conversation, system messages kept, with the last user turn
 replaced by ``reprompt_template.format(prompt=…, solution=…, feedback=…)``; it is rendered with
 the chat template (``chat_template_kwargs`` forwarded), truncated to ``max_reprompt_len`` tokens
@@ -63,18 +66,38 @@ class TeacherInput:
     input_ids: list[int]  # teacher prompt followed by the student's completion tokens
     completion_start: int  # index of the first completion token in input_ids
     has_signal: bool  # False: neither demonstration nor feedback (distillation mask 0)
+    demonstration: int | None = None  # batch index of the sample shown as the demonstration
+
+
+def demonstration_index(index: int, rewards: list[float], settings: RepromptSettings) -> int | None:
+    """Index in the group of the first successful sample (not ``index`` itself, by default)."""
+    for j, reward in enumerate(rewards):
+        if reward >= settings.success_reward_threshold and not (j == index and settings.dont_reprompt_on_self_success):
+            return j
+    return None
 
 
 def select_demonstration(index: int, completions: list[str], rewards: list[float], settings: RepromptSettings) -> str | None:
     """The first successful completion of the group (not ``index`` itself, by default)."""
-    for j, (completion, reward) in enumerate(zip(completions, rewards)):
-        if reward < settings.success_reward_threshold:
-            continue
-        if j == index and settings.dont_reprompt_on_self_success:
-            continue
-        if settings.remove_thinking_from_demonstration:
-            completion = _THINK.sub("", completion)
-        return completion
+    j = demonstration_index(index, rewards, settings)
+    if j is None:
+        return None
+    return _THINK.sub("", completions[j]) if settings.remove_thinking_from_demonstration else completions[j]
+
+
+def first_divergence(ids: list[int], demonstration_ids: list[int]) -> int | None:
+    """Position of the first token of ``ids`` that differs from ``demonstration_ids`` (a token
+    past the demonstration's end differs), or None when ``ids`` never leaves it::
+
+        first_divergence([5, 6, 7, 8], [5, 6, 9]) == 2
+        first_divergence([5, 6], [5, 6, 9]) is None
+
+    For a failed sample beside a successful sibling of a deterministic task this is its first
+    mistake: the tokens before it agree with a right answer, those after it continue from a
+    context the demonstration never had."""
+    for position, token in enumerate(ids):
+        if position >= len(demonstration_ids) or token != demonstration_ids[position]:
+            return position
     return None
 
 
@@ -126,6 +149,7 @@ def build_teacher_inputs(
         start = i - i % group_size
         group = slice(start, start + group_size)
         demonstration = select_demonstration(i - start, completions[group], rewards[group], settings)
+        shown = demonstration_index(i - start, rewards[group], settings)
         reprompted = teacher_messages(messages, demonstration, feedbacks[i], settings)
         if reprompted is None:  # no signal: the student's own prompt, masked out of the loss
             reprompted, has_signal = messages, False
@@ -137,7 +161,7 @@ def build_teacher_inputs(
         if hasattr(prompt_ids, "keys"):  # transformers 5 returns a BatchEncoding
             prompt_ids = prompt_ids["input_ids"]
         prompt_ids = _truncate(list(prompt_ids), settings)
-        inputs.append(TeacherInput(prompt_ids + list(ids), len(prompt_ids), has_signal))
+        inputs.append(TeacherInput(prompt_ids + list(ids), len(prompt_ids), has_signal, None if shown is None else start + shown))
     return inputs
 
 

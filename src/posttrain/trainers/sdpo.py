@@ -54,7 +54,7 @@ from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
-from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs
+from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function, message_text
 from posttrain.trainers.settings import TrainingSettings
 from posttrain.trainers.teachers import (
@@ -87,6 +87,11 @@ class SDPOSettings(RepromptSettings):
     distillation_topk: int = config_field(100, help="Top-k tokens of the student the divergence is computed on (0: sampled-token mode).", ge=0)
     distillation_add_tail: bool = config_field(True, help="Top-k: add the rest-of-vocabulary bucket (else renormalise over k).")
     distillation_is_clip: float | None = config_field(2.0, help="Clip of the importance weight for stale samples (None: no importance correction, as in the reference).", gt=0)
+    distillation_span: Literal["all", "to_divergence"] = config_field(
+        "all",
+        help="Tokens distilled on a sample with a demonstration: all (reference) or up to and including the first "
+        "token where it leaves the demonstration (its first mistake, on a deterministic task).",
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.distillation_alpha <= 1.0:
@@ -216,9 +221,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         prompts, completions = self._scored
         n = len(prompts)
+        ids = [row[mask.bool()].tolist() for row, mask in zip(output["completion_ids"], output["completion_mask"])]
         # A group may be spread over processes: every process sees the whole batch, builds its own share
-        everything = gather_object([(p, message_text(c), f) for p, c, f in zip(prompts, completions, self._feedback(n))])
-        all_prompts, all_texts, all_feedback = (list(column) for column in zip(*everything))
+        everything = gather_object([(p, message_text(c), f, i) for p, c, f, i in zip(prompts, completions, self._feedback(n), ids)])
+        all_prompts, all_texts, all_feedback, all_ids = (list(column) for column in zip(*everything))
         share = range(self.accelerator.process_index * n, (self.accelerator.process_index + 1) * n)
         # Teacher prompts only: the loss appends the completion tokens from the batch's own tensors
         no_completions = [[] for _ in all_prompts]
@@ -231,8 +237,20 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         output["teacher_prompt_mask"] = pad([torch.ones_like(ids) for ids in prompt_ids], padding_value=0, padding_side="left").to(device)
         has_signal = torch.tensor([float(t.has_signal) for t in teacher_inputs], device=device)
         output["self_distillation_mask"] = has_signal
+        output["self_distillation_tokens"] = torch.tensor(
+            [self._distilled_tokens(all_ids, i, t.demonstration) for i, t in zip(share, teacher_inputs)], device=device
+        )
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
         return output
+
+    def _distilled_tokens(self, all_ids: list[list[int]], index: int, demonstration: int | None) -> int:
+        """How many leading completion tokens of sample ``index`` are distilled: all of them, or with
+        ``distillation_span: to_divergence`` those up to and including where it leaves its demonstration."""
+        ids = all_ids[index]
+        if self.sdpo.distillation_span == "all" or demonstration is None:
+            return len(ids)
+        position = first_divergence(ids, all_ids[demonstration])
+        return len(ids) if position is None else position + 1
 
     # -- loss ---------------------------------------------------------------------------------
 
@@ -246,7 +264,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         return weight * super()._compute_loss(model, inputs) + (1 - weight) * distillation
 
     def _self_distillation_loss(self, model, inputs) -> torch.Tensor:
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        completion_ids = inputs["completion_ids"]
+        positions = torch.arange(completion_ids.size(1), device=completion_ids.device)
+        # (B, n): response tokens that are distilled (all, or those up to the divergence)
+        completion_mask = inputs["completion_mask"] * (positions[None, :] < inputs["self_distillation_tokens"][:, None])
         topk = self.sdpo.distillation_topk
 
         student = torch.log_softmax(self._completion_logits(model, "prompt", inputs), dim=-1)  # (B, n, V), with gradient
@@ -272,15 +293,15 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             old_log_probs=inputs.get("old_per_token_logps"),
             sample_mask=inputs["self_distillation_mask"],
         )
-        self._log_distillation(inputs, loss, student_log_probs, teacher_log_probs, metrics)
+        self._log_distillation(inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics)
         mode = "train" if self.model.training else "eval"
         return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
-    def _log_distillation(self, inputs, loss, student_log_probs, teacher_log_probs, metrics) -> None:
+    def _log_distillation(self, inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics) -> None:
         """Token-weighted means over all processes: distillation loss and the teacher–student KL
-        (reverse KL estimated on the sampled tokens), both over tokens that have a teacher signal."""
+        (reverse KL estimated on the sampled tokens), both over the distilled tokens that have a teacher signal."""
         mode = "train" if self.model.training else "eval"
-        mask = inputs["completion_mask"] * inputs["self_distillation_mask"][:, None]
+        mask = completion_mask * inputs["self_distillation_mask"][:, None]
         tokens = mask.sum()
         kl_sum = ((student_log_probs - teacher_log_probs).detach() * mask).sum()
         totals = self.accelerator.reduce(torch.stack([loss.detach() * tokens, kl_sum, tokens]), reduction="sum")
