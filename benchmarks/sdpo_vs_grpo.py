@@ -1,13 +1,18 @@
-"""Held-out accuracy against generations seen: SDPO vs GRPO from the same SFT model, several seeds.
+"""Held-out accuracy against generations seen: GRPO vs SDPO from the same SFT model, several seeds.
 
-    python benchmarks/sdpo_vs_grpo.py --model runs/quickstart/sft [--steps 40] [--seeds 0 1]
-        [--out docs/img/sdpo_vs_grpo.png] [-- extra sdpo options, e.g. --teacher frozen]
+    python benchmarks/sdpo_vs_grpo.py [--seeds 0 1 2] [--steps 50] [--eval-every 25]
+        [--model DIR] [--out docs/img/sdpo_vs_grpo.png] [-- extra options for every RL run]
 
-Both methods sample the same number of completions per step (``--batch``, G = 8 per prompt) from
-the same starting model with the same seed; a checkpoint every ``--eval-every`` steps is
-evaluated greedily on the task's held-out problems. The paper (Hübotter et al. 2026) reports
-GRPO's final accuracy reached by SDPO with 4x fewer generations on LiveCodeBench with Qwen3-8B;
-this measures what happens with whatever model you give it. Prints a table, writes a PNG.
+Without ``--model`` it first trains the SFT model every run starts from: the quickstart's SFT
+recipe with 1,000 held-out problems (``test_size``) and teacher-format rows (a correct solution or
+feedback in context, half of the solution rows with other numbers in the question, so the model
+learns to read its context), and prints that model's SDPO premise check. Every RL run then uses
+the recipe's settings (``recipes/sdpo.yaml``: 256 completions per optimizer step, lr warmup,
+T = 0.3, step-checking verifier) on the task's training problems, and every ``--eval-every``
+steps its checkpoint is evaluated greedily on all held-out problems. Methods: GRPO, SDPO with the
+reference settings, and SDPO distilling only up to each sample's first divergence from its
+demonstration (``distillation_span: to_divergence``). Prints mean ± standard error over seeds per
+checkpoint and writes a PNG with error bars.
 """
 
 from __future__ import annotations
@@ -24,68 +29,98 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from posttrain.config import load_config, parse_overrides  # noqa: E402
 from posttrain.evaluation.accuracy import EvalConfig, run_eval  # noqa: E402
+from posttrain.models.tiny import MakeModelConfig, make_model  # noqa: E402
 from posttrain.trainers.sdpo import SDPOJobConfig, run_sdpo  # noqa: E402
+from posttrain.trainers.sft import SFTJobConfig, run_sft  # noqa: E402
 
-METHODS = {"GRPO": {"grpo_weight": 1.0}, "SDPO": {}}
+RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"
+HELD_OUT = 1000
+METHODS = {
+    "GRPO": {"grpo_weight": 1.0},
+    "SDPO": {},
+    "SDPO to_divergence": {"distillation_span": "to_divergence"},
+}
 
 
-def accuracy(model_dir: str, work: str, examples: int) -> float:
-    return run_eval(EvalConfig(model_name_or_path=model_dir, output_dir=work, num_examples=examples))["accuracy"]
+def task_options(args) -> dict:
+    return {"test_size": HELD_OUT, "check_steps": True}
 
 
-def curve(args, overrides: dict, seed: int) -> list[float]:
-    """Accuracy at step 0, eval_every, 2·eval_every, ... for one method and seed."""
-    with tempfile.TemporaryDirectory() as work:
-        values = {
-            "model_name_or_path": args.model, "output_dir": f"{work}/train", "max_steps": args.steps,
-            "per_device_train_batch_size": args.batch, "num_generations": 8, "max_completion_length": 40,
-            "learning_rate": args.learning_rate, "save_strategy": "steps", "save_steps": args.eval_every,
-            "logging_steps": args.eval_every, "seed": seed, **overrides,
-        }
-        run_sdpo(load_config(SDPOJobConfig, values=values, overrides=args.extra))
-        points = [accuracy(args.model, f"{work}/eval", args.examples)]
-        for step in range(args.eval_every, args.steps + 1, args.eval_every):
-            points.append(accuracy(f"{work}/train/checkpoint-{step}", f"{work}/eval", args.examples))
-        return points
+def train_sft(work: str, args) -> str:
+    """The quickstart's SFT recipe, with the held-out split and the teacher-format rows."""
+    make_model(load_config(MakeModelConfig, values={"out": f"{work}/model", "seed": 0}))
+    values = {
+        "model_name_or_path": f"{work}/model", "dataset_name": "task:arithmetic", "output_dir": f"{work}/sft",
+        "task_options": {"test_size": HELD_OUT, "teacher_fraction": args.teacher_fraction, "masked_fraction": 0.5},
+        "max_steps": args.sft_steps, "per_device_train_batch_size": 64, "learning_rate": 3e-3,
+        "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "save_strategy": "no", "logging_steps": 50, "seed": 0,
+    }
+    run_sft(load_config(SFTJobConfig, values=values))
+    return f"{work}/sft"
+
+
+def evaluate(model_dir: str, work: str, premise: bool = False) -> dict:
+    config = EvalConfig(model_name_or_path=model_dir, output_dir=work, task_options={"test_size": HELD_OUT}, premise_check=premise)
+    return run_eval(config)
+
+
+def curve(args, start: str, overrides: dict, seed: int, work: str) -> list[float]:
+    """Accuracy at eval_every, 2·eval_every, ... steps for one method and seed."""
+    values = {
+        "model_name_or_path": start, "output_dir": f"{work}/train", "max_steps": args.steps,
+        "save_strategy": "steps", "save_steps": args.eval_every, "logging_steps": args.eval_every, "seed": seed,
+        "task_options": task_options(args), **overrides,
+    }
+    run_sdpo(load_config(SDPOJobConfig, path=str(RECIPE), values=values, overrides=args.extra))
+    return [evaluate(f"{work}/train/checkpoint-{step}", f"{work}/eval")["accuracy"]
+            for step in range(args.eval_every, args.steps + 1, args.eval_every)]
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.mean(values), se
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True, help="the SFT model both methods start from")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32, help="completions per step")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--examples", type=int, default=300, help="held-out problems per evaluation")
+    parser.add_argument("--model", help="the SFT model every run starts from (default: train one)")
+    parser.add_argument("--sft-steps", type=int, default=250)
+    parser.add_argument("--teacher-fraction", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", default="docs/img/sdpo_vs_grpo.png")
-    parser.add_argument("extra", nargs="*", help="more config overrides for both methods, as --key value after --")
+    parser.add_argument("extra", nargs="*", help="more config overrides for every RL run, as --key value after --")
     args = parser.parse_args()
     args.extra = parse_overrides(args.extra)
 
-    curves = {name: [curve(args, overrides, seed) for seed in args.seeds] for name, overrides in METHODS.items()}
-    generations = [step * args.batch for step in range(0, args.steps + 1, args.eval_every)]
+    with tempfile.TemporaryDirectory() as work:
+        start = args.model or train_sft(work, args)
+        base = evaluate(start, f"{work}/eval_start", premise=True)
+        per_step = load_config(SDPOJobConfig, path=str(RECIPE), values={"task_options": {}}, overrides=args.extra)
+        batch = per_step.per_device_train_batch_size * per_step.gradient_accumulation_steps
+        curves = {name: [[base["accuracy"], *curve(args, start, METHODS[name], seed, f"{work}/{i}-{seed}")]
+                         for seed in args.seeds] for i, name in enumerate(args.methods)}
+    generations = [step * batch for step in range(0, args.steps + 1, args.eval_every)]
 
-    print(f"\nheld-out greedy accuracy (mean over seeds {args.seeds}; {args.batch} generations per step)")
-    print(f"{'generations':>12s} " + " ".join(f"{name:>16s}" for name in curves))
+    print(f"\nstart model: greedy {base['accuracy']:.3f} on {base['num_examples']} held-out problems; premise check: "
+          + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in base.items() if k.startswith("premise/")))
+    print(f"held-out greedy accuracy, mean ± standard error over seeds {args.seeds} ({batch} generations per step)\n")
+    print("| generations | " + " | ".join(curves) + " |")
+    print("|---|" + "---|" * len(curves))
     for i, seen in enumerate(generations):
-        cells = []
-        for runs in curves.values():
-            values = [run[i] for run in runs]
-            spread = (max(values) - min(values)) / 2
-            cells.append(f"{statistics.mean(values):10.3f} ±{spread:.3f}")
-        print(f"{seen:12d} " + " ".join(f"{c:>16s}" for c in cells))
+        cells = ["{:.1f} ± {:.1f}".format(*(100 * x for x in mean_se([run[i] for run in runs]))) for runs in curves.values()]
+        print(f"| {seen} | " + " | ".join(cells) + " |")
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, runs in curves.items():
-        means = [statistics.mean(run[i] for run in runs) for i in range(len(generations))]
-        line, = ax.plot(generations, means, marker="o", label=name)
-        for run in runs:
-            ax.plot(generations, run, color=line.get_color(), alpha=0.25, linewidth=1)
+        stats = [mean_se([run[i] for run in runs]) for i in range(len(generations))]
+        ax.errorbar(generations, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=name)
     ax.set_xlabel("generations seen")
-    ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_title("SDPO vs GRPO from the same SFT model")
+    ax.set_ylabel(f"held-out accuracy, greedy, {HELD_OUT} problems (%)")
+    ax.set_title(f"GRPO vs SDPO from the same SFT model ({len(args.seeds)} seeds, ± SE)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

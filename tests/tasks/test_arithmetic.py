@@ -283,16 +283,20 @@ def test_teacher_fraction_mixes_teacher_prompts_into_train_only():
     assert task.make_dataset("train", 500) == task.make_dataset("train", 500)  # deterministic
 
 
-def test_masked_fraction_hides_the_question_in_solution_rows_only():
+def test_masked_fraction_replaces_the_question_in_solution_rows_only():
+    """In masked rows the question asks about other numbers: only the solution in context gives
+    the completion (no marker such as '??' that the model could learn to copy only after)."""
     task = ArithmeticTask(test_size=100, seed=3, teacher_fraction=1.0, masked_fraction=0.5)
     train = task.make_dataset("train", 2000)
     hinted = [row for row in train if "Correct solution:" in row["prompt"]]
-    masked = [row for row in hinted if row["prompt"].startswith("What is ?? + ??")]
+    masked = [row for row in hinted if not row["prompt"].startswith(f"What is {row['a']} + {row['b']}?")]
     assert 0.4 < len(masked) / len(hinted) < 0.6
-    for row in masked:  # the context still holds this row's solution, which is its completion
-        assert row["completion"] in row["prompt"] and str(row["a"]) not in row["prompt"].split("\n")[0]
+    for row in masked:  # the context holds this row's solution, which is its completion
+        question = row["prompt"].split("\n")[0]
+        assert re.fullmatch(r"What is \d\d \+ \d\d\?", question)
+        assert f"Correct solution:\n\n{row['completion']}\n\n" in row["prompt"]
     feedback_rows = [row for row in train if "feedback" in row["prompt"]]
-    assert feedback_rows and not any(row["prompt"].startswith("What is ??") for row in feedback_rows)
+    assert feedback_rows and all(row["prompt"].startswith(f"What is {row['a']} + {row['b']}?") for row in feedback_rows)
 
 
 @pytest.mark.parametrize("key", ["teacher_fraction", "masked_fraction"])

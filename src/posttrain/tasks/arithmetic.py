@@ -19,8 +19,8 @@ The hinted prompt puts a correct solution in context, in the words SDPO's teache
 (:func:`posttrain.trainers.reprompting.reprompt_text`). A tiny model cannot read a solution in
 context unless it has seen the format, so ``teacher_fraction`` mixes such rows into the training
 split (half with a correct solution, half with the feedback on a typical mistake, each followed
-by the reference answer); in ``masked_fraction`` of the solution rows the question's numbers are
-hidden, so the only way to the answer is to read the context. After SFT on that mix, the
+by the reference answer); in ``masked_fraction`` of the solution rows the question asks about
+other numbers, so the only way to the answer is to read the context. After SFT on that mix, the
 in-context teacher is better than the student, as it is for large models
 (``posttrain eval --premise_check true`` measures it).
 """
@@ -78,8 +78,8 @@ class ArithmeticTask:
         seed: fixes which problems are held out and the order of both splits.
         teacher_fraction: share of training rows whose prompt is a teacher's prompt (a correct
             solution or feedback in context), so SFT teaches the model to use that context.
-        masked_fraction: share of the solution-in-context rows whose question hides its numbers
-            (``What is ?? + ??``): the answer can only be read from the context.
+        masked_fraction: share of the solution-in-context rows whose question asks about other,
+            random numbers: the answer can only be read from the context.
         check_steps: the verifier also checks every scratchpad step, not only the final answer.
     """
 
@@ -129,7 +129,7 @@ class ArithmeticTask:
                     continue
                 if rng.random() < 0.5:
                     masked = rng.random() < self.masked_fraction
-                    row["prompt"] = self.hinted_prompt({**row, "prompt": self.masked_question()} if masked else row)
+                    row["prompt"] = self.hinted_prompt({**row, "prompt": self.masked_question(rng)} if masked else row)
                 else:
                     row["prompt"] = self.feedback_prompt(row, rng)
         return rows
@@ -192,10 +192,11 @@ class ArithmeticTask:
             answer = a + b + rng.choice([-10, -1, 1, 10])
         return " ".join(steps) + f" Answer: {answer}"
 
-    def masked_question(self) -> str:
-        """The question with its numbers hidden: ``What is ?? + ??``."""
-        hidden = "?" * self.digits
-        return f"What is {hidden} + {hidden}?"
+    def masked_question(self, rng: random.Random) -> str:
+        """A question with other, random numbers: beside the row's solution, the answer can only be
+        read from the context (a visible marker such as ``??`` would let the model copy only then)."""
+        a, b = rng.randint(self._low, self._high), rng.randint(self._low, self._high)
+        return f"What is {a} + {b}?"
 
     def hinted_prompt(self, row: dict) -> str:
         """The prompt as SDPO's teacher sees it with a correct solution in context."""
