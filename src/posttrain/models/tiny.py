@@ -73,9 +73,10 @@ def _tokenizer_corpus() -> list[str]:
     for row in rows:
         lines.append(f"{row['prompt']}\n{row['completion']}")
         # The corpus is frozen: changing it changes the vocabulary, hence every model and every
-        # measured figure. The hint phrasing below predates the SDPO reprompt templates.
+        # measured figure. The hint and feedback phrasings below predate the SDPO reprompt
+        # templates and the task's current feedback, and are written out here so they stay put.
         lines.append(f"{row['prompt']}\nHint: a correct solution is: {row['completion']}")
-        lines.append(task.feedback(row["a"], row["b"], "", row["answer"] + 1))
+        lines.append(f"The final answer {row['answer'] + 1} is wrong; combine the column sums and the last carry.")
     return lines
 
 
