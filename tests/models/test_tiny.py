@@ -50,3 +50,20 @@ def test_presets_and_seed(tmp_path):
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tokenizer_corpus_does_not_follow_the_tasks_wording(monkeypatch):
+    """The corpus is frozen: new feedback or hint wording in the task must not change the
+    vocabulary (and so every model and figure); it once did, 598 -> 593 tokens."""
+    from posttrain.models import tiny
+    from posttrain.tasks.arithmetic import ArithmeticTask
+
+    before = tiny._tokenizer_corpus()
+
+    def reworded(self, *args, **kwargs):
+        raise AssertionError("the tokenizer corpus must not call the task's feedback")
+
+    monkeypatch.setattr(ArithmeticTask, "feedback", reworded)
+    monkeypatch.setattr(ArithmeticTask, "hinted_prompt", reworded)
+    assert tiny._tokenizer_corpus() == before
+    assert any(line.endswith("is wrong; combine the column sums and the last carry.") for line in before)
