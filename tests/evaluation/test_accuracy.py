@@ -212,10 +212,8 @@ def test_premise_check_scores_each_teacher_context(tiny_model_dir, tmp_path, mon
     assert all("feedback from your unsuccessful earlier attempt" in p for p in seen[3])
 
 
-def test_premise_check_needs_a_chat_model(tiny_model_dir, tmp_path):
-    from posttrain.evaluation.accuracy import run_eval
-
-    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
-                                             "num_examples": 2, "premise_check": True, "base_model_mode": True})
+def test_premise_check_needs_a_chat_model_and_says_so_before_loading(tmp_path):
+    # the model directory does not exist: the config error comes first, before any loading
     with pytest.raises(ConfigError, match="premise_check"):
-        run_eval(config)
+        load_config(EvalConfig, values={"model_name_or_path": str(tmp_path / "missing"), "output_dir": str(tmp_path),
+                                        "num_examples": 2, "premise_check": True, "base_model_mode": True})

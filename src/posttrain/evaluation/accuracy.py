@@ -55,6 +55,8 @@ class EvalConfig(ModelArguments):
     )
 
     def __post_init__(self):
+        if self.premise_check and self.base_model_mode:
+            raise ConfigError("config key 'premise_check': SDPO's teacher contexts are chat prompts; it needs a chat model")
         if self.num_samples and any(not isinstance(k, int) or not 1 <= k <= self.num_samples for k in self.pass_k):
             raise ConfigError(f"config key 'pass_k': every k must be an integer in [1, num_samples={self.num_samples}]")
 
@@ -88,8 +90,6 @@ def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[flo
 def _premise_check(model, tokenizer, task, rows: list[dict], config: EvalConfig) -> dict[str, float]:
     """Greedy accuracy with the plain prompt, a correct solution in context and feedback on a
     wrong attempt in context (the teacher prompts of SDPO's reprompting)."""
-    if config.base_model_mode:
-        raise ConfigError("config key 'premise_check': SDPO's teacher contexts are chat prompts; it needs a chat model")
     rng = random.Random(config.seed)
     contexts = {"plain": [row["prompt"] for row in rows], "demonstration": [task.hinted_prompt(row) for row in rows]}
     if hasattr(task, "feedback_prompt"):

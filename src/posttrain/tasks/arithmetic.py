@@ -20,9 +20,9 @@ The hinted prompt puts a correct solution in context, in the words SDPO's teache
 context unless it has seen the format, so ``teacher_fraction`` mixes such rows into the training
 split (half with a correct solution, half with the feedback on a typical mistake, each followed
 by the reference answer); in ``masked_fraction`` of the solution rows the question asks about
-other numbers, so the only way to the answer is to read the context. After SFT on that mix, the
-in-context teacher is better than the student, as it is for large models
-(``posttrain eval --premise_check true`` measures it).
+other numbers, so the only way to the answer is to read the context. Whether the in-context
+teacher then beats the student, as it does for large models, is what ``posttrain eval
+--premise_check true`` measures; on the 0.87M tiny model it does not (docs/sdpo.md).
 """
 
 from __future__ import annotations
@@ -228,8 +228,7 @@ class ArithmeticTask:
 
     def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
         """Say what is wrong and what is right: the first wrong, missing or extra scratchpad step
-        and what it should be, else the right final answer. Only the number of steps is checked
-        beyond the answer when the answer is right (this is then a ``check_steps`` failure)."""
+        and what it should be, else the missing or wrong final answer and the right one."""
         reference, written = scratchpad_steps(solve(a, b, self.digits)), scratchpad_steps(completion)
         for position, want in enumerate(reference):
             if position >= len(written):

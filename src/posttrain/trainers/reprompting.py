@@ -80,9 +80,11 @@ def demonstration_index(index: int, rewards: list[float], settings: RepromptSett
 def select_demonstration(index: int, completions: list[str], rewards: list[float], settings: RepromptSettings) -> str | None:
     """The first successful completion of the group (not ``index`` itself, by default)."""
     j = demonstration_index(index, rewards, settings)
-    if j is None:
-        return None
-    return _THINK.sub("", completions[j]) if settings.remove_thinking_from_demonstration else completions[j]
+    return None if j is None else _demonstration_text(completions[j], settings)
+
+
+def _demonstration_text(completion: str, settings: RepromptSettings) -> str:
+    return _THINK.sub("", completion) if settings.remove_thinking_from_demonstration else completion
 
 
 def first_divergence(ids: list[int], demonstration_ids: list[int]) -> int | None:
@@ -148,8 +150,8 @@ def build_teacher_inputs(
         messages, ids = prompts[i], completion_ids[i]
         start = i - i % group_size
         group = slice(start, start + group_size)
-        demonstration = select_demonstration(i - start, completions[group], rewards[group], settings)
         shown = demonstration_index(i - start, rewards[group], settings)
+        demonstration = None if shown is None else _demonstration_text(completions[start + shown], settings)
         reprompted = teacher_messages(messages, demonstration, feedbacks[i], settings)
         if reprompted is None:  # no signal: the student's own prompt, masked out of the loss
             reprompted, has_signal = messages, False
