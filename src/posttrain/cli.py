@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from posttrain import __version__
 from posttrain.commands import COMMANDS, Command
 from posttrain.errors import PosttrainError
+from posttrain.preemption import EXIT_PREEMPTED, Preempted, sigterm_stops_cleanly
 
 EXIT_USAGE = 2
 
@@ -60,13 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_hint(argv: list[str], resume_key: bool) -> str:
+    """How to continue a run SIGTERM stopped: the same command line (with ``--resume true`` for
+    the training commands; rollouts, pairs and pipelines pick up where they stopped by themselves)."""
+    args = list(argv)
+    if "--resume" in args[:-1]:
+        at = args.index("--resume")
+        del args[at : at + 2]
+    command = "posttrain " + " ".join(shlex.quote(a) for a in args) + (" --resume true" if resume_key else "")
+    return f"resume with: {command}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    output_dir = None  # where the command writes, for messages about failed writes
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    with sigterm_stops_cleanly():
+        return _run_command(args, rest, argv)
+
+
+def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> int:
+    output_dir = None  # where the command writes, for messages about failed writes
+    config = None
     try:
         if args.command == "run":
             if rest:
@@ -93,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         if is_main_process():  # under a launcher, one copy of the result
             print(json.dumps(metrics, indent=2, default=str))
         return 0
+    except Preempted as err:
+        from posttrain.runtime import is_main_process
+
+        if is_main_process():
+            # a pipeline resumes its interrupted stage by itself; the --only/--from it was given
+            # would start that stage over, so the hint is the plain `posttrain run PIPELINE`
+            hint_argv = argv
+            if args.command == "run":
+                hint_argv = ["run", args.pipeline, *(["--output-root", args.output_root] if args.output_root else [])]
+            resume_key = args.command != "run" and hasattr(config, "resume")
+            print(f"posttrain {args.command}: {err}; {_resume_hint(hint_argv, resume_key)}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except PosttrainError as err:
         print(f"posttrain {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

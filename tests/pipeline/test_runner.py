@@ -15,6 +15,7 @@ from posttrain.commands import COMMANDS, Command
 from posttrain.config import config_field
 from posttrain.errors import ConfigError
 from posttrain.pipeline.runner import format_status, pipeline_status, plan, run_pipeline
+from posttrain.preemption import Preempted, sigterm_stops_cleanly, stoppable_loop
 
 
 @dataclass
@@ -29,10 +30,16 @@ CALLS: list[tuple[str, int, bool]] = []
 
 
 def echo(config: EchoConfig) -> dict:
-    """Writes its value; fails when value == 13 (to test failure handling)."""
+    """Writes its value; fails when value == 13 (to test failure handling), is stopped by SIGTERM
+    in its loop when value == 15, and gets a SIGTERM as it finishes when value == 16."""
     CALLS.append((Path(config.output_dir).name, config.value, config.resume))
     if config.value == 13:
         raise RuntimeError("unlucky")
+    if config.value == 15 and not config.resume:
+        raise Preempted("stopped by SIGTERM after step 1 of 2")
+    if config.value == 16 and not config.resume:
+        with stoppable_loop():
+            os.kill(os.getpid(), signal.SIGTERM)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.output_dir) / "value.txt").write_text(str(config.value))
     return {"value": config.value, "accuracy": config.value / 100}
@@ -151,6 +158,27 @@ def test_interrupted_stage_resumes(tmp_path, echo_command):
     CALLS.clear()
     run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(runs))
     assert CALLS == [("second", 2, True)]
+
+
+def test_a_stage_stopped_by_sigterm_is_recorded_as_interrupted_and_resumed(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    with pytest.raises(Preempted, match="stage 'second' stopped by SIGTERM after step 1 of 2"):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=15), output_root=str(runs))
+    manifest = json.loads((runs / "demo" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "interrupted", "pending"]
+    assert [row.status for row in pipeline_status(tmp_path / "p.yaml", str(runs))] == ["done", "interrupted", "pending"]
+    CALLS.clear()
+    run_pipeline(write_pipeline(tmp_path / "p.yaml", b=15), output_root=str(runs))
+    assert [(name, resume) for name, _, resume in CALLS] == [("second", True), ("third", True)]  # resumed, then the rest
+
+
+def test_a_sigterm_as_a_stage_finishes_stops_the_pipeline_before_the_next(tmp_path, echo_command):
+    runs = tmp_path / "runs"
+    with sigterm_stops_cleanly(), pytest.raises(Preempted, match="stage 'third' stopped by SIGTERM before it started"):
+        run_pipeline(write_pipeline(tmp_path / "p.yaml", b=16), output_root=str(runs))
+    manifest = json.loads((runs / "demo" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "done", "interrupted"]
+    assert [name for name, _, _ in CALLS] == ["first", "second"]
 
 
 @pytest.mark.parametrize(
@@ -336,8 +364,8 @@ def test_bad_stage_selection_is_an_error_before_anything_runs(tmp_path, echo_com
 
 @pytest.mark.slow
 def test_real_pipeline_survives_kill_and_resumes_from_checkpoint(tmp_path):
-    """make-model -> sft -> eval; SFT is killed with SIGKILL after its first checkpoint,
-    the rerun resumes it from that checkpoint and finishes the pipeline."""
+    """make-model -> sft -> eval; SFT is stopped by SIGTERM in step 7, resumed and killed with
+    SIGKILL after checkpoint-10; the last rerun resumes it from there and finishes the pipeline."""
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(
         """name: small
@@ -360,9 +388,24 @@ stages:
 """
     )
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "posttrain.cli", "run", str(pipeline), "--output-root", str(runs)]
+    args = ["run", str(pipeline), "--output-root", str(runs)]
+    command = [sys.executable, "-m", "posttrain.cli", *args]
+    # SIGTERM (a scheduler's preemption notice) in SFT's step 7: the stage stops after that step,
+    # with a complete checkpoint-7, and is recorded as interrupted
+    sigterm_cli = Path(__file__).parents[1] / "robustness" / "sigterm_cli.py"
+    stopped = subprocess.run([sys.executable, str(sigterm_cli), *args], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "SIGTERM_IN_STEP": "7"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"posttrain run: stage 'sft' stopped by SIGTERM after step 7 of 30; checkpoint-7 in {runs / 'small' / 'sft'} "
+        f"is complete; resume with: posttrain run {pipeline} --output-root {runs}")
+    manifest = json.loads((runs / "small" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done", "interrupted", "pending"]
+    assert (runs / "small" / "sft" / "checkpoint-7" / "posttrain_checkpoint.json").exists()
+
+    # then SIGKILL (no warning) in the resumed run, once it has written checkpoint-10
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = runs / "small" / "sft" / "checkpoint-5" / "posttrain_checkpoint.json"
+    checkpoint = runs / "small" / "sft" / "checkpoint-10" / "posttrain_checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -375,7 +418,7 @@ stages:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stage 'model': done already, skipping" in done.stderr
-    assert "resuming from" in done.stderr
+    assert f"resuming from {runs / 'small' / 'sft' / 'checkpoint-10'}" in done.stderr
     manifest = json.loads((runs / "small" / "manifest.json").read_text())
     assert [s["status"] for s in manifest["stages"]] == ["done", "done", "done"]
     assert manifest["stages"][1]["metrics"]["global_step"] == 30

@@ -34,15 +34,21 @@ from posttrain.trainers.dpo import DPOJobConfig, build_dpo_trainer
 pytestmark = pytest.mark.slow
 
 OBSERVED_CLI = Path(__file__).with_name("observed_cli.py")
+SIGTERM_CLI = Path(__file__).with_name("sigterm_cli.py")
 
 
-def launch(args: list[str], processes: int, port: int, observe: Path | None = None) -> subprocess.Popen:
+def launch(args: list[str], processes: int, port: int, observe: Path | None = None,
+           sigterm: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``posttrain <args>`` in 1 process, or under torchrun with 2; its output goes to
-    ``<output_dir>.log`` (the single and the two-process run of a test go side by side)."""
+    ``<output_dir>.log`` (the single and the two-process run of a test go side by side).
+    ``sigterm``: the environment of ``sigterm_cli.py`` (which step, which rank gets SIGTERM)."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     if observe is not None:
         env["OBSERVE_DIR"] = str(observe)
         program = [str(OBSERVED_CLI)]
+    elif sigterm is not None:
+        env.update(sigterm)
+        program = [str(SIGTERM_CLI)]
     else:
         program = ["-m", "posttrain.cli"]
     if processes > 1:
@@ -110,6 +116,32 @@ def test_sft_two_processes_match_one(tiny_model_dir, tmp_path, free_port, outcom
     assert delta < 1e-4
     outcome(f"max |Δloss| {np.abs(loss_two - loss_one).max():.1e} over 4 steps (loss {loss_one[0]:.2f} → {loss_one[-1]:.2f}); "
             f"max |Δweight| {delta:.1e} (weights moved up to {moved:.1e})")
+
+
+def test_sigterm_on_one_rank_stops_both_after_the_same_step_and_resume_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome):
+    """SFT on 2 processes, SIGTERM to rank 1 alone in step 2: both ranks finish step 2, save one checkpoint and stop; the resumed run matches 1 process x 8."""
+    common = ["sft", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:64]", "--max_steps", "4", "--learning_rate", "1e-3",
+              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    two_args = [*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"]
+    stopped = launch(two_args, 2, free_port, sigterm={"SIGTERM_IN_STEP": "2", "SIGTERM_RANK": "1"})
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port))
+    stopped.wait(timeout=600)
+    log = two.with_suffix(".log").read_text()
+    assert stopped.returncode != 0, log[-3000:]  # torchrun reports its workers' non-zero exit
+    lines = [line for line in log.splitlines() if line.startswith("posttrain sft: stopped by SIGTERM")]
+    assert len(lines) == 1 and lines[0].startswith(f"posttrain sft: stopped by SIGTERM after step 2 of 4; checkpoint-2 in {two} is complete")
+    assert "processes disagree" not in log and "Timeout" not in log  # no rank was left waiting in a collective
+    assert (two / "checkpoint-2" / "posttrain_checkpoint.json").exists() and [r["step"] for r in step_rows(two)] == [1, 2]
+
+    finish(launch([*two_args, "--resume", "true"], 2, free_port))
+    assert "resuming from" in two.with_suffix(".log").read_text()
+    loss_one, loss_two = (np.array([r["loss"] for r in step_rows(run)]) for run in (one, two))
+    assert [r["step"] for r in step_rows(two)] == [1, 2, 3, 4]
+    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-5)
+    outcome(f"both ranks stopped after step 2 with one complete checkpoint ({lines[0].split(';')[0]}); "
+            f"resumed steps 3-4: max |Δloss| vs 1 process {np.abs(loss_two - loss_one).max():.1e}")
 
 
 def test_beta_dpo_two_processes_agree_on_beta_and_match_one(tiny_model_dir, tmp_path, free_port, outcome):

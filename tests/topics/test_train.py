@@ -113,6 +113,44 @@ def test_resume_continues_without_redoing_the_snapshot_or_the_judge(corpus_file,
     assert json.loads((out / "eval.json").read_text())["epoch"] == 6
 
 
+@pytest.mark.slow
+def test_sigterm_stops_after_the_epoch_and_resume_gives_the_uninterrupted_run(corpus_file, tmp_path, monkeypatch):
+    """A real SIGTERM in epoch 4 (after DPO started): the epoch finishes, is checkpointed, the run
+    stops; resuming gives exactly the metrics and the model of a run that was never stopped."""
+    import os
+    import signal
+
+    import posttrain.topics.train as train
+    from posttrain.preemption import Preempted
+
+    torch.set_num_threads(1)
+    run_topics(config(corpus_file, tmp_path / "straight"))
+    dpo_loss, calls = train.topic_word_dpo_loss, {"n": 0}
+
+    def signalled(*args, **kwargs):  # DPO starts in epoch 4; its 2nd batch gets the signal
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return dpo_loss(*args, **kwargs)
+
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "topic_word_dpo_loss", signalled)
+        with pytest.raises(Preempted, match=f"stopped by SIGTERM after epoch 4 of 6; {out / 'checkpoint.pt'} is complete"):
+            run_topics(config(corpus_file, out))
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 4 and not (out / "eval.json").exists()
+    run_topics(config(corpus_file, out, resume=True))
+
+    def history(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert [row["epoch"] for row in history(out)] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(history(tmp_path / "straight"), history(out)):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    final = [torch.load(run / "checkpoint.pt", weights_only=False)["model"] for run in (tmp_path / "straight", out)]
+    assert all(torch.allclose(final[0][k], final[1][k], atol=1e-6) for k in final[0])
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

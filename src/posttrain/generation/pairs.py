@@ -35,6 +35,7 @@ from posttrain.errors import ConfigError, DataError
 from posttrain.generation.few_shot import has_chat_markup
 from posttrain.judges.base import Judge
 from posttrain.judges.factory import JUDGES, build_judge
+from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger
 from posttrain.tasks import get_task
 
@@ -174,41 +175,44 @@ def run_pairs(config: PairsConfig) -> dict:
     rng = random.Random(config.seed)
     counts, agreement = Counter(), Counter()
     rows = iter_jsonl(config.rollouts, required=ROLLOUT_FIELDS)
-    for index, (number, row) in enumerate(tqdm(rows, total=num_rows, desc=f"judging ({config.judge})")):
-        if row["id"] in done:
-            counts["skipped_done"] += 1
-            continue
-        completions = list(dict.fromkeys(c for c in row["completions"] if c.strip()))  # distinct, in order
-        if len(completions) < 2:
-            counts["fewer_than_two_distinct"] += 1
-            continue
-        fields = row.get("fields", {})
-        try:
-            values = rank(judge, row["prompt"], completions, fields, agreement)
-        except ValueError as err:  # e.g. a verifier that cannot read this task's problem from the prompt
-            raise DataError(f"{config.rollouts}:{number}: the {config.judge} judge cannot score this row ({str(err)[:200]})") from None
-        best = max(range(len(completions)), key=values.__getitem__)
-        worst = min(range(len(completions)), key=values.__getitem__)
-        if values[best] == values[worst]:
-            counts["ties"] += 1
-            continue
-        chosen = completions[best]
-        base = {"id": row["id"], "prompt": row["prompt"], "chosen": chosen, "judge": config.judge, **fields}
-        pairs = [{**base, "rejected": completions[worst], "chosen_score": values[best],
-                  "rejected_score": values[worst], "margin": values[best] - values[worst], "kind": "judged"}]
-        for kind in config.negatives:
-            other = _other_completion(first_completions, index, rng) if kind == "off_topic" else None
-            negative = make_negative(kind, chosen, rng, other)
-            if negative is None:
-                counts[f"negative_not_applicable_{kind}"] += 1
+    with stoppable_loop():  # SIGTERM stops after the prompt in flight is written
+        for index, (number, row) in enumerate(tqdm(rows, total=num_rows, desc=f"judging ({config.judge})")):
+            if stop_requested():
+                raise Preempted(f"stopped by SIGTERM after {index} of {num_rows} rollout rows (pairs in {out_path})")
+            if row["id"] in done:
+                counts["skipped_done"] += 1
                 continue
-            pairs.append({**base, "rejected": negative, "chosen_score": values[best], "rejected_score": None, "margin": None, "kind": kind})
-            counts[f"negatives_{kind}"] += 1
-        for pair in pairs:
-            pair["rows_for_prompt"] = len(pairs)
-        append_jsonl(out_path, pairs)
-        counts["rows_written"] += len(pairs)
-        counts["prompts_paired"] += 1
+            completions = list(dict.fromkeys(c for c in row["completions"] if c.strip()))  # distinct, in order
+            if len(completions) < 2:
+                counts["fewer_than_two_distinct"] += 1
+                continue
+            fields = row.get("fields", {})
+            try:
+                values = rank(judge, row["prompt"], completions, fields, agreement)
+            except ValueError as err:  # e.g. a verifier that cannot read this task's problem from the prompt
+                raise DataError(f"{config.rollouts}:{number}: the {config.judge} judge cannot score this row ({str(err)[:200]})") from None
+            best = max(range(len(completions)), key=values.__getitem__)
+            worst = min(range(len(completions)), key=values.__getitem__)
+            if values[best] == values[worst]:
+                counts["ties"] += 1
+                continue
+            chosen = completions[best]
+            base = {"id": row["id"], "prompt": row["prompt"], "chosen": chosen, "judge": config.judge, **fields}
+            pairs = [{**base, "rejected": completions[worst], "chosen_score": values[best],
+                      "rejected_score": values[worst], "margin": values[best] - values[worst], "kind": "judged"}]
+            for kind in config.negatives:
+                other = _other_completion(first_completions, index, rng) if kind == "off_topic" else None
+                negative = make_negative(kind, chosen, rng, other)
+                if negative is None:
+                    counts[f"negative_not_applicable_{kind}"] += 1
+                    continue
+                pairs.append({**base, "rejected": negative, "chosen_score": values[best], "rejected_score": None, "margin": None, "kind": kind})
+                counts[f"negatives_{kind}"] += 1
+            for pair in pairs:
+                pair["rows_for_prompt"] = len(pairs)
+            append_jsonl(out_path, pairs)
+            counts["rows_written"] += len(pairs)
+            counts["prompts_paired"] += 1
     summary = {"prompts": num_rows, **counts}
     if agreement:
         summary["judge_orders_agree"] = agreement["agree"] / (agreement["agree"] + agreement["disagree"])

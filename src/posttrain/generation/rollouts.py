@@ -9,7 +9,8 @@ Rows are appended one batch of prompts at a time, each line in a single write, t
 rerun reads the ids already written and skips them, so an interrupted run loses at most the
 batch in flight and never writes a duplicate; a torn last line is ignored and cut off. Nothing
 accumulates: prompts are rendered a batch at a time and each batch's completions are written,
-then dropped, so memory stays flat however many prompts there are.
+then dropped, so memory stays flat however many prompts there are. SIGTERM stops the run after the
+batch in flight is written (:mod:`posttrain.preemption`); a rerun continues from there.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
 from posttrain.generation.sampling import generate
 from posttrain.models import ModelArguments, check_model_source, free_model, load_model, load_tokenizer, render_prompt
+from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger, seed_everything
 
 log = get_logger(__name__)
@@ -90,32 +92,41 @@ def run_rollout(config: RolloutConfig) -> dict:
             return render_prompt(tokenizer, row["prompt"], False)
 
         sample = _sampler(config, tokenizer)
-        for start in tqdm(range(0, len(todo), config.batch_size), desc="rollouts"):
-            batch = todo[start : start + config.batch_size]
-            batch_seed = config.seed + batch[0][0]
-            groups, token_counts = sample([render(row) for _, _, row in batch], batch_seed)
-            out_rows = []
-            for (_, where, row), completions, num_tokens in zip(batch, groups, token_counts):
-                contaminated = config.base_model_mode and any(has_chat_markup(c) for c in completions)
-                summary["contaminated"] += int(contaminated)
-                out_rows.append({
-                    "id": where,
-                    "prompt": row["prompt"],
-                    "completions": completions,
-                    "num_tokens": num_tokens,
-                    "seed": batch_seed,
-                    **({"contaminated": True} if contaminated else {}),
-                    "fields": {k: v for k, v in row.items() if k not in ("prompt", "completion")},
-                })
-            append_jsonl(out_path, out_rows)
-            summary["written"] += len(out_rows)
-            summary["completions"] += sum(len(r["completions"]) for r in out_rows)
+        with stoppable_loop():
+            _generate_batches(config, todo, render, sample, out_path, summary)
         sample.close()
     if summary["contaminated"]:
         log.warning(f"{summary['contaminated']} prompts got completions containing chat-template tokens (marked 'contaminated')")
     write_json(Path(config.output_dir) / "summary.json", summary)
     log.info(f"rollouts: wrote {summary['written']} rows ({summary['completions']} completions) to {out_path}")
     return summary
+
+
+def _generate_batches(config: RolloutConfig, todo: list, render, sample, out_path: Path, summary: dict) -> None:
+    """Sample and append ``todo`` a batch at a time; stop after a batch once SIGTERM has arrived."""
+    for start in tqdm(range(0, len(todo), config.batch_size), desc="rollouts"):
+        batch = todo[start : start + config.batch_size]
+        batch_seed = config.seed + batch[0][0]
+        groups, token_counts = sample([render(row) for _, _, row in batch], batch_seed)
+        out_rows = []
+        for (_, where, row), completions, num_tokens in zip(batch, groups, token_counts):
+            contaminated = config.base_model_mode and any(has_chat_markup(c) for c in completions)
+            summary["contaminated"] += int(contaminated)
+            out_rows.append({
+                "id": where,
+                "prompt": row["prompt"],
+                "completions": completions,
+                "num_tokens": num_tokens,
+                "seed": batch_seed,
+                **({"contaminated": True} if contaminated else {}),
+                "fields": {k: v for k, v in row.items() if k not in ("prompt", "completion")},
+            })
+        append_jsonl(out_path, out_rows)
+        summary["written"] += len(out_rows)
+        summary["completions"] += sum(len(r["completions"]) for r in out_rows)
+        if stop_requested():
+            done = summary["skipped_done"] + summary["written"]
+            raise Preempted(f"stopped by SIGTERM with {done} of {summary['prompts']} prompts in {out_path}")
 
 
 class _HFSampler:

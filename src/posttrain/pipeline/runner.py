@@ -15,13 +15,18 @@ A pipeline file::
           model_name_or_path: ${model}   # ${stage} is that stage's output directory
 
 ``manifest.json`` (in ``<output_root>/<name>/``) records every stage's ``status`` (``pending``,
-``running``, ``done``, ``failed``), ``config_hash``, ``artifacts`` and ``metrics``. On a rerun:
+``running``, ``done``, ``failed``, ``interrupted``: stopped by SIGTERM, see
+:mod:`posttrain.preemption`), ``config_hash``, ``artifacts`` and ``metrics``. On a rerun:
 
 * a ``done`` stage whose fingerprint is unchanged is skipped;
 * a stage whose fingerprint changed starts over in an emptied directory (the fingerprint covers
   its command, its config and the fingerprints of the stages it references, so editing an
   upstream stage reruns everything downstream of it);
-* a ``running`` (interrupted) or ``failed`` stage is resumed from its last checkpoint.
+* a ``running`` (the process died), ``interrupted`` or ``failed`` stage is resumed from its last
+  checkpoint.
+
+One run at a time: a second ``posttrain run`` into the same output root is refused while the
+first holds its lock (:mod:`posttrain.pipeline.lock`).
 
 A stage's ``config_hash`` is that of the output in its directory: it takes the new fingerprint
 only when the stage starts, so a run that stops earlier leaves a changed stage marked changed.
@@ -62,7 +67,9 @@ from posttrain.artifacts import write_json
 from posttrain.commands import COMMANDS
 from posttrain.config import load_config, read_yaml
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.pipeline.lock import pipeline_lock
 from posttrain.pipeline.report import wall_seconds, write_report
+from posttrain.preemption import Preempted, stop_requested
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
@@ -87,7 +94,7 @@ class StageStatus:
 
     name: str
     command: str
-    status: str  # pending | running | done | failed (from the manifest), or changed | missing
+    status: str  # pending | running | done | failed | interrupted (the manifest's), or changed | missing
     output_dir: Path
     wall_time_s: int | None  # finished_at - started_at of its last finished run, else None
 
@@ -181,6 +188,11 @@ def _load_manifest(path: Path) -> dict:
         raise PosttrainError(f"{path} is not valid JSON; delete it to start the pipeline over") from None
 
 
+def _previous_entries(root: Path) -> dict[str, dict]:
+    """Stage name -> its entry in the manifest under ``root`` (empty before the first run)."""
+    return {entry["name"]: entry for entry in _load_manifest(root / "manifest.json").get("stages", [])}
+
+
 def _state(stage: Stage, entry: dict | None) -> str:
     """A stage's state against its manifest entry: the entry's status, or ``changed`` (it ran with
     another fingerprint) or ``missing`` (done, but its output directory is gone)."""
@@ -194,7 +206,8 @@ def _state(stage: Stage, entry: dict | None) -> str:
 
 _NOT_DONE = {
     "pending": "it has not run",
-    "running": "it was interrupted",
+    "running": "its run died",
+    "interrupted": "it was stopped by SIGTERM",
     "failed": "it failed",
     "changed": "its config changed since it ran",
     "missing": "its output directory is missing",
@@ -211,7 +224,7 @@ def _wall_time(entry: dict | None) -> int | None:
 def pipeline_status(pipeline_path: str | Path, output_root: str | None = None) -> list[StageStatus]:
     """Every stage of a (validated) pipeline, in order, with its state from the manifest; runs nothing."""
     _, root, stages = plan(pipeline_path, output_root)
-    previous = {entry["name"]: entry for entry in _load_manifest(root / "manifest.json").get("stages", [])}
+    previous = _previous_entries(root)
     return [
         StageStatus(s.name, s.command, _state(s, previous.get(s.name)), s.output_dir, _wall_time(previous.get(s.name)))
         for s in stages
@@ -289,8 +302,18 @@ def run_pipeline(
     and every later one; either way the chosen stages start over. See the module docstring.
     """
     name, root, stages = plan(pipeline_path, output_root)
+    # a bad --only/--from fails before anything is created; under the lock it is checked again
+    # against the manifest as it is then
+    _select(stages, _previous_entries(root), only, start_from)
+    with pipeline_lock(root):
+        return _run_stages(pipeline_path, name, root, stages, only, start_from)
+
+
+def _run_stages(
+    pipeline_path: str | Path, name: str, root: Path, stages: list[Stage], only: Iterable[str] | None, start_from: str | None
+) -> dict:
     manifest_path = root / "manifest.json"
-    previous = {entry["name"]: entry for entry in _load_manifest(manifest_path).get("stages", [])}
+    previous = _previous_entries(root)
     rerun, left_alone = _select(stages, previous, only, start_from)
     manifest = {
         "pipeline": name,
@@ -345,7 +368,13 @@ def run_pipeline(
         entry.update(status="running", config_hash=stage.fingerprint, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(manifest_path, manifest)
         try:
+            if stop_requested():  # SIGTERM arrived as the last stage finished: stop before this one
+                raise Preempted("stopped by SIGTERM before it started")
             metrics = COMMANDS[stage.command].run(stage.config) or {}
+        except Preempted as err:
+            entry.update(status="interrupted", error=str(err))
+            write_json(manifest_path, manifest)
+            raise Preempted(f"stage '{stage.name}' {err}") from None
         except BaseException as err:
             entry.update(status="failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
             write_json(manifest_path, manifest)

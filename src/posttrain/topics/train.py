@@ -32,6 +32,7 @@ from posttrain.config import config_field
 from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.topic_dpo import topic_word_dpo_loss
+from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.topics.corpus import TopicCorpus, load_topic_corpus, read_raw_corpus, stop_words, tokenize
 from posttrain.topics.ecrtm import ECRTM
@@ -218,7 +219,15 @@ def plot_metrics(history: list[dict], dpo_start_epoch: int | None, path: Path) -
 
 
 def run_topics(config: TopicsJobConfig) -> dict:
-    """Train ECRTM (with DPO after the snapshot); write the artifacts; return the final metrics."""
+    """Train ECRTM (with DPO after the snapshot); write the artifacts; return the final metrics.
+
+    SIGTERM stops the run at the next epoch boundary with a checkpoint of the finished epochs (an
+    epoch is this loop's step: a few seconds on BBC News), resumable with ``resume: true``."""
+    with stoppable_loop():
+        return _train_topics(config)
+
+
+def _train_topics(config: TopicsJobConfig) -> dict:
     seed_everything(config.seed)
     out = Path(config.output_dir)
     corpus = load_topic_corpus(config.corpus, config.vocab_size, config.min_df, config.max_df, config.test_fraction, config.seed)
@@ -276,6 +285,9 @@ def run_topics(config: TopicsJobConfig) -> dict:
     history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
     last = None
     for epoch in tqdm(range(start + 1, config.num_epochs + 1), desc="ECRTM epochs", initial=start, total=config.num_epochs):
+        if stop_requested():  # SIGTERM during the last epoch: it is finished and saved; stop here
+            _save_checkpoint(checkpoint, model, optimizer, epoch - 1)
+            raise Preempted(f"stopped by SIGTERM after epoch {epoch - 1} of {config.num_epochs}; {checkpoint} is complete")
         order = torch.randperm(num_docs)
         totals = {"loss": 0.0, "topic_model": 0.0, "ecr": 0.0, "dpo": 0.0}
         batches = [order[i : i + config.batch_size] for i in range(0, num_docs, config.batch_size)]

@@ -1,4 +1,4 @@
-"""The end of every posttrain training command: resume if asked, train, save."""
+"""The end of every posttrain training command: resume if asked, train, save (or stop on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from posttrain.preemption import Preempted, stoppable_loop
 from posttrain.runtime import get_logger
+from posttrain.trainers.callbacks import StopOnSigterm
 from posttrain.trainers.checkpoints import last_complete_checkpoint
 
 log = get_logger(__name__)
@@ -24,6 +26,9 @@ def train_and_save(
 
     On resume the trainer first restores the state transformers does not know about (a β
     schedule, a teacher; see :class:`~posttrain.trainers.checkpoints.CompleteCheckpoints`).
+
+    SIGTERM ends training after the current optimizer step with a complete checkpoint at that
+    step, and raises :class:`~posttrain.preemption.Preempted` instead of saving a final model.
     """
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
@@ -31,7 +36,13 @@ def train_and_save(
         trainer.restore_extra_state(Path(last))
     args = trainer.args
     log.info(f"{args.world_size} process(es); global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
-    result = trainer.train(resume_from_checkpoint=last)
+    stopper = StopOnSigterm()
+    trainer.add_callback(stopper)
+    with stoppable_loop():
+        result = trainer.train(resume_from_checkpoint=last)
+    if stopper.stopped_at is not None and stopper.stopped_at < trainer.state.max_steps:
+        raise Preempted(f"stopped by SIGTERM after step {stopper.stopped_at} of {trainer.state.max_steps}; "
+                        f"checkpoint-{stopper.stopped_at} in {output_dir} is complete")
     save_to = save_to or output_dir
     trainer.save_model(save_to)  # every process takes part (sharded models); one writes
     if args.should_save:
