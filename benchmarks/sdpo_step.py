@@ -1,7 +1,7 @@
 """Time per optimizer step of SDPO vs GRPO (and TRL's experimental SDPOTrainer), and the memory
 each teacher kind costs — measured side by side in one process.
 
-    python benchmarks/sdpo_step.py [--model runs/quickstart/sft] [--steps 12] [--preset small]
+    python benchmarks/sdpo_step.py [--model runs/quickstart/sft] [--steps 12] [--preset small] [--bf16]
 
 Timing: every trainer runs the same data, seed and generation settings (G samples per prompt,
 the same completion length limit) for ``--steps`` optimizer steps; a callback times each step
@@ -11,7 +11,8 @@ discarded as warm-up. Baseline: posttrain's GRPO (TRL's GRPOTrainer, no teacher)
 Memory: the teacher's own tensors (parameters and buffers it holds beyond the student), exact
 and deterministic, for each teacher kind; with ``--lora`` the student is a LoRA model, which is
 where ``lora_ema`` (a second adapter) should cost a small fraction of ``ema`` (a model copy).
-On a GPU the script also reports peak allocated memory per kind.
+Each kind's steps are timed too. On a GPU the script also reports peak allocated memory per
+kind; ``--bf16`` trains in bfloat16 mixed precision (GPU; benchmarks/gpu_check.sh uses it).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def common(args, model_dir: str, output_dir: str) -> dict:
         model_name_or_path=model_dir, output_dir=output_dir, dataset_name="task:arithmetic",
         dataset_train_split="train[:2000]", max_steps=args.steps, per_device_train_batch_size=args.batch,
         num_generations=args.generations, max_completion_length=args.max_completion_length,
-        learning_rate=1e-5, logging_steps=1000, save_strategy="no", seed=0, report_to="none",
+        learning_rate=1e-5, logging_steps=1000, save_strategy="no", seed=0, report_to="none", bf16=args.bf16,
     )
 
 
@@ -101,18 +102,21 @@ def teacher_bytes(trainer) -> int:
     return sum(t.numel() * t.element_size() for t in teacher.model.state_dict().values())
 
 
-def memory_by_teacher(args, model_dir: str) -> list[tuple[str, int, float | None]]:
+def memory_by_teacher(args, model_dir: str) -> list[tuple[str, int, float | None, float]]:
+    """(kind, teacher bytes, peak GPU MiB or None, mean seconds per step after the first) per teacher kind."""
     kinds = ["live", "frozen", "trust_region", "ema"] + (["lora_ema"] if args.lora else [])
     results = []
     for kind in kinds:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory() as out:
-            config = SDPOJobConfig(**{**common(args, model_dir, out), "max_steps": 3}, teacher=kind, use_peft=args.lora)
+            config = SDPOJobConfig(**{**common(args, model_dir, out), "max_steps": 4}, teacher=kind, use_peft=args.lora)
             trainer = build_sdpo_trainer(config)
+            timer = StepTimer()
+            trainer.add_callback(timer)
             trainer.train()
             peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-            results.append((kind, teacher_bytes(trainer), peak))
+            results.append((kind, teacher_bytes(trainer), peak, statistics.mean(timer.times[1:])))
             del trainer
     return results
 
@@ -127,6 +131,7 @@ def main() -> None:
     parser.add_argument("--max-completion-length", type=int, default=40)
     parser.add_argument("--lora", action="store_true", help="memory part: LoRA student (adds lora_ema)")
     parser.add_argument("--skip-trl", action="store_true", help="skip trl.experimental.sdpo")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPU)")
     args = parser.parse_args()
 
     model_dir = args.model or tempfile.mkdtemp(prefix="sdpo-bench-")
@@ -144,10 +149,10 @@ def main() -> None:
     for name, times in timings.items():
         print(f"{name:40s} {statistics.mean(times):8.3f} {statistics.median(times):9.3f} {statistics.mean(times) / base:7.2f}x")
 
-    print(f"\nteacher memory ({'LoRA' if args.lora else 'full-weight'} student)")
-    print(f"{'teacher':14s} {'teacher MiB':>12s} {'peak GPU MiB':>13s}")
-    for kind, size, peak in memory_by_teacher(args, model_dir):
-        print(f"{kind:14s} {size / 2**20:12.3f} {peak if peak is not None else float('nan'):13.1f}")
+    print(f"\nteacher memory and step time ({'LoRA' if args.lora else 'full-weight'} student{', bf16' if args.bf16 else ''})")
+    print(f"{'teacher':14s} {'teacher MiB':>12s} {'peak GPU MiB':>13s} {'s/step':>8s}")
+    for kind, size, peak, seconds in memory_by_teacher(args, model_dir):
+        print(f"{kind:14s} {size / 2**20:12.3f} {peak if peak is not None else float('nan'):13.1f} {seconds:8.3f}")
 
 
 if __name__ == "__main__":
