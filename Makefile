@@ -32,10 +32,11 @@ demo: setup
 	$(BIN)/posttrain run recipes/quickstart.yaml
 
 # Two workers, one torch thread each: the tiny model gains nothing from a second thread, and two
-# workers with two threads each on two cores would fight over them. worksteal: a worker that runs
-# out of tests takes queued ones from the other (plain load balancing would leave it idle).
+# workers with two threads each on two cores would fight over them. loadgroup hands out the tests
+# one at a time in collection order (tests/conftest.py puts the longest first), so neither worker
+# sits idle while the other works through a queue; --no-loadscope-reorder keeps that order.
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist worksteal
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The fast subset while working (everything not marked slow).
 test-fast: setup

@@ -160,6 +160,20 @@ def test_interrupted_stage_resumes(tmp_path, echo_command):
     assert CALLS == [("second", 2, True)]
 
 
+def test_a_run_directory_moved_elsewhere_keeps_its_finished_stages(tmp_path, echo_command):
+    import shutil
+
+    run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(tmp_path / "a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    CALLS.clear()
+    manifest = run_pipeline(write_pipeline(tmp_path / "p.yaml"), output_root=str(tmp_path / "b"))
+    assert CALLS == [] and all(s["status"] == "done" for s in manifest["stages"])
+    assert manifest["stages"][1]["output_dir"] == str(tmp_path / "b" / "demo" / "second")
+    # while a changed config still reruns the stage
+    run_pipeline(write_pipeline(tmp_path / "p.yaml", b=3), output_root=str(tmp_path / "b"))
+    assert CALLS == [("second", 3, False)]
+
+
 def test_a_stage_stopped_by_sigterm_is_recorded_as_interrupted_and_resumed(tmp_path, echo_command):
     runs = tmp_path / "runs"
     with pytest.raises(Preempted, match="stage 'second' stopped by SIGTERM after step 1 of 2"):

@@ -1,10 +1,10 @@
 """Faults: SIGKILL mid-training and mid-save, SIGTERM (preemption), a full disk, a read-only
 output directory, NaN losses.
 
-The kill tests run each trainer twice through the real CLI, once straight through and once
-killed with SIGKILL (no chance to clean up) after its second checkpoint and then resumed, and
-compare the two loss trajectories step by step. The SIGTERM tests stop a run the way a scheduler
-does before preemption and resume it with the command it printed. Resuming restores the optimizer, scheduler, RNG
+The interruption tests run each trainer through the real CLI straight through, and again
+interrupted twice: stopped by SIGTERM (what a scheduler sends before preemption), resumed with the
+command it printed, killed there with SIGKILL (no chance to clean up) and resumed again; then
+they compare the two loss trajectories step by step. Resuming restores the optimizer, scheduler, RNG
 and data order (transformers) plus posttrain's own state (the β-DPO schedule, the EMA teacher),
 so the trajectories agree to float noise; anything lost shows up as a different loss.
 """
@@ -46,7 +46,7 @@ JOBS = {
                  "--per_device_train_batch_size", "4"],
 }
 # what each job logs per step that must match between the straight and the resumed run
-TRAJECTORY_KEYS = {"sft": ["loss", "grad_norm"], "dpo-beta_dpo": ["loss", "beta", "rewards/margins"],
+TRAJECTORY_KEYS = {"sft": ["loss", "grad_norm", "num_tokens"], "dpo-beta_dpo": ["loss", "beta", "rewards/margins"],
                    "sdpo-ema": ["loss", "reward", "self_distillation/kl"]}
 
 
@@ -95,114 +95,59 @@ def kill_mid_step_after(command: list[str], out: Path, checkpoint_step: int) -> 
     assert not (out / "model.safetensors").exists(), "the run finished before the kill"
 
 
-def max_trajectory_difference(a: dict[int, dict], b: dict[int, dict], keys: list[str]) -> float:
-    """The largest relative difference of any logged value at any step (the steps must match)."""
-    assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-    return max(abs(a[s][k] - b[s][k]) / max(1.0, abs(a[s][k])) for s in a for k in keys)
-
-
-@pytest.fixture(scope="module")
-def straight_run(tiny_model_dir, tmp_path_factory):
-    """``job -> output directory`` of the job's uninterrupted run, run once per test worker and
-    shared by the SIGKILL and the SIGTERM test."""
-    runs: dict[str, Path] = {}
-
-    def run(job: str) -> Path:
-        if job not in runs:
-            out = tmp_path_factory.mktemp(f"straight-{job}")
-            args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON, "--output_dir", str(out)]
-            done = subprocess.run(cli(*args), capture_output=True, text=True, env=env(), timeout=900)
-            assert done.returncode == 0, done.stderr[-3000:]
-            runs[job] = out
-        return runs[job]
-
-    return run
-
-
 @pytest.mark.parametrize("job", list(JOBS))
-def test_kill_then_resume_gives_the_uninterrupted_trajectory(job, tiny_model_dir, tmp_path, straight_run, outcome):
-    """SIGKILL in step 5 (after checkpoint-4), a torn newer checkpoint on disk, then --resume true"""
+def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_trajectory(job, tiny_model_dir, tmp_path, outcome):
+    """SIGTERM in step 3; the resume command it printed, SIGKILLed in step 5 with a torn newer checkpoint on disk; --resume true again"""
     args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON]
-    straight, resumed = straight_run(job), tmp_path / "resumed"
+    straight, out = tmp_path / "straight", tmp_path / "interrupted"
+    done = subprocess.run(cli(*args, "--output_dir", str(straight)), capture_output=True, text=True, env=env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
 
-    kill_mid_step_after(cli(*args, "--output_dir", str(resumed)), resumed, 4)
-    # a save the kill cut short: the files transformers writes first, without the completion marker
-    torn = resumed / "checkpoint-6"
-    shutil.rmtree(torn, ignore_errors=True)
-    torn.mkdir()
-    shutil.copy(resumed / "checkpoint-4" / "model.safetensors", torn / "model.safetensors")
-    steps_before = max(logged_steps(resumed))
-
-    again = subprocess.run(cli(*args, "--output_dir", str(resumed), "--resume", "true"),
-                           capture_output=True, text=True, env=env(), timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming from" in again.stderr and "checkpoint-4" in again.stderr
-    assert "checkpoint-6 is incomplete" in again.stderr
-
-    keys = TRAJECTORY_KEYS[job]
-    worst = max_trajectory_difference(trajectory(straight, keys), trajectory(resumed, keys), keys)
-    assert worst < 1e-4
-    assert (resumed / "checkpoint-6" / COMPLETE_FILE).exists()  # the torn one was replaced by a real one
-    if job.startswith("dpo"):  # the margin log, too, holds each update once, with the same β
-        logs = [[json.loads(line) for line in (run / "margins" / "margins.jsonl").read_text().splitlines()]
-                for run in (straight, resumed)]
-        assert [r["update"] for r in logs[1]] == [r["update"] for r in logs[0]] == list(range(1, STEPS + 1))
-        assert max(abs(x["beta"] - y["beta"]) for x, y in zip(*logs)) < 1e-4
-    outcome(f"killed after step {steps_before} was logged (checkpoint-4 on disk), torn checkpoint-6 removed; "
-            f"resumed steps 5-6 match the straight run: max relative |Δ| {worst:.1e} over {', '.join(keys)}")
-
-
-@pytest.mark.parametrize("job", list(JOBS))
-def test_sigterm_stops_after_its_step_and_the_printed_resume_gives_the_uninterrupted_trajectory(
-    job, tiny_model_dir, tmp_path, straight_run, outcome
-):
-    """SIGTERM in step 3 (between the periodic checkpoints 2 and 4), then the resume command it printed"""
-    out = tmp_path / "stopped"
-    args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON, "--output_dir", str(out)]
-    stopped = subprocess.run([sys.executable, str(SIGTERM_CLI), *args], capture_output=True, text=True,
-                             env={**env(), "SIGTERM_IN_STEP": "3"}, timeout=900)
+    # 1. SIGTERM (a scheduler's preemption notice) in step 3, between the periodic checkpoints 2
+    #    and 4: step 3 finishes and is saved whole with the trainer's own state; nothing after it runs
+    stopped = subprocess.run([sys.executable, str(SIGTERM_CLI), *args, "--output_dir", str(out)], capture_output=True,
+                             text=True, env={**env(), "SIGTERM_IN_STEP": "3"}, timeout=900)
     assert stopped.returncode == EXIT_PREEMPTED, stopped.stderr[-3000:]
     command = JOBS[job][0]
     lines = [line for line in stopped.stderr.splitlines() if line.startswith(f"posttrain {command}:")]
     assert len(lines) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
     assert lines[0].startswith(f"posttrain {command}: stopped by SIGTERM after step 3 of 6; "
                                f"checkpoint-3 in {out} is complete; resume with: posttrain {command} ")
-    # step 3 finished and was saved whole, with the trainer's own state; nothing after it ran
     assert (out / "checkpoint-3" / COMPLETE_FILE).exists() and not (out / "checkpoint-4").exists()
     assert max(logged_steps(out)) == 3 and not (out / "model.safetensors").exists()
-
     resume = shlex.split(lines[0].split("resume with: posttrain ", 1)[1])
     assert resume[-2:] == ["--resume", "true"]
+
+    # 2. the printed command resumes from checkpoint-3; SIGKILL (no warning) lands in step 5, after
+    #    checkpoint-4, and a save the kill cut short is left on disk: the files transformers writes
+    #    first, without the completion marker
+    kill_mid_step_after(cli(*resume), out, 4)
+    torn = out / "checkpoint-6"
+    shutil.rmtree(torn, ignore_errors=True)
+    torn.mkdir()
+    shutil.copy(out / "checkpoint-4" / "model.safetensors", torn / "model.safetensors")
+    steps_before = max(logged_steps(out))
+
+    # 3. resume again: from checkpoint-4, the torn one removed
     again = subprocess.run(cli(*resume), capture_output=True, text=True, env=env(), timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming from {out / 'checkpoint-3'}" in again.stderr
+    assert f"resuming from {out / 'checkpoint-4'}" in again.stderr
+    assert "checkpoint-6 is incomplete" in again.stderr
+
     keys = TRAJECTORY_KEYS[job]
-    worst = max_trajectory_difference(trajectory(straight_run(job), keys), trajectory(out, keys), keys)
-    assert worst < 1e-4
-    outcome(f"exit {stopped.returncode}: {lines[0].split(';')[0]}; checkpoint-3 complete; "
-            f"the printed resume command finished steps 4-6 matching the straight run (max relative |Δ| {worst:.1e})")
-
-
-def test_kill_during_rollout_generation_leaves_no_torn_or_duplicate_rows(tiny_model_dir, tmp_path, outcome):
-    """SIGKILL during `posttrain rollout` generation, then rerun"""
-    out = tmp_path / "rollouts"
-    args = cli("rollout", "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
-               "--dataset_split", "train[:120]", "--num_samples", "2", "--batch_size", "4", "--max_new_tokens", "24")
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), start_new_session=True)
-    rows_file = out / "rollouts.jsonl"
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline and not (rows_file.exists() and rows_file.stat().st_size):
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    partial = rows_file.read_bytes().count(b"\n")
-    assert 0 < partial < 120, "the kill should land mid-run"
-    done = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]  # every line parses: none torn
-    ids = [row["id"] for row in rows]
-    assert len(ids) == len(set(ids)) == 120 and all(len(row["completions"]) == 2 for row in rows)
-    outcome(f"killed with {partial} of 120 prompts written; rerun generated the rest: 120 rows, 0 duplicates, 0 torn")
+    a, b = trajectory(straight, keys), trajectory(out, keys)
+    assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
+    worst = max(abs(a[s][k] - b[s][k]) / max(1.0, abs(a[s][k])) for s in a for k in keys)
+    assert worst < 1e-4, (a, b)
+    assert (out / "checkpoint-6" / COMPLETE_FILE).exists()  # the torn one was replaced by a real one
+    if job.startswith("dpo"):  # the margin log, too, holds each update once, with the same β
+        logs = [[json.loads(line) for line in (run / "margins" / "margins.jsonl").read_text().splitlines()]
+                for run in (straight, out)]
+        assert [r["update"] for r in logs[1]] == [r["update"] for r in logs[0]] == list(range(1, STEPS + 1))
+        assert max(abs(x["beta"] - y["beta"]) for x, y in zip(*logs)) < 1e-4
+    outcome(f"exit 143: {lines[0].split(';')[0].split(': ', 1)[1]} (checkpoint-3 complete); its resume command killed "
+            f"after step {steps_before} was logged, torn checkpoint-6 removed; resumed again, steps 1-6 match the "
+            f"straight run: max relative |Δ| {worst:.1e} over {', '.join(keys)}")
 
 
 def signal_on_call(owner, name: str, call: int, monkeypatch) -> None:
@@ -238,13 +183,25 @@ def test_sigterm_during_rollouts_and_pairs_keeps_what_finished_and_a_rerun_compl
     rollouts.run_rollout(rollout_config(tmp_path / "straight"))
     assert rows_file.read_text() == (tmp_path / "straight" / "rollouts.jsonl").read_text()
 
+    # the untrained model's samples are all wrong (every prompt a tie): pair a right and a wrong
+    # solution per prompt instead, so that every row writes pairs
+    from posttrain.data.jsonl import write_jsonl
+    from posttrain.tasks import get_task
+
+    judged_rows = tmp_path / "judged_rollouts.jsonl"
+    write_jsonl(judged_rows, [
+        {"id": f"row{i}", "prompt": row["prompt"], "completions": [row["completion"], row["completion"] + "0"],
+         "fields": {k: v for k, v in row.items() if k not in ("prompt", "completion")}}
+        for i, row in enumerate(get_task("arithmetic").make_dataset("train", n=24))])
+
     def pairs_config(out):
-        return load_config(pairs.PairsConfig, values={"rollouts": str(rows_file), "output_dir": str(out), "seed": 0})
+        return load_config(pairs.PairsConfig, values={"rollouts": str(judged_rows), "output_dir": str(out), "seed": 0})
 
     with monkeypatch.context() as patch:
         signal_on_call(pairs, "rank", 3, patch)
         with pytest.raises(Preempted, match="after 3 of 24 rollout rows"):
             pairs.run_pairs(pairs_config(tmp_path / "pairs"))
+    paired_before = {json.loads(line)["id"] for line in (tmp_path / "pairs" / "pairs.jsonl").read_text().splitlines()}
     summary = pairs.run_pairs(pairs_config(tmp_path / "pairs"))
     pairs.run_pairs(pairs_config(tmp_path / "pairs-straight"))
 
@@ -253,9 +210,11 @@ def test_sigterm_during_rollouts_and_pairs_keeps_what_finished_and_a_rerun_compl
         assert all(sum(r["id"] == row["id"] for r in rows) == row["rows_for_prompt"] for row in rows)  # none torn or doubled
         return [(r["id"], r["chosen"], r["rejected"]) for r in rows if r["kind"] == "judged"]
 
-    assert summary["skipped_done"] >= 1 and judged(tmp_path / "pairs") == judged(tmp_path / "pairs-straight")
+    # the 3 rows judged before the stop are not judged again
+    assert summary["skipped_done"] == len(paired_before) == 3
+    assert judged(tmp_path / "pairs") == judged(tmp_path / "pairs-straight")
     outcome("rollout stopped with 16 of 24 prompts written, the rerun wrote the other 8: file identical to a straight run; "
-            f"pairs stopped after 3 of 24 rows, the rerun skipped {summary['skipped_done']} finished prompts: same judged pairs")
+            f"pairs stopped after 3 of 24 rows, the rerun skipped the {len(paired_before)} paired before: same judged pairs")
 
 
 # -- disk full, read-only ---------------------------------------------------------------------------

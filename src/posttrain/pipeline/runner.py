@@ -21,7 +21,8 @@ A pipeline file::
 * a ``done`` stage whose fingerprint is unchanged is skipped;
 * a stage whose fingerprint changed starts over in an emptied directory (the fingerprint covers
   its command, its config and the fingerprints of the stages it references, so editing an
-  upstream stage reruns everything downstream of it);
+  upstream stage reruns everything downstream of it; it does not cover the output root, so a
+  run directory can be moved or copied and resumed where it is);
 * a ``running`` (the process died), ``interrupted`` or ``failed`` stage is resumed from its last
   checkpoint.
 
@@ -159,6 +160,7 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
         if raw.get("config_file"):
             values.update(read_yaml(pipeline_path.parent / raw["config_file"]))
         values.update(raw.get("config") or {})
+        written = dict(values)  # as in the file: ${stage} references, not paths
         used: set[str] = set()
         values = _substitute(values, dirs, where, used)
         output_dir = root / stage_name
@@ -167,8 +169,11 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
             config = load_config(command.config_cls, values=values)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
+        # what the stage computes, not where it lives: a run directory moved or copied elsewhere
+        # (another disk, another --output-root) keeps its finished stages
+        written.pop(command.output_field, None)
         payload = json.dumps(
-            {"command": command_name, "config": values, "upstream": sorted(fingerprints[u] for u in used)},
+            {"command": command_name, "config": written, "upstream": sorted(fingerprints[u] for u in used)},
             sort_keys=True,
             default=str,
         )

@@ -9,6 +9,7 @@ removes torn ones, and old checkpoints are rotated out only after the new one is
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -65,6 +66,15 @@ class CompleteCheckpoints:
     def restore_extra_state(self, checkpoint: Path) -> None:
         """Load what :meth:`save_extra_state` wrote (every process, before training resumes)."""
 
+    def restore_checkpoint_state(self, checkpoint: Path) -> None:
+        """Everything a resume needs beyond transformers' own files: TRL's count of trained tokens
+        (logged as ``num_tokens``; TRL keeps it outside the checkpoint, so a resumed run would
+        count from zero), then the subclass's :meth:`restore_extra_state`."""
+        marker = json.loads((Path(checkpoint) / COMPLETE_FILE).read_text())
+        if marker.get("total_train_tokens") is not None and hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens = marker["total_train_tokens"]
+        self.restore_extra_state(Path(checkpoint))
+
     def _save_checkpoint(self, model, trial):
         # transformers rotates old checkpoints at the end of its save; postpone that until this one
         # is complete, or a kill in between could leave only a torn checkpoint behind.
@@ -77,5 +87,8 @@ class CompleteCheckpoints:
         checkpoint = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
             self.save_extra_state(checkpoint)
-            write_json(checkpoint / COMPLETE_FILE, {"step": self.state.global_step, "epoch": self.state.epoch})
+            write_json(checkpoint / COMPLETE_FILE, {
+                "step": self.state.global_step, "epoch": self.state.epoch,
+                "total_train_tokens": getattr(self, "_total_train_tokens", None),
+            })
             rotate_checkpoints(str(run_dir), limit, self.state.best_model_checkpoint)

@@ -25,7 +25,7 @@ def train_and_save(
     the train metrics.
 
     On resume the trainer first restores the state transformers does not know about (a β
-    schedule, a teacher; see :class:`~posttrain.trainers.checkpoints.CompleteCheckpoints`).
+    schedule, a teacher, TRL's token count; see :class:`~posttrain.trainers.checkpoints.CompleteCheckpoints`).
 
     SIGTERM ends training after the current optimizer step with a complete checkpoint at that
     step, and raises :class:`~posttrain.preemption.Preempted` instead of saving a final model.
@@ -33,7 +33,7 @@ def train_and_save(
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         log.info(f"resuming from {last}")
-        trainer.restore_extra_state(Path(last))
+        trainer.restore_checkpoint_state(Path(last))
     args = trainer.args
     log.info(f"{args.world_size} process(es); global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
     stopper = StopOnSigterm()
