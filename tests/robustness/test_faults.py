@@ -50,9 +50,6 @@ TRAJECTORY_KEYS = {"sft": ["loss", "grad_norm", "num_tokens"], "dpo-beta_dpo": [
                    "sdpo-ema": ["loss", "reward", "self_distillation/kl"]}
 
 
-SIGTERM_CLI = Path(__file__).with_name("sigterm_cli.py")
-
-
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "posttrain.cli", *args]
 
@@ -96,21 +93,34 @@ def kill_mid_step_after(command: list[str], out: Path, checkpoint_step: int) -> 
 
 
 @pytest.mark.parametrize("job", list(JOBS))
-def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_trajectory(job, tiny_model_dir, tmp_path, outcome):
+def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_trajectory(
+    job, tiny_model_dir, tmp_path, monkeypatch, capsys, outcome
+):
     """SIGTERM in step 3; the resume command it printed, SIGKILLed in step 5 with a torn newer checkpoint on disk; --resume true again"""
+    from posttrain.trainers.callbacks import MetricsFileCallback
+
+    # The straight run, the SIGTERM and the last resume run in this process (the CLI's main, as
+    # `posttrain` calls it: no interpreter start); the SIGKILL needs a process of its own.
     args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON]
     straight, out = tmp_path / "straight", tmp_path / "interrupted"
-    done = subprocess.run(cli(*args, "--output_dir", str(straight)), capture_output=True, text=True, env=env(), timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert cli_main([*args, "--output_dir", str(straight)]) == 0
 
-    # 1. SIGTERM (a scheduler's preemption notice) in step 3, between the periodic checkpoints 2
-    #    and 4: step 3 finishes and is saved whole with the trainer's own state; nothing after it runs
-    stopped = subprocess.run([sys.executable, str(SIGTERM_CLI), *args, "--output_dir", str(out)], capture_output=True,
-                             text=True, env={**env(), "SIGTERM_IN_STEP": "3"}, timeout=900)
-    assert stopped.returncode == EXIT_PREEMPTED, stopped.stderr[-3000:]
+    # 1. SIGTERM (a scheduler's preemption notice, a real signal to this process) in step 3,
+    #    between the periodic checkpoints 2 and 4: step 3 finishes and is saved whole with the
+    #    trainer's own state; nothing after it runs
+    def sigterm_in_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(MetricsFileCallback, "on_step_begin", sigterm_in_step_3, raising=False)
+        code = cli_main([*args, "--output_dir", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == EXIT_PREEMPTED, stderr[-3000:]
     command = JOBS[job][0]
-    lines = [line for line in stopped.stderr.splitlines() if line.startswith(f"posttrain {command}:")]
-    assert len(lines) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith(f"posttrain {command}:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert lines[0].startswith(f"posttrain {command}: stopped by SIGTERM after step 3 of 6; "
                                f"checkpoint-3 in {out} is complete; resume with: posttrain {command} ")
     assert (out / "checkpoint-3" / COMPLETE_FILE).exists() and not (out / "checkpoint-4").exists()
@@ -129,10 +139,10 @@ def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_tra
     steps_before = max(logged_steps(out))
 
     # 3. resume again: from checkpoint-4, the torn one removed
-    again = subprocess.run(cli(*resume), capture_output=True, text=True, env=env(), timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming from {out / 'checkpoint-4'}" in again.stderr
-    assert "checkpoint-6 is incomplete" in again.stderr
+    assert cli_main(resume) == 0
+    stderr = capsys.readouterr().err
+    assert f"resuming from {out / 'checkpoint-4'}" in stderr
+    assert "checkpoint-6 is incomplete" in stderr
 
     keys = TRAJECTORY_KEYS[job]
     a, b = trajectory(straight, keys), trajectory(out, keys)
