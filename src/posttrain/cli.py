@@ -81,7 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     with sigterm_stops_cleanly():
-        return _run_command(args, rest, argv)
+        try:
+            return _run_command(args, rest, argv)
+        finally:
+            _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under a launcher, leave the process group before the interpreter exits: gloo's threads
+    torn down by the exit itself can abort a process that finished its work (``terminate called
+    without an active exception``), and the launcher then reports the whole run failed."""
+    if "accelerate" not in sys.modules:  # nothing distributed was started (e.g. --help, make-model)
+        return
+    from accelerate import PartialState
+
+    if PartialState._shared_state and PartialState().use_distributed:
+        PartialState().destroy_process_group()
 
 
 def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> int:
