@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = [  # (section, test file)
     ("Bad input (every CLI command)", "tests/robustness/test_bad_input.py"),
-    ("Faults (kill -9, disk full, read-only, non-finite loss)", "tests/robustness/test_faults.py"),
+    ("Faults (SIGTERM, kill -9, disk full, read-only, non-finite loss)", "tests/robustness/test_faults.py"),
     ("Sandbox escapes", "tests/robustness/test_sandbox_escapes.py"),
     ("Secrets", "tests/robustness/test_secrets.py"),
     ("Distributed (torchrun, 2 CPU processes)", "tests/robustness/test_distributed.py"),
