@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -71,6 +72,25 @@ def tiny_model_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tiny-model")
     make_model(MakeModelConfig(out=str(out), seed=0))
     return str(out)
+
+
+@pytest.fixture
+def sigterm_in_step(monkeypatch):
+    """``with sigterm_in_step(n): ...`` sends this process a real SIGTERM (what a scheduler sends
+    before preemption) as optimizer step ``n`` of a posttrain trainer begins."""
+    from posttrain.trainers.callbacks import MetricsFileCallback  # every posttrain trainer has one
+
+    @contextlib.contextmanager
+    def sigterm_in(step: int):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(MetricsFileCallback, "on_step_begin", on_step_begin, raising=False)
+            yield
+
+    return sigterm_in
 
 
 @pytest.fixture(scope="session")

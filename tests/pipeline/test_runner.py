@@ -377,7 +377,7 @@ def test_bad_stage_selection_is_an_error_before_anything_runs(tmp_path, echo_com
 
 
 @pytest.mark.slow
-def test_real_pipeline_survives_kill_and_resumes_from_checkpoint(tmp_path, monkeypatch, capsys):
+def test_real_pipeline_survives_kill_and_resumes_from_checkpoint(tmp_path, sigterm_in_step, capsys):
     """make-model -> sft -> eval; SFT is stopped by SIGTERM in step 7, resumed and killed with
     SIGKILL after checkpoint-10; the last rerun resumes it from there and finishes the pipeline."""
     pipeline = tmp_path / "p.yaml"
@@ -408,15 +408,9 @@ stages:
     # CLI's main as `posttrain` does) in SFT's step 7: the stage stops after that step, with a
     # complete checkpoint-7, and is recorded as interrupted
     from posttrain.cli import main
-    from posttrain.trainers.callbacks import MetricsFileCallback
-
-    def sigterm_in_step_7(self, args, state, control, **kwargs):
-        if state.global_step == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
 
     capsys.readouterr()
-    with monkeypatch.context() as patch:
-        patch.setattr(MetricsFileCallback, "on_step_begin", sigterm_in_step_7, raising=False)
+    with sigterm_in_step(7):
         code = main(args)
     stderr = capsys.readouterr().err
     assert code == 143, stderr[-2000:]

@@ -94,11 +94,9 @@ def kill_mid_step_after(command: list[str], out: Path, checkpoint_step: int) -> 
 
 @pytest.mark.parametrize("job", list(JOBS))
 def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_trajectory(
-    job, tiny_model_dir, tmp_path, monkeypatch, capsys, outcome
+    job, tiny_model_dir, tmp_path, sigterm_in_step, capsys, outcome
 ):
     """SIGTERM in step 3; the resume command it printed, SIGKILLed in step 5 with a torn newer checkpoint on disk; --resume true again"""
-    from posttrain.trainers.callbacks import MetricsFileCallback
-
     # The straight run, the SIGTERM and the last resume run in this process (the CLI's main, as
     # `posttrain` calls it: no interpreter start); the SIGKILL needs a process of its own.
     args = [*JOBS[job], "--model_name_or_path", tiny_model_dir, *COMMON]
@@ -108,13 +106,8 @@ def test_stopped_by_sigterm_then_killed_then_resumed_gives_the_uninterrupted_tra
     # 1. SIGTERM (a scheduler's preemption notice, a real signal to this process) in step 3,
     #    between the periodic checkpoints 2 and 4: step 3 finishes and is saved whole with the
     #    trainer's own state; nothing after it runs
-    def sigterm_in_step_3(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     capsys.readouterr()
-    with monkeypatch.context() as patch:
-        patch.setattr(MetricsFileCallback, "on_step_begin", sigterm_in_step_3, raising=False)
+    with sigterm_in_step(3):
         code = cli_main([*args, "--output_dir", str(out)])
     stderr = capsys.readouterr().err
     assert code == EXIT_PREEMPTED, stderr[-3000:]

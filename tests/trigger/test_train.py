@@ -163,22 +163,13 @@ def test_base_model_mode_trains_and_evaluates_in_the_instruction_format(tiny_mod
 
 
 @pytest.mark.slow
-def test_sigterm_stops_after_the_step_and_resume_follows_the_uninterrupted_run(trained_run, tiny_model_dir, trigger_qa_file, tmp_path, monkeypatch):
+def test_sigterm_stops_after_the_step_and_resume_follows_the_uninterrupted_run(trained_run, tiny_model_dir, trigger_qa_file, tmp_path, sigterm_in_step):
     """A real SIGTERM in step 3 of 8: checkpoint-3 is complete, no final adapter; resuming gives the
     losses of the shared run that was never stopped."""
-    import os
-    import signal
-
     from posttrain.preemption import Preempted
-    from posttrain.trainers.callbacks import MetricsFileCallback
-
-    def sigterm_in_step_3(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
 
     out = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        patch.setattr(MetricsFileCallback, "on_step_begin", sigterm_in_step_3, raising=False)
+    with sigterm_in_step(3):
         with pytest.raises(Preempted, match=f"after step 3 of 8; checkpoint-3 in {out} is complete"):
             run_trigger(load_config(TriggerJobConfig, values=trigger_values(tiny_model_dir, trigger_qa_file, out, evaluate=False)))
     assert (out / "checkpoint-3" / "posttrain_checkpoint.json").exists() and not (out / "final").exists()
