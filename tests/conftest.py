@@ -25,17 +25,16 @@ transformers_logging.disable_default_handler()
 transformers_logging.enable_propagation()
 
 
-# The longest tests start first, in this order. `make test` runs two workers with
-# `--dist loadgroup`, which hands out tests one at a time in collection order, each worker holding
-# the next two: worker 1 gets the 1st and 3rd, worker 2 the 2nd and 4th. So worker 1 runs the
-# quickstart's SFT stages (shared, see tests/test_recipes.py) and its DPO branch, then the trigger
-# recipe; worker 2 the base-model route and then the quickstart's RL branch, whose SFT stages are
-# done by then (otherwise it would wait for them). The rest fill in around them.
+# The longest tests start first, in this order. `make test` runs three workers with
+# `--dist loadgroup`, which hands out tests one at a time in collection order: worker 1 runs the
+# quickstart's SFT stages (shared, see tests/test_recipes.py) and its DPO branch, worker 2 the
+# base-model route, worker 3 the quickstart's RL branch, which waits for those SFT stages while
+# the other two keep both cores busy; the trigger recipe and the rest fill in around them.
 START_FIRST = [
     "test_quickstart_sft_learns_and_preference_stages_improve_on_it",
     "test_base_model_route_teaches_the_instruction_format",
-    "test_trigger_recipe_reaches_the_issue_targets_on_held_out_questions",
     "test_quickstart_rl_stages_train_as_their_methods_from_the_sft_model",
+    "test_trigger_recipe_reaches_the_issue_targets_on_held_out_questions",
 ]
 
 
