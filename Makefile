@@ -33,8 +33,8 @@ demo: setup
 
 # Three workers, one torch thread each, on two cores: the tiny model gains nothing from a second
 # thread, and a third worker keeps both cores busy while another waits (the quickstart's RL test
-# for the SFT stages it shares, HTTP timeouts, torchrun rendezvous): 10 min 4 s against 10 min 30 s
-# with two. loadgroup hands out the tests one at a time in collection order (tests/conftest.py
+# for the SFT stages it shares, HTTP timeouts, torchrun rendezvous): 9 min 31 s to 10 min 4 s
+# against 10 min 30 s with two. loadgroup hands out the tests one at a time in collection order (tests/conftest.py
 # puts the longest first); --no-loadscope-reorder keeps that order.
 test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 3 --dist loadgroup --no-loadscope-reorder
