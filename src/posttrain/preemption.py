@@ -5,8 +5,9 @@ before they kill a job. posttrain turns that signal into a clean stop:
 
 * inside :func:`stoppable_loop` (every training loop, rollouts, pairs) SIGTERM only sets a flag.
   The loop polls :func:`stop_requested` (the HF trainers through
-  :class:`~posttrain.trainers.callbacks.StopOnSigterm`, which also makes all processes agree), finishes the optimizer step it is in, writes a complete
-  checkpoint at that step and raises :class:`Preempted`;
+  :class:`~posttrain.trainers.callbacks.StopOnSigterm`, which also makes all processes agree),
+  finishes the optimizer step it is in, writes a complete checkpoint at that step and raises
+  :class:`Preempted`;
 * anywhere else (loading a model, evaluating) SIGTERM raises :class:`Preempted` at once, the way
   Ctrl-C raises KeyboardInterrupt: artifacts are written atomically and resumable stages skip what
   they finished, so nothing done is lost.

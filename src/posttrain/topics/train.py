@@ -285,9 +285,6 @@ def _train_topics(config: TopicsJobConfig) -> dict:
     history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
     last = None
     for epoch in tqdm(range(start + 1, config.num_epochs + 1), desc="ECRTM epochs", initial=start, total=config.num_epochs):
-        if stop_requested():  # SIGTERM during the last epoch: it is finished and saved; stop here
-            _save_checkpoint(checkpoint, model, optimizer, epoch - 1)
-            raise Preempted(f"stopped by SIGTERM after epoch {epoch - 1} of {config.num_epochs}; {checkpoint} is complete")
         order = torch.randperm(num_docs)
         totals = {"loss": 0.0, "topic_model": 0.0, "ecr": 0.0, "dpo": 0.0}
         batches = [order[i : i + config.batch_size] for i in range(0, num_docs, config.batch_size)]
@@ -321,8 +318,11 @@ def _train_topics(config: TopicsJobConfig) -> dict:
                      + (f", purity {last['purity']:.3f}, NMI {last['nmi']:.3f}" if "purity" in last else ""))
         append_jsonl(out / "metrics.jsonl", [row])
         history.append(row)
-        if epoch % config.save_every == 0 or epoch == config.num_epochs:
+        stopping = stop_requested() and epoch < config.num_epochs  # SIGTERM during this epoch
+        if stopping or epoch % config.save_every == 0 or epoch == config.num_epochs:
             _save_checkpoint(checkpoint, model, optimizer, epoch)
+        if stopping:
+            raise Preempted(f"stopped by SIGTERM after epoch {epoch} of {config.num_epochs}; {checkpoint} is complete")
 
     if last is None:  # resumed after the last epoch: nothing trained, evaluate what is there
         last = evaluate(model, corpus, reference)
