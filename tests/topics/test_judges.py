@@ -1,5 +1,5 @@
-"""Topic judges: word embeddings (fake encoder), the embedding judge by hand, and the OpenAI judge
-against a local chat-completions server that answers with function calls."""
+"""Topic judges: word embeddings (fake encoder), the embedding and coherence judges by hand, and the
+OpenAI judge against a local chat-completions server that answers with function calls."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from posttrain.judges.openai import OpenAIJudge
 from posttrain.topics.judges import (
     CHOOSE_FUNCTION,
     RATE_FUNCTION,
+    CoherenceTopicJudge,
+    DocumentCooccurrence,
     EmbeddingTopicJudge,
     OpenAITopicJudge,
     TopicRating,
+    WordChoice,
     WordEmbeddings,
 )
 
@@ -141,7 +144,8 @@ def test_rate_describes_the_topic_by_its_three_most_central_words():
 
 
 def test_choose_winners_nearest_the_centroid_losers_from_the_top_words_below_the_median():
-    winners, losers = angle_judge(num_winners=3, num_losers=3).choose(TOPIC, ["good", "bad"], "any description")
+    choice = angle_judge(num_winners=3, num_losers=3).choose(TOPIC, ["good", "bad"], "any description")
+    winners, losers = choice.winners, choice.losers
     assert winners == ["good", "core", "near"]
     # median closeness is that of 'mid': below it are far and odd, farthest first; 'bad' is a
     # candidate, never a loser, though it is the farthest of all
@@ -149,20 +153,116 @@ def test_choose_winners_nearest_the_centroid_losers_from_the_top_words_below_the
 
 
 def test_choose_caps_the_losers():
-    winners, losers = angle_judge(num_winners=3, num_losers=1).choose(TOPIC, ["good", "bad"], "")
+    choice = angle_judge(num_winners=3, num_losers=1).choose(TOPIC, ["good", "bad"], "")
+    winners, losers = choice.winners, choice.losers
     assert losers == ["far"]
 
 
 def test_choose_never_names_a_word_both_winner_and_loser():
     # with 7 winners every word of the pool wins, so none may lose
-    winners, losers = angle_judge(num_winners=7).choose(TOPIC, ["good", "bad"], "")
+    choice = angle_judge(num_winners=7).choose(TOPIC, ["good", "bad"], "")
+    winners, losers = choice.winners, choice.losers
     assert winners == ["good", "core", "near", "mid", "odd", "far", "bad"]
     assert losers == []
 
 
 def test_choose_counts_a_candidate_that_is_also_a_top_word_once():
-    winners, _ = angle_judge(num_winners=3).choose(TOPIC, ["core", "good"], "")
+    winners = angle_judge(num_winners=3).choose(TOPIC, ["core", "good"], "").winners
     assert winners == ["good", "core", "near"]
+
+
+def test_embedding_judge_gives_a_reason_for_every_chosen_word():
+    choice = angle_judge(num_winners=3, num_losers=3).choose(TOPIC, ["good", "bad"], "")
+    assert set(choice.reasons) == set(choice.winners + choice.losers)
+    centre = np.array([polar(ANGLES[w]) for w in TOPIC]).mean(axis=0)
+    expected = np.array(polar(ANGLES["far"])) @ centre / np.linalg.norm(centre)
+    assert choice.reasons["far"] == f"cosine {expected:.2f} to the topic's centroid"
+
+
+def test_embedding_judge_candidates_are_the_words_nearest_the_description():
+    table = {"alpha": [1.0, 0.0], "beta": [0.9, 0.1], "gamma": [0.0, 1.0], "about alpha": [1.0, 0.05]}
+    judge = judge_for(table)
+    # the description's own vector is in this table's vocabulary too: excluded like a top word
+    assert judge.candidates(["x"], "about alpha", 2, exclude={"alpha", "about alpha"}) == ["beta", "gamma"]
+
+
+# -- DocumentCooccurrence and CoherenceTopicJudge, by hand ---------------------------------------------
+
+# 8 documents. 'goal' and 'match' always meet; 'league' meets them in 2 of its 4 documents; 'market'
+# appears only where they do not; 'said' is everywhere; 'vote' never appears.
+DOCS = [
+    ["goal", "match", "league", "said"],
+    ["goal", "match", "league", "said"],
+    ["goal", "match", "said"],
+    ["goal", "match", "said"],
+    ["league", "market", "said"],
+    ["league", "market", "said"],
+    ["market", "said"],
+    ["market", "said"],
+]
+WORDS = ["goal", "match", "league", "market", "said", "vote"]
+
+
+def npmi_by_hand(n_ab: int, n_a: int, n_b: int, n: int = 8) -> float:
+    p_ab, p_a, p_b = n_ab / n, n_a / n, n_b / n
+    return math.log(p_ab / (p_a * p_b)) / -math.log(p_ab)
+
+
+def test_npmi_from_document_cooccurrence_by_hand():
+    table = DocumentCooccurrence(DOCS, WORDS).npmi(["goal", "league"])  # (2, V)
+    assert table.shape == (2, 6)
+    goal, league = table
+    # goal and match: always together, p = 4/8 each and together → log(0.5 / 0.25) / −log 0.5 = 1
+    assert goal[1] == pytest.approx(1.0)
+    assert goal[2] == pytest.approx(npmi_by_hand(2, 4, 4))  # = 0: independent
+    assert goal[3] == -1.0  # never together
+    assert goal[5] == -1.0  # 'vote' appears nowhere
+    assert league[3] == pytest.approx(npmi_by_hand(2, 4, 4))
+    assert goal[0] == pytest.approx(1.0)  # a word with itself
+    # 'said' is in every document: p(said) = 1, p(goal, said) = p(goal) → log 1 / −log 0.5 = 0
+    assert goal[4] == pytest.approx(0.0)
+
+
+def test_npmi_of_two_words_in_every_document_is_one():
+    table = DocumentCooccurrence([["a", "b"], ["a", "b"]], ["a", "b"]).npmi(["a"])
+    assert table.tolist() == [[1.0, 1.0]]
+
+
+def coherence_judge(**kw) -> CoherenceTopicJudge:
+    return CoherenceTopicJudge(DocumentCooccurrence(DOCS, WORDS), **kw)
+
+
+def test_coherence_judge_rates_by_the_mean_npmi_of_the_top_words():
+    # goal-match 1, goal-league 0, match-league 0: fits 0.5, 0.5, 0 → coherence 1/3
+    rating = coherence_judge(coherent=0.3, mixed=0.1).rate(["goal", "match", "league"])
+    assert rating == TopicRating(3, "a topic about goal, match, league")
+    assert coherence_judge(coherent=0.34, mixed=0.3).rate(["goal", "match", "league"]).score == 2
+    assert coherence_judge(coherent=0.5, mixed=0.34).rate(["goal", "match", "league"]).score == 1
+    # goal-market −1: a football word beside a market word is unrelated
+    assert coherence_judge().rate(["goal", "market"]).score == 1
+
+
+def test_coherence_judge_candidates_cooccur_most_with_the_top_words():
+    # mean NPMI with (goal, league): match (1 + 0)/2 = 0.5 beats said (0) and market ((−1 + 0)/2)
+    judge = coherence_judge()
+    assert judge.candidates(["goal", "league"], "", 2, exclude={"goal", "league"}) == ["match", "said"]
+
+
+def test_coherence_judge_losers_fit_worst_winners_fit_best_with_reasons():
+    top = ["goal", "match", "said", "market"]
+    choice = coherence_judge(num_winners=2, num_losers=3).choose(top, ["league"], "football")
+    assert isinstance(choice, WordChoice)
+    # fits (mean NPMI with the other top words): goal (1 + 0 − 1)/3 = 0, match 0, said 0,
+    # market (−1 − 1 + 0)/3 = −2/3; league (0 + 0 + 0 + 0)/4 = 0; median of the top words 0
+    assert choice.losers == ["market"]
+    assert choice.winners == ["goal", "match"]  # ties kept in order: top words, then candidates
+    assert choice.reasons["market"] == "mean NPMI -0.667 with the top words (median +0.000)"
+    assert set(choice.reasons) == {"goal", "match", "market"}
+
+
+def test_coherence_judge_names_no_loser_within_the_margin_of_the_median():
+    choice = coherence_judge(margin=0.7).choose(["goal", "match", "said", "market"], [], "")
+    assert choice.losers == []
 
 
 # -- OpenAITopicJudge against a local server --------------------------------------------------------
@@ -179,9 +279,16 @@ def topic_judge(api, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     waits = []
     client = OpenAIJudge(api.url, "test-model", max_retries=3, backoff=0.0, timeout=5.0, sleep=waits.append)
-    judge = OpenAITopicJudge(client)
+    judge = OpenAITopicJudge(client, FakeNearest())
     judge.waits = waits
     return judge
+
+
+class FakeNearest:
+    """Stands in for WordEmbeddings.nearest: the description's words, minus the excluded ones."""
+
+    def nearest(self, text, n, exclude):
+        return [w for w in text.split() if w not in exclude][:n]
 
 
 def user_message(body: dict) -> str:
@@ -198,6 +305,23 @@ def test_rate_asks_with_the_rate_function_and_returns_the_rating(api, topic_judg
     assert "bank, money, market" in user_message(body)
 
 
+def test_rate_asks_an_unrelated_topic_for_a_description_unlike_the_others(api, topic_judge):
+    api.reply(200, tool_reply("rate_topic", {"score": 1, "description": "space travel"}))
+    topic_judge.rate(["bank", "goal"], ["the economy", "football"])
+    prompt = user_message(api.bodies[0])
+    assert "If you rate it 1" in prompt and "the economy; football" in prompt
+
+
+def test_openai_judge_candidates_come_from_the_embeddings(topic_judge):
+    assert topic_judge.candidates(["bank"], "money and banks", 5, exclude={"and"}) == ["money", "banks"]
+
+
+def test_openai_judge_gives_reasons(api, topic_judge):
+    api.reply(200, tool_reply("choose_words", {"good_words": ["bank"], "bad_words": ["said"]}))
+    choice = topic_judge.choose(["bank", "said"], [], "economy")
+    assert choice.reasons == {"bank": "named a good word for 'economy'", "said": "named a word that does not fit 'economy'"}
+
+
 def test_rate_strips_the_description(api, topic_judge):
     api.reply(200, tool_reply("rate_topic", {"score": 3, "description": "  the economy \n"}))
     assert topic_judge.rate(["bank"]) == TopicRating(3, "the economy")
@@ -212,7 +336,8 @@ def test_rate_accepts_arguments_given_as_an_object(api, topic_judge):
 
 def test_choose_asks_with_the_choose_function(api, topic_judge):
     api.reply(200, tool_reply("choose_words", {"good_words": ["bank", "finance"], "bad_words": ["said"]}))
-    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    choice = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    winners, losers = choice.winners, choice.losers
     assert (winners, losers) == (["bank", "finance"], ["said"])
     assert topic_judge.ignored_words == 0
     (body,) = api.bodies
@@ -224,7 +349,8 @@ def test_choose_asks_with_the_choose_function(api, topic_judge):
 
 def test_choose_drops_and_counts_words_that_were_not_offered(api, topic_judge):
     api.reply(200, tool_reply("choose_words", {"good_words": ["bank", "banana", "finance"], "bad_words": ["said", "zebra"]}))
-    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    choice = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    winners, losers = choice.winners, choice.losers
     assert winners == ["bank", "finance"]
     assert losers == ["said"]
     assert topic_judge.ignored_words == 2
@@ -233,7 +359,8 @@ def test_choose_drops_and_counts_words_that_were_not_offered(api, topic_judge):
 def test_choose_drops_losers_that_are_not_top_words(api, topic_judge):
     # 'loans' was offered as a candidate, so it may win but not lose
     api.reply(200, tool_reply("choose_words", {"good_words": ["money"], "bad_words": ["said", "loans"]}))
-    winners, losers = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    choice = topic_judge.choose(["bank", "said", "money"], ["finance", "loans"], "economy")
+    winners, losers = choice.winners, choice.losers
     assert winners == ["money"]
     assert losers == ["said"]
     assert topic_judge.ignored_words == 1

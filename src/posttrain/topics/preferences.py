@@ -1,12 +1,13 @@
-"""Word preferences per topic from a judge, and the topic filter (SPEC G).
+"""Word preferences per topic from a judge, and the topic filter.
 
-For every topic: the judge rates its top-10 words (1-3) and describes it; the 5 vocabulary words
-nearest the description (sentence embeddings) join the top-15 as candidates; the judge names
-winning words (among the top-15 and the candidates) and losing words (among the top-15). Rows
-are appended to ``preferences.jsonl`` one topic at a time, so a rerun skips judged topics::
+For every topic: the judge rates its top-10 words (1-3) and describes it; 5 vocabulary words the
+judge proposes (nearest the description, or co-occurring most with the topic) join the top-15 as
+candidates; the judge names winning words (among the top-15 and the candidates) and losing words
+(among the top-15), with its reasons. Rows are appended to ``preferences.jsonl`` one topic at a
+time, so a rerun skips judged topics::
 
     {"topic": 3, "score": 2, "description": "...", "top_words": [...], "candidates": [...],
-     "w_win": ["economy", ...], "w_lose": ["said", ...]}
+     "w_win": ["economy", ...], "w_lose": ["said", ...], "reasons": {"said": "...", ...}}
 
 (``w_loose``, the key of the original implementation, is accepted when reading.)
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,11 +24,12 @@ from tqdm.auto import tqdm
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
-from posttrain.topics.judges import TopicJudge, WordEmbeddings
+from posttrain.topics.judges import TopicJudge
 
 log = get_logger(__name__)
 
-TOPIC_FILTERS = ("cv_below_avg", "llm_score", "either", "all")
+TopicFilter = Literal["cv_below_avg", "llm_score", "either", "all"]
+TOPIC_FILTERS = get_args(TopicFilter)
 
 
 def read_preferences(path: str | Path) -> dict[int, dict]:
@@ -46,7 +49,7 @@ def read_preferences(path: str | Path) -> dict[int, dict]:
 
 def build_preferences(
     path: str | Path, top_words_10: list[list[str]], top_words_15: list[list[str]], judge: TopicJudge,
-    embeddings: WordEmbeddings, num_candidates: int = 5,
+    num_candidates: int = 5,
 ) -> dict[int, dict]:
     """Judge every topic not yet in ``path`` (appending as it goes); return all rows."""
     done = read_preferences(path)
@@ -54,12 +57,12 @@ def build_preferences(
     if done:
         log.info(f"preferences: {len(done)} topics judged already, {len(todo)} to go")
     for k in tqdm(todo, desc="judging topics", disable=not todo):
-        rating = judge.rate(top_words_10[k])
-        candidates = embeddings.nearest(rating.description, num_candidates, exclude=set(top_words_15[k]))
-        winners, losers = judge.choose(top_words_15[k], candidates, rating.description)
+        rating = judge.rate(top_words_10[k], [row["description"] for row in done.values()])
+        candidates = judge.candidates(top_words_10[k], rating.description, num_candidates, exclude=set(top_words_15[k]))
+        choice = judge.choose(top_words_15[k], candidates, rating.description)
         row = {
-            "topic": k, "score": rating.score, "description": rating.description,
-            "top_words": top_words_15[k], "candidates": candidates, "w_win": winners, "w_lose": losers,
+            "topic": k, "score": rating.score, "description": rating.description, "top_words": top_words_15[k],
+            "candidates": candidates, "w_win": choice.winners, "w_lose": choice.losers, "reasons": choice.reasons,
         }
         append_jsonl(path, [row])
         done[k] = row

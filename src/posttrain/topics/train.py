@@ -1,4 +1,4 @@
-"""``posttrain topics``: ECRTM, then LLM-guided DPO on its topic-word distributions (SPEC G).
+"""``posttrain topics``: ECRTM, then LLM-guided DPO on its topic-word distributions.
 
     posttrain topics --config recipes/topics.yaml
 
@@ -8,8 +8,9 @@
 4. Judge every topic into ``preferences.jsonl`` (resumable) and pick the topics DPO acts on
    (``topic_filter``).
 5. Train the remaining epochs on L_ECRTM + dpo_weight · L_DPO, with L_DPO
-   (:func:`posttrain.losses.topic_dpo.topic_word_dpo_loss`) against the frozen snapshot, only on
-   the chosen topics' (winner, loser) word pairs.
+   (:func:`posttrain.losses.topic_dpo.topic_word_dpo_loss`, on the distribution named by
+   ``dpo_distribution``) against the frozen snapshot, only on the chosen topics' (winner, loser)
+   word pairs.
 
 Every ``eval_every`` epochs: TD, C_V, NPMI, purity, NMI (all topics and the filtered ones) into
 ``metrics.jsonl``; at the end ``eval.json`` and ``metrics.png``. ``checkpoint.pt`` (model,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,14 +33,14 @@ from posttrain.artifacts import atomic_open, write_json, write_png
 from posttrain.config import config_field
 from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
 from posttrain.errors import ConfigError, DataError
-from posttrain.losses.topic_dpo import topic_word_dpo_loss
+from posttrain.losses.topic_dpo import TopicDistribution, topic_word_dpo_loss
 from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.topics.corpus import TopicCorpus, load_topic_corpus, read_raw_corpus, stop_words, tokenize
 from posttrain.topics.ecrtm import ECRTM
-from posttrain.topics.judges import EmbeddingTopicJudge, OpenAITopicJudge, WordEmbeddings
+from posttrain.topics.judges import CoherenceTopicJudge, DocumentCooccurrence, EmbeddingTopicJudge, OpenAITopicJudge, WordEmbeddings
 from posttrain.topics.metrics import coherence_per_topic, nmi, purity, top_words, topic_diversity, topic_metrics
-from posttrain.topics.preferences import TOPIC_FILTERS, build_preferences, preference_triples, select_topics
+from posttrain.topics.preferences import TopicFilter, build_preferences, preference_triples, select_topics
 
 log = get_logger(__name__)
 
@@ -55,7 +57,7 @@ class TopicsJobConfig:
     max_df: float = config_field(0.5, help="... and in at most this share of them.", gt=0, le=1)
     test_fraction: float = config_field(0.2, help="Labelled documents held out for purity and NMI.", ge=0, le=0.9)
     reference_corpus: str = config_field("", help="Coherence reference (.txt or .jsonl); empty: the training corpus.")
-    # ECRTM (SPEC G defaults)
+    # ECRTM (the defaults of Wu et al. 2023)
     num_topics: int = config_field(50, help="K, the number of topics.", ge=2)
     beta_temp: float = config_field(0.2, help="τ in softmax(−dist/τ).", gt=0)
     ecr_weight: float = config_field(100.0, help="Weight of the ECR loss (the paper uses 250 for 20NG).", ge=0)
@@ -78,17 +80,17 @@ class TopicsJobConfig:
     dpo_start_epoch: int = config_field(150, help="E: the epoch after which the snapshot is taken.", ge=1)
     dpo_weight: float = config_field(10.0, help="w in L_ECRTM + w·L_DPO.", ge=0)
     dpo_alpha: float = config_field(1.0, help="α in −log σ(α·margin).", gt=0)
-    topic_filter: str = config_field("cv_below_avg", help="Topics DPO acts on: cv_below_avg | llm_score | either | all.")
-    judge: str = config_field("embedding", help="embedding (offline, all-MiniLM-L6-v2) or openai.")
+    dpo_distribution: TopicDistribution = config_field(
+        "words", help="words: each topic's softmax over the vocabulary (the original form); beta: ECRTM's β, softmax over topics, which ranks the top words.")
+    topic_filter: TopicFilter = config_field(
+        "cv_below_avg", help="Topics DPO acts on: C_V below the mean, judge score below 3, either, or all.")
+    judge: Literal["coherence", "embedding", "openai"] = config_field(
+        "embedding", help="coherence (offline, NPMI on the reference corpus), embedding (offline, all-MiniLM-L6-v2) or openai.")
     judge_base_url: str = config_field("", help="openai judge: the API root, e.g. https://api.openai.com/v1.")
     judge_model: str = config_field("", help="openai judge: the model name.")
     judge_api_key_env: str = config_field("OPENAI_API_KEY", help="openai judge: environment variable with the key.")
 
     def __post_init__(self):
-        if self.topic_filter not in TOPIC_FILTERS:
-            raise ConfigError(f"config key 'topic_filter' must be one of {', '.join(TOPIC_FILTERS)}, got '{self.topic_filter}'")
-        if self.judge not in ("embedding", "openai"):
-            raise ConfigError(f"config key 'judge' must be embedding or openai, got '{self.judge}'")
         if self.dpo and self.dpo_start_epoch >= self.num_epochs:
             raise ConfigError(
                 f"config key 'dpo_start_epoch' ({self.dpo_start_epoch}) must be below num_epochs ({self.num_epochs}) "
@@ -98,13 +100,15 @@ class TopicsJobConfig:
             raise ConfigError("judge openai needs judge_base_url and judge_model")
 
 
-def _make_judge(config: TopicsJobConfig, embeddings: WordEmbeddings, out: Path):
+def _make_judge(config: TopicsJobConfig, vocab: list[str], reference: list[list[str]], out: Path):
+    if config.judge == "coherence":
+        return CoherenceTopicJudge(DocumentCooccurrence(reference, vocab))
     if config.judge == "embedding":
-        return EmbeddingTopicJudge(embeddings)
+        return EmbeddingTopicJudge(WordEmbeddings(vocab))
     from posttrain.judges.openai import OpenAIJudge
 
     client = OpenAIJudge(config.judge_base_url, config.judge_model, config.judge_api_key_env, cache_dir=str(out / "judge_cache"))
-    return OpenAITopicJudge(client)
+    return OpenAITopicJudge(client, WordEmbeddings(vocab))
 
 
 def _reference_texts(config: TopicsJobConfig, corpus: TopicCorpus) -> list[list[str]]:
@@ -265,9 +269,8 @@ def _train_topics(config: TopicsJobConfig) -> dict:
             _snapshot(out, model, corpus.vocab)
         ref_logits = torch.from_numpy(np.load(out / "beta_ref_logits.npy"))
         top10, top15 = _read_top_words(out, 10), _read_top_words(out, 15)
-        embeddings = WordEmbeddings(corpus.vocab)
-        judge = _make_judge(config, embeddings, out)
-        preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge, embeddings)
+        judge = _make_judge(config, corpus.vocab, reference, out)
+        preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge)
         if c_v is None:
             c_v = coherence_per_topic(top10, reference, "c_v")
         filtered = select_topics(config.topic_filter, c_v, preferences)
@@ -296,7 +299,8 @@ def _train_topics(config: TopicsJobConfig) -> dict:
             losses = model(x)
             loss = losses["loss"]
             if triples is not None and len(triples):
-                dpo = topic_word_dpo_loss(model.get_beta_logits(), ref_logits, triples[:, 0], triples[:, 1], triples[:, 2], config.dpo_alpha)
+                dpo = topic_word_dpo_loss(model.get_beta_logits(), ref_logits, triples[:, 0], triples[:, 1], triples[:, 2],
+                                          config.dpo_alpha, config.dpo_distribution)
                 loss = loss + config.dpo_weight * dpo
                 totals["dpo"] += dpo.item()
             optimizer.zero_grad()
