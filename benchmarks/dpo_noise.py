@@ -1,6 +1,7 @@
 """Label noise: constant-β DPO vs β-DPO vs quantile β, side by side in one process.
 
-    python benchmarks/dpo_noise.py --sft-model runs/quickstart/sft [--seeds 0 1] [--noise 0 0.2 0.4]
+    python benchmarks/dpo_noise.py --sft-model runs/quickstart/sft [--seeds 0 1 2] [--noise 0 0.2 0.4]
+        [--methods constant beta_dpo ...] [--pairs 2048] [--dpo '{"num_train_epochs": 2}'] [--out results.json]
 
 The same SFT model is trained on the same verifier-built arithmetic pairs, with a fraction of
 the pairs' labels flipped (chosen <-> rejected). For every (noise, method, seed) it reports:
@@ -10,6 +11,10 @@ the pairs' labels flipped (chosen <-> rejected). For every (noise, method, seed)
 * task accuracy: greedy exact-match on the 300 held-out problems (``posttrain eval``);
 * seconds per optimizer step (median over seeds), and its ratio to constant β in the same run.
 
+Means are given with their standard error over seeds; ``--out`` keeps every run's numbers (written
+after each run, so a stopped benchmark keeps what it measured) and a PNG of preference accuracy
+against noise next to it.
+
 β-DPO's claim (Wu et al. 2024) is robustness to mixed-quality pairs; this shows whether it
 holds at this scale. Without --sft-model, the quickstart's model and SFT stages are run first.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from posttrain.artifacts import write_json
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.evaluation.accuracy import EvalConfig, run_eval
@@ -36,9 +43,37 @@ from posttrain.trainers.dpo import DPOJobConfig, run_dpo
 METHODS = {
     "constant": {"beta_schedule": "constant"},
     "beta_dpo": {"beta_schedule": "beta_dpo"},
+    # β-DPO's dynamic β without its filter: separates what each half of the method does
+    "beta_dpo_rho1": {"beta_schedule": "beta_dpo", "beta_dpo_rho": 1.0},
     # the default 120-batch warm-up would outlast these short runs; 16 lets the controller act
     "quantile": {"beta_schedule": "quantile", "quantile_warmup_steps": 16},
 }
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return statistics.mean(values), error
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from posttrain.artifacts import write_png
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in dict.fromkeys(r["method"] for r in results):
+        noises = sorted({r["noise"] for r in results if r["method"] == method})
+        stats = [mean_and_error([r["pref_acc"] for r in results if r["method"] == method and r["noise"] == n]) for n in noises]
+        ax.errorbar(noises, [m for m, _ in stats], yerr=[e for _, e in stats], marker="o", capsize=3, label=method)
+    ax.set(xlabel="share of flipped training labels", ylabel="held-out preference accuracy", title="DPO under label noise")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    write_png(fig, path)
 
 
 def sequence_logps(model, tokenizer, prompts: list[str], responses: list[str]) -> torch.Tensor:
@@ -83,9 +118,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
     parser.add_argument("--pairs", type=int, default=2048)
+    parser.add_argument("--methods", nargs="+", default=["constant", "beta_dpo", "quantile"], choices=list(METHODS))
     parser.add_argument("--dpo", default="{}", help="JSON of extra DPO config values (e.g. learning rate)")
+    parser.add_argument("--out", default=None, help="results JSON (default: in the work directory); the plot goes next to it")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dpo-noise-"))
+    out_json = Path(args.out) if args.out else work / "results.json"
     sft = args.sft_model or build_sft_model(work)
     dpo_values = {"learning_rate": 1e-4, "rpo_alpha": 1.0, "warmup_steps": 0.1, "lr_scheduler_type": "cosine",
                   **json.loads(args.dpo)}
@@ -104,7 +142,8 @@ def main() -> None:
         for seed in args.seeds:
             data = work / f"pairs-{noise}-{seed}.jsonl"
             write_jsonl(data, noisy_pairs(train_pairs, noise, seed))
-            for method, values in METHODS.items():
+            for method in args.methods:
+                values = METHODS[method]
                 out = work / f"{method}-{noise}-{seed}"
                 config = load_config(DPOJobConfig, values={
                     "model_name_or_path": sft, "output_dir": str(out), "dataset_name": str(data), "num_train_epochs": 1,
@@ -118,22 +157,22 @@ def main() -> None:
                 results.append({"noise": noise, "seed": seed, "method": method, "pref_acc": preference_accuracy(str(out), reference, test_pairs),
                                 "task_acc": accuracy, "sec_per_step": seconds_per_step, "final_beta": metrics["final_beta"]})
                 print(json.dumps(results[-1]), flush=True)
+                write_json(out_json, results)
 
     print(f"\nSFT model: task accuracy {sft_accuracy:.3f}; {args.pairs} pairs, seeds {args.seeds}; DPO {dpo_values}")
-    print(f"{'noise':>5}  {'method':10} {'pref. acc.':>14} {'task acc.':>14} {'s/step':>8} {'vs const':>8}")
+    print(f"{'noise':>5}  {'method':13} {'pref. acc. ± s.e.':>17} {'task acc. ± s.e.':>17} {'final β':>8} {'s/step':>8} {'vs first':>8}")
     for noise in args.noise:
         # medians: one run disturbed by other work on the machine should not move the ratio
-        base = statistics.median(r["sec_per_step"] for r in results if r["noise"] == noise and r["method"] == "constant")
-        for method in METHODS:
+        first = statistics.median(r["sec_per_step"] for r in results if r["noise"] == noise and r["method"] == args.methods[0])
+        for method in args.methods:
             rows = [r for r in results if r["noise"] == noise and r["method"] == method]
-            pref = [r["pref_acc"] for r in rows]
-            acc = [r["task_acc"] for r in rows]
+            pref, pref_error = mean_and_error([r["pref_acc"] for r in rows])
+            acc, acc_error = mean_and_error([r["task_acc"] for r in rows])
             step = statistics.median(r["sec_per_step"] for r in rows)
-            spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
-            print(f"{noise:5.1f}  {method:10} {statistics.mean(pref):7.3f} ±{spread(pref):.3f} {statistics.mean(acc):7.3f} ±{spread(acc):.3f}"
-                  f" {step:8.3f} {step / base:8.3f}")
-    (work / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nraw results: {work / 'results.json'}")
+            beta = statistics.mean(r["final_beta"] for r in rows)
+            print(f"{noise:5.1f}  {method:13} {pref:9.3f} ±{pref_error:.3f} {acc:9.3f} ±{acc_error:.3f} {beta:8.3f} {step:8.3f} {step / first:8.3f}")
+    plot(results, out_json.with_suffix(".png"))
+    print(f"\nraw results: {out_json}; plot: {out_json.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

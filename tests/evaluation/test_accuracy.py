@@ -217,3 +217,30 @@ def test_premise_check_needs_a_chat_model_and_says_so_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="premise_check"):
         load_config(EvalConfig, values={"model_name_or_path": str(tmp_path / "missing"), "output_dir": str(tmp_path),
                                         "num_examples": 2, "premise_check": True, "base_model_mode": True})
+
+
+def test_run_eval_few_shot_prompts_a_base_model_with_examples_and_cuts_at_the_next_one(tiny_model_dir, tmp_path, monkeypatch):
+    from posttrain.evaluation import accuracy
+
+    seen = {}
+
+    def record(model, tokenizer, prompts, **kwargs):
+        seen.update(prompts=prompts, stop=kwargs.get("stop_strings"))
+        # the first answers and closes; the second answers, then writes the next example (no END)
+        return [[" 1+2=3 carry 0. Answer: 0\nEND"], [" Answer: 0\nInstruction: What is 1 + 1?\nResponse: Answer: 2"]], [[6], [20]]
+
+    monkeypatch.setattr(accuracy, "generate", record)
+    config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
+                                             "num_examples": 2, "base_model_mode": True, "few_shot": 3})
+    metrics = accuracy.run_eval(config)
+    first = seen["prompts"][0]
+    assert first.count("\nEND\n\nInstruction: ") == 3 and first.endswith("\nResponse:")  # three examples, then the problem
+    assert seen["stop"] == ["END", "\nInstruction:"]
+    assert metrics["format_compliance"] == 0.5  # only the first closed with END
+    predictions = (tmp_path / "predictions.jsonl").read_text()
+    assert "What is 1 + 1" not in predictions  # the made-up next example is cut off before scoring
+
+
+def test_few_shot_needs_base_model_mode(tmp_path):
+    with pytest.raises(ConfigError, match="few_shot"):
+        load_config(EvalConfig, values={"model_name_or_path": str(tmp_path / "missing"), "output_dir": str(tmp_path), "few_shot": 3})

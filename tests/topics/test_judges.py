@@ -228,41 +228,60 @@ def test_npmi_of_two_words_in_every_document_is_one():
     assert table.tolist() == [[1.0, 1.0]]
 
 
+# 'score' joins goal and match in three of their four documents
+SCORED_DOCS = [doc + ["score"] if i < 3 else doc for i, doc in enumerate(DOCS)]
+# NPMI(score, goal) = NPMI(score, match) = log(p(s, g) / (p(s) p(g))) / −log p(s, g) with 3/8, 3/8, 4/8
+SCORE_FIT = math.log((3 / 8) / ((3 / 8) * (4 / 8))) / -math.log(3 / 8)
+# top-4 words in rank order, then 'league' at rank 5
+RANKED = ["goal", "match", "market", "said", "league"]
+
+
 def coherence_judge(**kw) -> CoherenceTopicJudge:
-    return CoherenceTopicJudge(DocumentCooccurrence(DOCS, WORDS), **kw)
+    return CoherenceTopicJudge(DocumentCooccurrence(SCORED_DOCS, WORDS + ["score"]), top=4, **kw)
+
+
+def test_coherence_judge_core_is_the_better_half_of_the_top_words():
+    # fits among the top 4 (mean NPMI with the other three): goal (1 − 1 + 0)/3 = 0, match 0,
+    # market (−1 − 1 + 0)/3 = −2/3, said 0 → the better half, ties in rank order
+    assert coherence_judge().core(RANKED) == ["goal", "match"]
 
 
 def test_coherence_judge_rates_by_the_mean_npmi_of_the_top_words():
-    # goal-match 1, goal-league 0, match-league 0: fits 0.5, 0.5, 0 → coherence 1/3
-    rating = coherence_judge(coherent=0.3, mixed=0.1).rate(["goal", "match", "league"])
-    assert rating == TopicRating(3, "a topic about goal, match, league")
-    assert coherence_judge(coherent=0.34, mixed=0.3).rate(["goal", "match", "league"]).score == 2
-    assert coherence_judge(coherent=0.5, mixed=0.34).rate(["goal", "match", "league"]).score == 1
-    # goal-market −1: a football word beside a market word is unrelated
-    assert coherence_judge().rate(["goal", "market"]).score == 1
+    # mean of the fits above: −1/6 → unrelated; the description names the core
+    assert coherence_judge().rate(RANKED) == TopicRating(1, "a topic about goal, match")
+    assert coherence_judge(coherent=-0.17, mixed=-0.2).rate(RANKED).score == 3
+    assert coherence_judge(coherent=0.0, mixed=-1 / 6).rate(RANKED).score == 2  # inclusive bound
 
 
-def test_coherence_judge_candidates_cooccur_most_with_the_top_words():
-    # mean NPMI with (goal, league): match (1 + 0)/2 = 0.5 beats said (0) and market ((−1 + 0)/2)
+def test_coherence_judge_candidates_fit_the_core_best():
+    # fit with the core (goal, match): score SCORE_FIT, vote −1 (never appears)
     judge = coherence_judge()
-    assert judge.candidates(["goal", "league"], "", 2, exclude={"goal", "league"}) == ["match", "said"]
+    assert judge.candidates(RANKED, "", 2, exclude=set(RANKED)) == ["score", "vote"]
 
 
-def test_coherence_judge_losers_fit_worst_winners_fit_best_with_reasons():
-    top = ["goal", "match", "said", "market"]
-    choice = coherence_judge(num_winners=2, num_losers=3).choose(top, ["league"], "football")
+def test_coherence_judge_losers_leave_the_core_winners_would_enter_the_top_words():
+    choice = coherence_judge().choose(RANKED, ["score", "vote"], "football")
     assert isinstance(choice, WordChoice)
-    # fits (mean NPMI with the other top words): goal (1 + 0 − 1)/3 = 0, match 0, said 0,
-    # market (−1 − 1 + 0)/3 = −2/3; league (0 + 0 + 0 + 0)/4 = 0; median of the top words 0
-    assert choice.losers == ["market"]
-    assert choice.winners == ["goal", "match"]  # ties kept in order: top words, then candidates
-    assert choice.reasons["market"] == "mean NPMI -0.667 with the top words (median +0.000)"
-    assert set(choice.reasons) == {"goal", "match", "market"}
+    # fits with the core: market −1, said 0 (both below the core's lowest fit, 1, by more than
+    # the margin), league 0 and vote −1 not above the best loser's 0, score ≈ 0.71
+    assert choice.losers == ["market", "said"]
+    assert choice.winners == ["score"]
+    assert choice.reasons["market"] == "mean NPMI -1.000 with the core (goal, match, ...)"
+    assert choice.reasons["score"] == f"mean NPMI {SCORE_FIT:+.3f} with the core (goal, match, ...)"
+    assert set(choice.reasons) == {"score", "market", "said"}
 
 
-def test_coherence_judge_names_no_loser_within_the_margin_of_the_median():
-    choice = coherence_judge(margin=0.7).choose(["goal", "match", "said", "market"], [], "")
+def test_coherence_judge_caps_winners_and_losers():
+    choice = coherence_judge(num_winners=1, num_losers=1).choose(RANKED, ["score", "vote"], "")
+    assert (choice.winners, choice.losers) == (["score"], ["market"])
+
+
+def test_coherence_judge_names_no_loser_within_the_margin_of_the_core():
+    # the losers' fits are 2 and 1 below the core's: a margin of 2 spares both, and with no loser
+    # every word that fits better than nothing (−inf) may win
+    choice = coherence_judge(margin=2.0).choose(RANKED, ["score", "vote"], "")
     assert choice.losers == []
+    assert choice.winners == ["score", "league", "vote"]
 
 
 # -- OpenAITopicJudge against a local server --------------------------------------------------------

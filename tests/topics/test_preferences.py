@@ -80,8 +80,10 @@ def test_build_preferences_asks_the_judge_the_right_questions(tmp_path):
     judge = FakeJudge()
     build_preferences(tmp_path / "p.jsonl", TOP_10, TOP_15, judge, num_candidates=3)
     assert judge.rated == TOP_10  # rated on the top-10 words
-    # candidates for the top-10 and the description, never a top-15 word
-    assert judge.candidate_calls == [(TOP_10[k], f"about {TOP_15[k][0]}", 3, set(TOP_15[k])) for k in range(3)]
+    # candidates for the top-15 and the description, never one of its top-15 words nor a word in
+    # another topic's top 10
+    others = [{w for j in range(3) if j != k for w in TOP_10[j]} for k in range(3)]
+    assert judge.candidate_calls == [(TOP_15[k], f"about {TOP_15[k][0]}", 3, set(TOP_15[k]) | others[k]) for k in range(3)]
     # the last topic was rated knowing the earlier topics' descriptions
     assert judge.other_descriptions == ["about bank", "about team"]
     for k, (words, candidates, description) in enumerate(judge.chosen):

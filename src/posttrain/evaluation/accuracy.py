@@ -27,7 +27,7 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError
-from posttrain.generation.few_shot import has_chat_markup
+from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
 from posttrain.generation.sampling import cut_at_stop, generate
 from posttrain.models import ModelArguments, free_model, load_model, load_tokenizer, render_prompt
 from posttrain.runtime import get_logger, seed_everything
@@ -53,10 +53,15 @@ class EvalConfig(ModelArguments):
     premise_check: bool = config_field(
         False, help="Also greedy accuracy with a correct solution / the verifier's feedback in the prompt (SDPO's teacher contexts)."
     )
+    few_shot: int = config_field(
+        0, help="Base-model mode: Instruction/Response/END examples (the rollouts' varied pool) before each prompt; 0: zero-shot.", ge=0, le=4
+    )
 
     def __post_init__(self):
         if self.premise_check and self.base_model_mode:
             raise ConfigError("config key 'premise_check': SDPO's teacher contexts are chat prompts; it needs a chat model")
+        if self.few_shot and not self.base_model_mode:
+            raise ConfigError("config key 'few_shot': few-shot prompts are for base models; set base_model_mode: true")
         if self.num_samples and any(not isinstance(k, int) or not 1 <= k <= self.num_samples for k in self.pass_k):
             raise ConfigError(f"config key 'pass_k': every k must be an integer in [1, num_samples={self.num_samples}]")
 
@@ -110,8 +115,14 @@ def run_eval(config: EvalConfig) -> dict:
     task = get_task(config.task, **config.task_options)
     rows = task.make_dataset(config.split, n=config.num_examples)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    prompts = [render_prompt(tokenizer, row["prompt"], config.base_model_mode) for row in rows]
+    if config.few_shot:
+        rng = random.Random(config.seed)  # draws the examples, in prompt order
+        prompts = [few_shot_prompt(row["prompt"], rng, config.few_shot) for row in rows]
+    else:
+        prompts = [render_prompt(tokenizer, row["prompt"], config.base_model_mode) for row in rows]
     stop = [END] if config.base_model_mode else None
+    if config.few_shot:  # a base model that does not close with END writes the next example next
+        stop.append("\nInstruction:")
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)

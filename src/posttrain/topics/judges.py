@@ -168,25 +168,28 @@ class DocumentCooccurrence:
 
 
 class CoherenceTopicJudge:
-    """Offline judge that knows the corpus: NPMI of each word with the topic's other top words.
+    """Offline judge that knows the corpus: which of a topic's words co-occur with its core.
 
-    A word's fit to a topic is its mean NPMI with the topic's top words (itself left out):
+    Read on the reference corpus with :class:`DocumentCooccurrence`:
 
-    * score: the mean fit of the top words, 3 at or above ``coherent``, 2 at or above ``mixed``,
-      else 1;
-    * description: the three best-fitting top words;
-    * candidates: the vocabulary words outside the top words that fit best;
-    * winners: the ``num_winners`` best-fitting words among top words and candidates;
-      losers: up to ``num_losers`` top words that fit worst, if their fit is below the top words'
-      median by more than ``margin``.
+    * score: the mean pairwise NPMI of the top-10 words, 3 at or above ``coherent``, 2 at or above
+      ``mixed``, else 1;
+    * core: the better half of the top-10 words by their mean NPMI with the other top-10 words
+      (what the topic is about, even when the rest is noise); description: its three best words;
+    * a word's fit: its mean NPMI with the core words (itself left out);
+    * candidates: the vocabulary words outside the excluded ones that fit best;
+    * losers: up to ``num_losers`` top-10 words outside the core whose fit is below the core's
+      lowest fit by more than ``margin``, worst first;
+    * winners: the ``num_winners`` best-fitting words among the candidates and the top words
+      ranked 11-15, if they fit better than every loser: words that should enter the top 10.
 
     The reasons in preferences.jsonl give each chosen word's fit.
     """
 
     def __init__(self, cooccurrence: DocumentCooccurrence, coherent: float = 0.2, mixed: float = 0.1,
-                 num_winners: int = 5, num_losers: int = 3, margin: float = 0.02):
+                 num_winners: int = 5, num_losers: int = 3, margin: float = 0.02, top: int = 10):
         self.cooccurrence, self.coherent, self.mixed = cooccurrence, coherent, mixed
-        self.num_winners, self.num_losers, self.margin = num_winners, num_losers, margin
+        self.num_winners, self.num_losers, self.margin, self.top = num_winners, num_losers, margin, top
 
     def _fit(self, words: list[str], core: list[str]) -> dict[str, float]:
         """Mean NPMI of each of ``words`` with the ``core`` words, itself left out."""
@@ -198,26 +201,32 @@ class CoherenceTopicJudge:
             fits[word] = float(column[others].mean()) if others else 0.0
         return fits
 
+    def core(self, words: list[str]) -> list[str]:
+        """The better-fitting half of the top words (at least two), best first."""
+        top = words[: self.top]
+        fit = self._fit(top, top)
+        return sorted(top, key=lambda w: -fit[w])[: max(2, (len(top) + 1) // 2)]
+
     def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating:
-        fit = self._fit(words, words)
-        coherence = float(np.mean(list(fit.values())))
+        top = words[: self.top]
+        coherence = float(np.mean(list(self._fit(top, top).values())))
         score = 3 if coherence >= self.coherent else 2 if coherence >= self.mixed else 1
-        central = sorted(words, key=lambda w: -fit[w])[:3]
-        return TopicRating(score, "a topic about " + ", ".join(central))
+        return TopicRating(score, "a topic about " + ", ".join(self.core(words)[:3]))
 
     def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]:
-        fit = self.cooccurrence.npmi(words).mean(axis=0)  # (V,) mean NPMI with the top words
+        fit = self.cooccurrence.npmi(self.core(words)).mean(axis=0)  # (V,) mean NPMI with the core
         order = np.argsort(-fit, kind="stable")
         return [self.cooccurrence.vocab[j] for j in order if self.cooccurrence.vocab[j] not in exclude][:n]
 
     def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice:
-        pool = list(dict.fromkeys(words + candidates))
-        fit = self._fit(pool, words)
-        winners = sorted(pool, key=lambda w: -fit[w])[: self.num_winners]
-        median = float(np.median([fit[w] for w in words]))
-        losers = [w for w in sorted(words, key=lambda w: fit[w]) if fit[w] < median - self.margin and w not in winners]
-        losers = losers[: self.num_losers]
-        reasons = {w: f"mean NPMI {fit[w]:+.3f} with the top words (median {median:+.3f})" for w in winners + losers}
+        core = self.core(words)
+        top, rest = words[: self.top], [w for w in dict.fromkeys(words[self.top :] + candidates) if w not in words[: self.top]]
+        fit = self._fit(list(dict.fromkeys(top + rest)), core)
+        floor = min(fit[w] for w in core)
+        losers = sorted((w for w in top if w not in core and fit[w] < floor - self.margin), key=lambda w: fit[w])[: self.num_losers]
+        bar = max((fit[w] for w in losers), default=-np.inf)
+        winners = [w for w in sorted(rest, key=lambda w: -fit[w]) if fit[w] > bar][: self.num_winners]
+        reasons = {w: f"mean NPMI {fit[w]:+.3f} with the core ({', '.join(core[:3])}, ...)" for w in winners + losers}
         return WordChoice(winners, losers, reasons)
 
 

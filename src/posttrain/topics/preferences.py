@@ -1,8 +1,8 @@
 """Word preferences per topic from a judge, and the topic filter.
 
 For every topic: the judge rates its top-10 words (1-3) and describes it; 5 vocabulary words the
-judge proposes (nearest the description, or co-occurring most with the topic) join the top-15 as
-candidates; the judge names winning words (among the top-15 and the candidates) and losing words
+judge proposes (nearest the description, or co-occurring most with the topic), outside its own
+top 15 and every other topic's top 10, join the top-15 as candidates; the judge names winning words (among the top-15 and the candidates) and losing words
 (among the top-15), with its reasons. Rows are appended to ``preferences.jsonl`` one topic at a
 time, so a rerun skips judged topics::
 
@@ -58,7 +58,10 @@ def build_preferences(
         log.info(f"preferences: {len(done)} topics judged already, {len(todo)} to go")
     for k in tqdm(todo, desc="judging topics", disable=not todo):
         rating = judge.rate(top_words_10[k], [row["description"] for row in done.values()])
-        candidates = judge.candidates(top_words_10[k], rating.description, num_candidates, exclude=set(top_words_15[k]))
+        # a candidate another topic already holds would raise this topic's coherence at the cost
+        # of diversity (and of the other topic, whose β for that word falls)
+        taken = {w for j, words in enumerate(top_words_10) if j != k for w in words}
+        candidates = judge.candidates(top_words_15[k], rating.description, num_candidates, exclude=set(top_words_15[k]) | taken)
         choice = judge.choose(top_words_15[k], candidates, rating.description)
         row = {
             "topic": k, "score": rating.score, "description": rating.description, "top_words": top_words_15[k],
