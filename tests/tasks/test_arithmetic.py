@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, MAX_WORKED_EXAMPLES, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -337,27 +337,17 @@ def test_bad_split(split):
         ArithmeticTask(digits=1, test_size=1).make_dataset(split)
 
 
-def test_documents_split_is_the_train_problems_as_plain_text_pages():
+def test_documents_split_is_the_train_problems_as_plain_text():
     task = ArithmeticTask(digits=2, test_size=10, seed=3)
-    documents, train = task.make_dataset("documents", n=40), task.make_dataset("train", n=40)
-    solved = {row["prompt"]: row["completion"] for row in train}
-    shown_counts = set()
+    documents, train = task.make_dataset("documents", n=12), task.make_dataset("train", n=12)
     for document, row in zip(documents, train):
-        # e.g. {"prompt": "Q: What is 12 + 30?\nA: 2+0=2 ... Answer: 42\n\nQ: What is 47 + 38?\nA:",
-        #       "completion": " 7+8=15 carry 1. ... Answer: 85"}
-        *worked, own = document["prompt"].split("\n\n")
-        framing = next(f for f in DOCUMENT_FRAMINGS if f.format(**row) == own)  # the page's own problem, last
+        # e.g. {"prompt": "Q: What is 47 + 38?\nA:", "completion": " 7+8=15 carry 1. ... Answer: 85"}
+        assert document["prompt"] in {framing.format(**row) for framing in DOCUMENT_FRAMINGS}
         assert document["completion"] == " " + row["completion"]
-        shown_counts.add(len(worked))
-        for example in worked:  # other training problems, solved, in the same framing
-            question = example.split("What is ", 1)[1].split("?")[0]
-            other = next(r for r in train if r["prompt"] == f"What is {question}?")
-            assert other is not row and example == framing.format(**other) + " " + solved[other["prompt"]]
         text = document["prompt"] + document["completion"]
         assert "Instruction" not in text and "Response" not in text and "END" not in text and "<|" not in text
-    assert shown_counts == set(range(MAX_WORKED_EXAMPLES + 1))  # pages with 0 to 3 worked examples
     assert len({d["prompt"].split("What is")[0] for d in documents}) > 1  # more than one framing
-    assert task.make_dataset("documents", n=40) == documents  # seeded
+    assert task.make_dataset("documents", n=12) == documents  # seeded
     assert len(task.make_dataset("documents")) == len(task.make_dataset("train"))
 
 
