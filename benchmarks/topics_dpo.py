@@ -5,13 +5,14 @@
 "Without" runs the same pipeline with ``dpo_weight: 0`` (the snapshot, the judge and the topic
 filter happen, the loss ignores them), so both arms share everything up to the snapshot and the
 filtered topics are the same set. Prints TD, C_V, NPMI, purity and NMI for all topics and for the
-filtered ones, per seed and on average.
+filtered ones, per seed, on average, and the paired difference with its standard error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -54,6 +55,20 @@ def main() -> None:
         everything = [statistics.mean(r[k] for r in rows) for k in KEYS]
         filtered = [statistics.mean(r["filtered"][k] for r in rows if k in r["filtered"]) for k in KEYS]
         print(f"{arm:14s}" + "".join(f"{v:10.4f}" for v in everything) + "   |" + "".join(f"{v:10.4f}" for v in filtered))
+    # paired by seed: both arms share everything up to the snapshot
+    pairs = list(zip(results["without DPO"], results["with DPO"]))
+    everything = [paired_difference([(b[k], a[k]) for a, b in pairs]) for k in KEYS]
+    filtered = [paired_difference([(b["filtered"][k], a["filtered"][k]) for a, b in pairs if k in a["filtered"]]) for k in KEYS]
+    print("\nwith − without DPO, mean ± standard error over seeds")
+    print("  all:      " + ", ".join(f"{k} {m:+.4f} ± {e:.4f}" for k, (m, e) in zip(KEYS, everything)))
+    print("  filtered: " + ", ".join(f"{k} {m:+.4f} ± {e:.4f}" for k, (m, e) in zip(KEYS, filtered)))
+
+
+def paired_difference(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean and standard error of ``with − without`` over seeds."""
+    differences = [with_dpo - without for with_dpo, without in pairs]
+    error = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    return statistics.mean(differences), error
 
 
 if __name__ == "__main__":
