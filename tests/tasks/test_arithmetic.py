@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, MAX_PAGE_PROBLEMS, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -337,23 +337,18 @@ def test_bad_split(split):
         ArithmeticTask(digits=1, test_size=1).make_dataset(split)
 
 
-def test_documents_split_is_the_train_problems_as_plain_text_pages():
+def test_documents_split_is_the_train_problems_as_plain_text():
     task = ArithmeticTask(digits=2, test_size=10, seed=3)
-    documents, train = task.make_dataset("documents", n=60), task.make_dataset("train", n=60)
-    # e.g. {"text": "Q: What is 12 + 30?\nA: 2+0=2 ... Answer: 42\n\nQ: What is 47 + 38?\nA: 7+8=15 ... Answer: 85"}
-    worked = [problem for document in documents for problem in document["text"].split("\n\n")]
-    assert len(worked) == len(train)  # every training problem once, in order
-    for problem, row in zip(worked, train):
-        assert any(problem == framing.format(**row) + " " + row["completion"] for framing in DOCUMENT_FRAMINGS)
-    for document in documents:
-        problems = document["text"].split("\n\n")
-        assert 1 <= len(problems) <= MAX_PAGE_PROBLEMS
-        assert len({p.split("What is")[0] for p in problems}) == 1  # one framing per page
-        text = document["text"]
+    documents, train = task.make_dataset("documents", n=12), task.make_dataset("train", n=12)
+    for document, row in zip(documents, train):
+        # e.g. {"prompt": "Q: What is 47 + 38?\nA:", "completion": " 7+8=15 carry 1. ... Answer: 85"}
+        assert document["prompt"] in {framing.format(**row) for framing in DOCUMENT_FRAMINGS}
+        assert document["completion"] == " " + row["completion"]
+        text = document["prompt"] + document["completion"]
         assert "Instruction" not in text and "Response" not in text and "END" not in text and "<|" not in text
-    assert {len(d["text"].split("\n\n")) for d in documents} == set(range(1, MAX_PAGE_PROBLEMS + 1))
-    assert len({d["text"].split("What is")[0] for d in documents}) == len(DOCUMENT_FRAMINGS)  # every framing
-    assert task.make_dataset("documents", n=60) == documents  # seeded
+    assert len({d["prompt"].split("What is")[0] for d in documents}) > 1  # more than one framing
+    assert task.make_dataset("documents", n=12) == documents  # seeded
+    assert len(task.make_dataset("documents")) == len(task.make_dataset("train"))
 
 
 def test_get_task_builds_with_options():

@@ -36,13 +36,8 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 _STEP_TEXT = re.compile(r"[^.]*\.")  # one scratchpad step: everything up to and including its full stop
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
-# framings of a problem's prompt in pretraining-like text (the worked solution follows after a space);
-# never the Instruction/Response/END format a base model is post-trained into
-DOCUMENT_FRAMINGS = (
-    "{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:", "Input: {prompt}\nOutput:", "Exercise: {prompt}\nWorking:",
-)
-# how many other worked problems a document shows before its own: none half the time (seeded)
-WORKED_EXAMPLES = (0, 0, 1, 2)
+# framings of a problem's prompt in pretraining-like text (the worked solution follows after a space)
+DOCUMENT_FRAMINGS = ("{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:")
 
 
 def solve(a: int, b: int, digits: int) -> str:
@@ -140,24 +135,19 @@ class ArithmeticTask:
         return rows
 
     def as_documents(self, rows: list[dict]) -> list[dict]:
-        """``rows`` as plain text, the kind of page a base model read in pretraining::
+        """``rows`` as plain text, each prompt in one of the :data:`DOCUMENT_FRAMINGS` (seeded)::
 
-            {"prompt": "Q: What is 12 + 30?\\nA: 2+0=2 carry 0. 1+3+0=4 carry 0. Answer: 42\\n\\nQ: What is 47 + 38?\\nA:",
-             "completion": " 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"}
+            {"prompt": "Q: What is 47 + 38?\\nA:", "completion": " 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"}
 
-        Each row in one of the :data:`DOCUMENT_FRAMINGS` (seeded), after 0, 1 or 2 other solved
-        training problems in the same framing (:data:`WORKED_EXAMPLES`), so that the model learns
-        the sums and to continue a pattern it is shown: what lets a base model follow a few-shot
-        prompt in a format it never saw. None is in Instruction/Response/END. Trained with
-        ``prompt_completion_format: plain`` (loss on the last solution) they make the tiny model a
-        stand-in base model."""
+        the kind of page a base model read in pretraining: the task in several framings, none of
+        them Instruction/Response/END. Trained with ``prompt_completion_format: plain`` they make
+        the tiny model a stand-in base model. It learns the format of the text but, in a CPU
+        budget, barely the sums (2-7% after 200 steps, where the chat format reaches 55%)."""
         rng = random.Random(self.seed + 3)
         documents = []
         for row in rows:
             framing = rng.choice(DOCUMENT_FRAMINGS)
-            shown = [other for other in rng.sample(rows, min(len(rows), 3)) if other is not row][: rng.choice(WORKED_EXAMPLES)]
-            worked = [framing.format(**other) + " " + other["completion"] for other in shown]
-            documents.append({"prompt": "\n\n".join([*worked, framing.format(**row)]), "completion": " " + row["completion"]})
+            documents.append({"prompt": framing.format(**row), "completion": " " + row["completion"]})
         return documents
 
     def _row(self, a: int, b: int) -> dict:
