@@ -282,3 +282,10 @@ def test_preference_triples_of_nothing_have_three_columns():
     assert ignored == 0
     triples, _ = preference_triples({}, [], VOCAB)
     assert triples.shape == (0, 3)
+
+
+def test_candidates_avoid_the_words_other_topics_hold_in_the_given_lists(tmp_path):
+    judge = FakeJudge()
+    build_preferences(tmp_path / "p.jsonl", TOP_10, TOP_15, judge, held_lists=TOP_15)
+    others = [{w for j in range(3) if j != k for w in TOP_15[j]} for k in range(3)]
+    assert [call[3] for call in judge.candidate_calls] == [set(TOP_15[k]) | others[k] for k in range(3)]

@@ -49,9 +49,13 @@ def read_preferences(path: str | Path) -> dict[int, dict]:
 
 def build_preferences(
     path: str | Path, top_words_10: list[list[str]], top_words_15: list[list[str]], judge: TopicJudge,
-    num_candidates: int = 5,
+    num_candidates: int = 5, held_lists: list[list[str]] | None = None,
 ) -> dict[int, dict]:
-    """Judge every topic not yet in ``path`` (appending as it goes); return all rows."""
+    """Judge every topic not yet in ``path`` (appending as it goes); return all rows.
+
+    ``held_lists``: each topic's words that another topic's candidates must avoid (default: the
+    top-10 lists; the top-25 lists keep TD, which counts repeats among them)."""
+    held_lists = top_words_10 if held_lists is None else held_lists
     done = read_preferences(path)
     todo = [k for k in range(len(top_words_15)) if k not in done]
     if done:
@@ -60,7 +64,7 @@ def build_preferences(
         rating = judge.rate(top_words_10[k], [row["description"] for row in done.values()])
         # a candidate another topic already holds would raise this topic's coherence at the cost
         # of diversity (and of the other topic, whose β for that word falls)
-        taken = {w for j, words in enumerate(top_words_10) if j != k for w in words}
+        taken = {w for j, words in enumerate(held_lists) if j != k for w in words}
         candidates = judge.candidates(top_words_15[k], rating.description, num_candidates, exclude=set(top_words_15[k]) | taken)
         choice = judge.choose(top_words_15[k], candidates, rating.description)
         row = {

@@ -270,7 +270,7 @@ def _train_topics(config: TopicsJobConfig) -> dict:
         ref_logits = torch.from_numpy(np.load(out / "beta_ref_logits.npy"))
         top10, top15 = _read_top_words(out, 10), _read_top_words(out, 15)
         judge = _make_judge(config, corpus.vocab, reference, out)
-        preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge)
+        preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge, held_lists=_read_top_words(out, 25))
         if c_v is None:
             c_v = coherence_per_topic(top10, reference, "c_v")
         filtered = select_topics(config.topic_filter, c_v, preferences)
