@@ -2,7 +2,8 @@
 
 For every topic: the judge rates its top-10 words (1-3) and describes it; 5 vocabulary words the
 judge proposes (nearest the description, or co-occurring most with the topic), outside its own
-top 15 and every other topic's top 10, join the top-15 as candidates; the judge names winning words (among the top-15 and the candidates) and losing words
+top 15 and the lists other topics hold (``posttrain topics``: their top 25), join the top-15 as
+candidates; the judge names winning words (among the top-15 and the candidates) and losing words
 (among the top-15), with its reasons. Rows are appended to ``preferences.jsonl`` one topic at a
 time, so a rerun skips judged topics::
 
