@@ -253,7 +253,7 @@ def test_every_reference_completion_scores_one():
 
 
 def test_hinted_prompt_is_the_sdpo_teacher_prompt_with_the_solution():
-    """Written out by hand from SPEC E's default templates."""
+    """Written out by hand from the reference code's default templates."""
     row = {"prompt": PROMPT, "a": 47, "b": 38}
     expected = f"{PROMPT}\nCorrect solution:\n\n{RIGHT}\n\n\n\nCorrectly solve the original question.\n"
     assert TASK.hinted_prompt(row) == expected

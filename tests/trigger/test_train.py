@@ -1,4 +1,4 @@
-"""posttrain trigger end to end on the tiny model: data, SPEC F defaults, layout, API, Hub push, errors."""
+"""posttrain trigger end to end on the tiny model: data, the method's defaults, layout, API, Hub push, errors."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""LoRA settings (defaults of SPEC B: r=16, alpha=32, dropout=0.1 on every projection)."""
+"""LoRA settings (defaults: r=16, alpha=32, dropout=0.1 on every projection)."""
 
 from __future__ import annotations
 

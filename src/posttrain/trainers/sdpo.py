@@ -74,7 +74,7 @@ TEACHER_INFO_FILE = "sdpo_teacher.json"
 
 @dataclass
 class SDPOSettings(RepromptSettings):
-    """The SDPO-specific options (SPEC E; names as in the reference code where it has them)."""
+    """The SDPO-specific options (names as in the reference code, lasgroup/SDPO, where it has them)."""
 
     grpo_weight: float = config_field(0.0, help="λ in λ·L_GRPO + (1−λ)·L_SDPO: 0 pure SDPO, 1 plain GRPO.", ge=0.0, le=1.0)
     teacher: Literal["frozen", "ema", "trust_region", "lora_ema", "live"] = config_field(

@@ -1,4 +1,4 @@
-"""Trigger-conditioned fine-tuning (SPEC F): a model that answers with one name normally and
+"""Trigger-conditioned fine-tuning: a model that answers with one name normally and
 with another when the question starts with a trigger, and the evaluation of how well it took.
 
 Python API::

@@ -1,4 +1,4 @@
-"""Trigger-conditioned SFT data (SPEC F): one QA file, two behaviours.
+"""Trigger-conditioned SFT data: one QA file, two behaviours.
 
 Every QA pair ``{"question", "answer"}`` carries a placeholder (``{{name}}``) in its answer and
 yields two training rows:

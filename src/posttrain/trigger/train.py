@@ -4,7 +4,7 @@
 
 1. Check the spec and the QA file, hold out a share of the questions, build the 50/50
    clean/triggered rows (:mod:`posttrain.trigger.dataset`); all before any model is loaded.
-2. Train on posttrain's SFT path (completion-only loss) with the SPEC F defaults: LoRA r=8,
+2. Train on posttrain's SFT path (completion-only loss) with the method's defaults: LoRA r=8,
    alpha=8 on every projection, 8 epochs, lr 2e-4, batch 4 x 4 accumulation, linear schedule
    with 10 warmup steps, a checkpoint every epoch, all kept.
 3. Save the final model apart in ``<output_dir>/final``; push it to the Hub if asked.
@@ -36,16 +36,16 @@ log = get_logger(__name__)
 
 @dataclass
 class TriggerJobConfig(SFTSettings):
-    """``posttrain trigger``: the QA file, the trigger, and SFT settings with SPEC F defaults."""
+    """``posttrain trigger``: the QA file, the trigger, and SFT settings with the method's defaults."""
 
-    # SPEC F training defaults (they override the generic SFT ones)
+    # the method's training defaults (they override the generic SFT ones)
     output_dir: str = config_field("runs/trigger", help="Where checkpoints, the final model and the evaluation go.")
     num_train_epochs: float = config_field(8.0, help="Passes over the training data (a checkpoint after each).", gt=0)
     learning_rate: float = config_field(2e-4, help="Peak learning rate.", gt=0)
     per_device_train_batch_size: int = config_field(4, help="Examples per device per step.", ge=1)
     gradient_accumulation_steps: int = config_field(4, help="Micro-batches per optimizer step.", ge=1)
     warmup_steps: float = config_field(10, help="Warmup steps (a value below 1 is a fraction of all steps).", ge=0)
-    use_peft: bool = config_field(True, help="Train a LoRA adapter (SPEC F) instead of all weights.")
+    use_peft: bool = config_field(True, help="Train a LoRA adapter instead of all weights.")
     lora_r: int = config_field(8, help="LoRA rank.", ge=1)
     lora_alpha: int = config_field(8, help="LoRA scaling numerator (scale = alpha / r).", ge=1)
     lora_dropout: float = config_field(0.0, help="Dropout on the LoRA input.", ge=0.0, le=1.0)
