@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import tempfile
@@ -32,13 +31,14 @@ from pathlib import Path
 
 import torch
 
-from posttrain.artifacts import write_json
+from posttrain.artifacts import write_json, write_png
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.evaluation.accuracy import EvalConfig, run_eval
 from posttrain.models import free_model, load_model, load_tokenizer, render_prompt
 from posttrain.tasks.arithmetic import ArithmeticTask
 from posttrain.trainers.dpo import DPOJobConfig, run_dpo
+from seed_statistics import mean_and_error
 
 METHODS = {
     "constant": {"beta_schedule": "constant"},
@@ -50,19 +50,11 @@ METHODS = {
 }
 
 
-def mean_and_error(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
-    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return statistics.mean(values), error
-
-
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from posttrain.artifacts import write_png
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in dict.fromkeys(r["method"] for r in results):

@@ -18,7 +18,6 @@ checkpoint and writes a PNG with error bars.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from posttrain.evaluation.accuracy import EvalConfig, run_eval  # noqa: E402
 from posttrain.models.tiny import MakeModelConfig, make_model  # noqa: E402
 from posttrain.trainers.sdpo import SDPOJobConfig, run_sdpo  # noqa: E402
 from posttrain.trainers.sft import SFTJobConfig, run_sft  # noqa: E402
+from seed_statistics import mean_and_error  # noqa: E402
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"
 HELD_OUT = 1000
@@ -76,11 +76,6 @@ def curve(args, start: str, overrides: dict, seed: int, work: str) -> list[float
             for step in range(args.eval_every, args.steps + 1, args.eval_every)]
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return statistics.mean(values), se
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", help="the SFT model every run starts from (default: train one)")
@@ -110,13 +105,13 @@ def main() -> None:
     print("| generations | " + " | ".join(curves) + " |")
     print("|---|" + "---|" * len(curves))
     for i, seen in enumerate(generations):
-        cells = ["{:.1f} ± {:.1f}".format(*(100 * x for x in mean_se([run[i] for run in runs]))) for runs in curves.values()]
+        cells = ["{:.1f} ± {:.1f}".format(*(100 * x for x in mean_and_error([run[i] for run in runs]))) for runs in curves.values()]
         print(f"| {seen} | " + " | ".join(cells) + " |")
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, runs in curves.items():
-        stats = [mean_se([run[i] for run in runs]) for i in range(len(generations))]
+        stats = [mean_and_error([run[i] for run in runs]) for i in range(len(generations))]
         ax.errorbar(generations, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=name)
     ax.set_xlabel("generations seen")
     ax.set_ylabel(f"held-out accuracy, greedy, {HELD_OUT} problems (%)")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
 from pathlib import Path
 
 from posttrain.config import load_config, parse_overrides
 from posttrain.topics.train import TopicsJobConfig, run_topics
+from seed_statistics import mean_and_error
 
 KEYS = ("td", "c_v", "npmi", "purity", "nmi")
 
@@ -57,18 +57,11 @@ def main() -> None:
         print(f"{arm:14s}" + "".join(f"{v:10.4f}" for v in everything) + "   |" + "".join(f"{v:10.4f}" for v in filtered))
     # paired by seed: both arms share everything up to the snapshot
     pairs = list(zip(results["without DPO"], results["with DPO"]))
-    everything = [paired_difference([(b[k], a[k]) for a, b in pairs]) for k in KEYS]
-    filtered = [paired_difference([(b["filtered"][k], a["filtered"][k]) for a, b in pairs if k in a["filtered"]]) for k in KEYS]
+    everything = [mean_and_error([b[k] - a[k] for a, b in pairs]) for k in KEYS]
+    filtered = [mean_and_error([b["filtered"][k] - a["filtered"][k] for a, b in pairs if k in a["filtered"]]) for k in KEYS]
     print("\nwith − without DPO, mean ± standard error over seeds")
     print("  all:      " + ", ".join(f"{k} {m:+.4f} ± {e:.4f}" for k, (m, e) in zip(KEYS, everything)))
     print("  filtered: " + ", ".join(f"{k} {m:+.4f} ± {e:.4f}" for k, (m, e) in zip(KEYS, filtered)))
-
-
-def paired_difference(pairs: list[tuple[float, float]]) -> tuple[float, float]:
-    """Mean and standard error of ``with − without`` over seeds."""
-    differences = [with_dpo - without for with_dpo, without in pairs]
-    error = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
-    return statistics.mean(differences), error
 
 
 if __name__ == "__main__":
