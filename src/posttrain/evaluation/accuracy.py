@@ -115,14 +115,13 @@ def run_eval(config: EvalConfig) -> dict:
     task = get_task(config.task, **config.task_options)
     rows = task.make_dataset(config.split, n=config.num_examples)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    stop = [END] if config.base_model_mode else None
     if config.few_shot:
         rng = random.Random(config.seed)  # draws the examples, in prompt order
         prompts = [few_shot_prompt(row["prompt"], rng, config.few_shot) for row in rows]
+        stop.append("\nInstruction:")  # a base model that does not close with END writes the next example next
     else:
         prompts = [render_prompt(tokenizer, row["prompt"], config.base_model_mode) for row in rows]
-    stop = [END] if config.base_model_mode else None
-    if config.few_shot:  # a base model that does not close with END writes the next example next
-        stop.append("\nInstruction:")
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=device)

@@ -201,17 +201,24 @@ class CoherenceTopicJudge:
             fits[word] = float(column[others].mean()) if others else 0.0
         return fits
 
+    def _top_fit(self, words: list[str]) -> dict[str, float]:
+        """Each top word's mean NPMI with the other top words, in rank order."""
+        top = words[: self.top]
+        return self._fit(top, top)
+
+    @staticmethod
+    def _better_half(fit: dict[str, float]) -> list[str]:
+        return sorted(fit, key=lambda w: -fit[w])[: max(2, (len(fit) + 1) // 2)]
+
     def core(self, words: list[str]) -> list[str]:
         """The better-fitting half of the top words (at least two), best first."""
-        top = words[: self.top]
-        fit = self._fit(top, top)
-        return sorted(top, key=lambda w: -fit[w])[: max(2, (len(top) + 1) // 2)]
+        return self._better_half(self._top_fit(words))
 
     def rate(self, words: list[str], other_descriptions: list[str] = ()) -> TopicRating:
-        top = words[: self.top]
-        coherence = float(np.mean(list(self._fit(top, top).values())))
+        fit = self._top_fit(words)
+        coherence = float(np.mean(list(fit.values())))
         score = 3 if coherence >= self.coherent else 2 if coherence >= self.mixed else 1
-        return TopicRating(score, "a topic about " + ", ".join(self.core(words)[:3]))
+        return TopicRating(score, "a topic about " + ", ".join(self._better_half(fit)[:3]))
 
     def candidates(self, words: list[str], description: str, n: int, exclude: set[str]) -> list[str]:
         fit = self.cooccurrence.npmi(self.core(words)).mean(axis=0)  # (V,) mean NPMI with the core
