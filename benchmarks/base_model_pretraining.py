@@ -2,9 +2,9 @@
 
     python benchmarks/base_model_pretraining.py [--steps 150 400] [--problems 100]
 
-For each budget, the tiny model (``posttrain make-model``) is pretrained as ``recipes/base_model.yaml``
-does (``documents`` split, plain prompt/completion, batch 64, lr 3e-3 cosine, 10% warm-up) for that
-many steps, then solves held-out problems greedily:
+For each budget, the tiny model (``posttrain make-model``) is pretrained by the ``pretrain`` stage
+of ``recipes/base_model.yaml`` (``documents`` split, plain prompt/completion, batch 64, lr 3e-3
+cosine, 10% warm-up) for that many steps instead of its 150, then solves held-out problems greedily:
 
 * in each of its own framings (:data:`posttrain.tasks.arithmetic.DOCUMENT_FRAMINGS`), the text it
   was pretrained on;
@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+from pathlib import Path
 
-from posttrain.config import load_config
+from posttrain.config import load_config, read_yaml
 from posttrain.data.base_format import END, base_format, base_prompt
 from posttrain.generation.few_shot import few_shot_prompt
 from posttrain.generation.sampling import cut_at_stop, generate
@@ -31,16 +32,14 @@ from posttrain.models.tiny import MakeModelConfig, make_model
 from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer
 from posttrain.trainers.sft import SFTJobConfig, run_sft
 
+RECIPE = Path(__file__).parents[1] / "recipes" / "base_model.yaml"
 STOPS = [END, "\nInstruction:", "\n\n"]  # an answer ends there, whichever format the model writes
 
 
 def pretrain(model_dir: str, steps: int, out: str) -> str:
-    values = {
-        "model_name_or_path": model_dir, "dataset_name": "task:arithmetic", "dataset_train_split": "documents",
-        "prompt_completion_format": "plain", "max_steps": steps, "per_device_train_batch_size": 64,
-        "learning_rate": 3e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "save_strategy": "no",
-        "logging_steps": 50, "seed": 0, "output_dir": out,
-    }
+    """The recipe's ``pretrain`` stage with another step budget and no checkpoints."""
+    stage = next(s for s in read_yaml(RECIPE)["stages"] if s["name"] == "pretrain")
+    values = {**stage["config"], "model_name_or_path": model_dir, "max_steps": steps, "save_strategy": "no", "output_dir": out}
     run_sft(load_config(SFTJobConfig, values=values))
     return out
 
