@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from posttrain.losses import DPO_LOSS_TYPES, dpo_loss
+from posttrain.losses import DPO_LOSS_TYPES, DPO_LOSSES, dpo_loss
+from posttrain.losses.dpo import DPOLossType
 
 # Three pairs; their implicit-reward gaps M = chosen - rejected are [1.0, -1.0, 3.0].
 CHOSEN = [1.0, -0.5, 2.0]
@@ -271,6 +273,11 @@ def test_shape_is_preserved(loss_type, batch):
 
 def test_loss_types_constant():
     assert set(DPO_LOSS_TYPES) == {"sigmoid", "ipo", "hinge", "robust"}
+
+
+def test_config_literal_names_exactly_the_registered_losses():
+    """DPOJobConfig.loss_type is checked by its Literal: it must offer the registry's names, no more, no fewer."""
+    assert typing.get_args(DPOLossType) == tuple(DPO_LOSSES) == DPO_LOSS_TYPES
 
 
 @pytest.mark.parametrize("loss_type", ["dpo", "kto", "Sigmoid", ""])

@@ -1,11 +1,12 @@
 """Losses and schedules, as small pure functions and classes (each cites its paper)."""
 
 from posttrain.losses.beta_schedules import BetaDPOSchedule, BetaSchedule, ConstantBeta, QuantileBetaSchedule
-from posttrain.losses.dpo import DPO_LOSS_TYPES, dpo_loss
+from posttrain.losses.dpo import DPO_LOSS_TYPES, DPO_LOSSES, dpo_loss
 from posttrain.losses.self_distillation import self_distillation_loss
 
 __all__ = [
     "DPO_LOSS_TYPES",
+    "DPO_LOSSES",
     "BetaDPOSchedule",
     "BetaSchedule",
     "ConstantBeta",

@@ -32,6 +32,7 @@ from posttrain.data.preference import normalize_pairs
 from posttrain.data.sources import load_rows
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import BetaDPOSchedule, ConstantBeta, QuantileBetaSchedule, dpo_loss
+from posttrain.losses.dpo import DPOLossType
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
@@ -58,7 +59,7 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
         "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
     )
     max_length: int = config_field(512, help="Longest prompt + response in tokens (TRL truncates beyond).", ge=8)
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = config_field("sigmoid", help="DPO-family loss.")
+    loss_type: DPOLossType = config_field("sigmoid", help="DPO-family loss (a name in posttrain.losses.DPO_LOSSES).")
     label_smoothing: float = config_field(0.0, help="Assumed label-flip rate ε (cDPO for sigmoid, robust DPO).", ge=0.0, le=0.499)
     beta: float = config_field(0.1, help="β (β0 for the dynamic schedules).", gt=0)
     beta_schedule: Literal["constant", "beta_dpo", "quantile"] = config_field("constant", help="How β changes during training.")
@@ -101,7 +102,7 @@ class DPOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
 class ScheduledDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, DPOTrainer):
     """TRL's DPOTrainer with posttrain's loss, a β schedule and a margin log."""
 
-    def __init__(self, *args, beta_schedule, loss_type: str, label_smoothing: float, rpo_alpha: float = 0.0, **kwargs):
+    def __init__(self, *args, beta_schedule, loss_type: DPOLossType, label_smoothing: float, rpo_alpha: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.beta_schedule = beta_schedule
         self.posttrain_loss_type = loss_type
