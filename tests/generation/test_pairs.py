@@ -274,6 +274,7 @@ class FakePairwiseJudge(Judge):
     """Prefers the longer text; the two orders disagree on one chosen pair of texts."""
 
     name = "logprob_ab"
+    pairwise = True
 
     def __init__(self, disagree_on: set[frozenset]):
         self.disagree_on = disagree_on
@@ -288,6 +289,16 @@ class FakePairwiseJudge(Judge):
         preferred = "a" if prob_a > 0.5 else "b" if prob_a < 0.5 else "tie"
         agree = frozenset((a, b)) not in self.disagree_on
         return Comparison(preferred, prob_a, abs(2 * prob_a - 1), orders_agree=agree)
+
+
+def test_language_model_judges_are_the_pairwise_ones():
+    from posttrain.judges.logprob_ab import LogProbABJudge
+    from posttrain.judges.openai import OpenAIJudge
+    from posttrain.judges.reward_model import RewardModelJudge
+    from posttrain.judges.verifier import VerifierJudge
+
+    assert LogProbABJudge.pairwise and OpenAIJudge.pairwise
+    assert not (Judge.pairwise or RewardModelJudge.pairwise or VerifierJudge.pairwise)
 
 
 def test_pairwise_judge_round_robin(tmp_path, monkeypatch):

@@ -42,7 +42,6 @@ from posttrain.tasks import get_task
 log = get_logger(__name__)
 
 NEGATIVE_KINDS = ("truncation", "wrong_answer", "off_topic")
-PAIRWISE_JUDGES = ("logprob_ab", "openai")
 _NUMBER = re.compile(r"-?\d+")
 ROLLOUT_FIELDS = {"id": str, "prompt": (str, list), "completions": list}
 
@@ -76,8 +75,8 @@ class PairsConfig:
 
 
 def rank(judge: Judge, prompt: str, completions: list[str], fields: dict, agreement: Counter) -> list[float]:
-    """One number per completion, higher is better: scores, or round-robin wins."""
-    if judge.name not in PAIRWISE_JUDGES:
+    """One number per completion, higher is better: scores, or a pairwise judge's round-robin wins."""
+    if not judge.pairwise:
         return judge.score_many(prompt, completions, **fields)
     wins = [0.0] * len(completions)
     for i, j in itertools.combinations(range(len(completions)), 2):

@@ -39,9 +39,15 @@ class Comparison:
 
 
 class Judge:
-    """Base class: subclasses implement ``score`` (and may override ``compare``)."""
+    """Base class: subclasses implement ``score`` (and may override ``compare``).
+
+    ``pairwise`` tells callers how to rank several completions. A language model judging "A or
+    B?" in both orders gives a better signal than its single-response score, so a pairwise
+    judge is asked to ``compare`` them two by two; any other judge to ``score_many`` them.
+    """
 
     name = "judge"
+    pairwise = False
 
     # prompt/completion/a/b are positional-only so that row fields with the same names
     # (the arithmetic task has `a` and `b`) pass through **row without colliding.

@@ -24,6 +24,7 @@ SCORE_TEMPLATE = "Question: {prompt}\n\nResponse: {completion}\n\nIs this respon
 
 class LogProbABJudge(Judge):
     name = "logprob_ab"
+    pairwise = True
 
     def __init__(self, model_name_or_path: str, base_model_mode: bool = False, trust_remote_code: bool = False):
         self.tokenizer = load_tokenizer(model_name_or_path, base_model_mode, trust_remote_code)

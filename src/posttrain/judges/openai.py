@@ -211,6 +211,7 @@ class OpenAIJudge(Judge):
     """
 
     name = "openai"
+    pairwise = True
 
     def __init__(
         self,
