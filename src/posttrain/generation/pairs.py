@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -34,14 +35,14 @@ from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
 from posttrain.errors import ConfigError, DataError
 from posttrain.generation.few_shot import has_chat_markup
 from posttrain.judges.base import Judge
-from posttrain.judges.factory import JUDGES, build_judge
+from posttrain.judges.factory import JudgeName, build_judge
 from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger
 from posttrain.tasks import get_task
 
 log = get_logger(__name__)
 
-NEGATIVE_KINDS = ("truncation", "wrong_answer", "off_topic")
+NegativeKind = Literal["truncation", "wrong_answer", "off_topic"]
 _NUMBER = re.compile(r"-?\d+")
 ROLLOUT_FIELDS = {"id": str, "prompt": (str, list), "completions": list}
 
@@ -50,7 +51,7 @@ ROLLOUT_FIELDS = {"id": str, "prompt": (str, list), "completions": list}
 class PairsConfig:
     rollouts: str = config_field("", help="rollouts.jsonl written by posttrain rollout.")
     output_dir: str = config_field("runs/pairs", help="Where pairs.jsonl and summary.json go.")
-    judge: str = config_field("verifier", help="verifier | reward_model | logprob_ab | openai.")
+    judge: JudgeName = config_field("verifier", help="Who ranks each prompt's completions.")
     judge_model: str | None = config_field(None, help="Judge model: a reward model or causal LM directory/hub id, or the API's model name.")
     judge_base_model_mode: bool = config_field(
         False, help="logprob_ab: the judge LM is a base model, asked in the Instruction/Response format (no chat template)."
@@ -63,15 +64,8 @@ class PairsConfig:
     judge_backoff: float = config_field(1.0, help="openai: wait after the n-th failure is backoff * 2**n s (or the server's Retry-After).", ge=0)
     task: str = config_field("arithmetic", help="Task whose verifier judges (judge: verifier).")
     task_options: dict = config_field({}, help="Options of the task.")
-    negatives: list[str] = config_field([], help="Diverse negatives to add: truncation, wrong_answer, off_topic.")
+    negatives: list[NegativeKind] = config_field([], help="Diverse negatives to add: truncation, wrong_answer, off_topic.")
     seed: int = config_field(0, help="Seeds the negatives.")
-
-    def __post_init__(self):
-        if self.judge not in JUDGES:
-            raise ConfigError(f"config key 'judge': must be one of {', '.join(JUDGES)}, got {self.judge!r}")
-        unknown = [k for k in self.negatives if k not in NEGATIVE_KINDS]
-        if unknown:
-            raise ConfigError(f"config key 'negatives': unknown kind '{unknown[0]}' (expected {', '.join(NEGATIVE_KINDS)})")
 
 
 def rank(judge: Judge, prompt: str, completions: list[str], fields: dict, agreement: Counter) -> list[float]:

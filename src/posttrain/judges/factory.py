@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from posttrain.errors import ConfigError
 from posttrain.judges.base import Judge
 
-JUDGES = ("verifier", "reward_model", "logprob_ab", "openai")
+# A Literal so that a config's judge key is checked by the config loader, before anything loads.
+JudgeName = Literal["verifier", "reward_model", "logprob_ab", "openai"]
+JUDGES = get_args(JudgeName)
 
 
 def build_judge(
