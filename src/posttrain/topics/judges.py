@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from posttrain.errors import PosttrainError
+from posttrain.judges.openai_client import OpenAIClient
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,8 @@ class OpenAITopicJudge:
     counted in ``ignored_words``.
     """
 
-    def __init__(self, client, embeddings: WordEmbeddings):
-        self.client = client  # a posttrain.judges.openai.OpenAIJudge (retries, cache, key handling)
+    def __init__(self, client: OpenAIClient, embeddings: WordEmbeddings):
+        self.client = client  # retries, rate limit, cache and key handling
         self.embeddings = embeddings
         self.ignored_words = 0
 

@@ -105,9 +105,9 @@ def _make_judge(config: TopicsJobConfig, vocab: list[str], reference: list[list[
         return CoherenceTopicJudge(DocumentCooccurrence(reference, vocab))
     if config.judge == "embedding":
         return EmbeddingTopicJudge(WordEmbeddings(vocab))
-    from posttrain.judges.openai import OpenAIJudge
+    from posttrain.judges.openai_client import OpenAIClient
 
-    client = OpenAIJudge(config.judge_base_url, config.judge_model, config.judge_api_key_env, cache_dir=str(out / "judge_cache"))
+    client = OpenAIClient(config.judge_base_url, config.judge_model, config.judge_api_key_env, cache_dir=str(out / "judge_cache"))
     return OpenAITopicJudge(client, WordEmbeddings(vocab))
 
 
