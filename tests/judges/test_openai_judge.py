@@ -15,6 +15,7 @@ import pytest
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.judges.base import Comparison, Judge
 from posttrain.judges.openai import OpenAIJudge
+from posttrain.judges.openai_client import OpenAIClient
 
 KEY = "sk-test-SECRET-123"
 
@@ -370,6 +371,18 @@ def test_localhost_needs_no_key_and_sends_no_authorization(api, monkeypatch, sle
     assert "Authorization" not in api.requests[0]["headers"]
     assert "has_key=False" in repr(judge)
     OpenAIJudge("http://localhost:8000/v1", "m")  # also fine without a key
+
+
+def test_the_client_alone_asks_for_json_and_hides_the_key(api, key, sleeps):
+    """OpenAIClient (what the topics judge uses) sends the messages it is given, in JSON mode."""
+    api.chat({"answer": 4})
+    client = OpenAIClient(api.url, "m", sleep=sleeps)
+    messages = [{"role": "user", "content": "2+2? Reply in JSON."}]
+    assert client.ask_json(messages, lambda reply: reply) == {"answer": 4}
+    (request,) = api.requests
+    assert api.bodies[0]["messages"] == messages and api.bodies[0]["response_format"] == {"type": "json_object"}
+    assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert repr(client).startswith("OpenAIClient(") and KEY not in repr(client)
 
 
 def test_repr_and_attributes_never_show_the_key(key):
