@@ -21,7 +21,7 @@ from it, and a finished snapshot or judged topic is never redone.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -228,115 +228,187 @@ def run_topics(config: TopicsJobConfig) -> dict:
     SIGTERM stops the run at the next epoch boundary with a checkpoint of the finished epochs (an
     epoch is this loop's step: a few seconds on BBC News), resumable with ``resume: true``."""
     with stoppable_loop():
-        return _train_topics(config)
+        training = TopicTraining.setup(config)
+        if config.dpo and training.start >= config.dpo_start_epoch:  # resumed after the snapshot
+            training.prepare_dpo()
+        epochs = range(training.start + 1, config.num_epochs + 1)
+        for epoch in tqdm(epochs, desc="ECRTM epochs", initial=training.start, total=config.num_epochs):
+            training.train_epoch(epoch)
+        return training.save()
 
 
-def _train_topics(config: TopicsJobConfig) -> dict:
-    seed_everything(config.seed)
-    out = Path(config.output_dir)
-    corpus = load_topic_corpus(config.corpus, config.vocab_size, config.min_df, config.max_df, config.test_fraction, config.seed)
-    vocab_size, num_docs = len(corpus.vocab), corpus.train.bow.shape[0]
-    if vocab_size < config.num_topics:
-        raise DataError(f"{config.corpus}: a vocabulary of {vocab_size} words is smaller than num_topics={config.num_topics}")
-    reference = _reference_texts(config, corpus)
-    log.info(f"topics: {num_docs} training documents, {vocab_size} words, K={config.num_topics}"
-             + (f", {corpus.test.bow.shape[0]} labelled test documents" if corpus.test is not None else ""))
+@dataclass
+class TopicTraining:
+    """One ``posttrain topics`` run, as the steps :func:`run_topics` takes: ``setup``, then
+    ``prepare_dpo`` (at the snapshot epoch, or at once when resumed after it), ``train_epoch``
+    for each epoch left, ``save``.
 
-    model = ECRTM(
-        vocab_size, config.num_topics, config.hidden_size, config.embed_size, config.dropout, config.beta_temp,
-        config.ecr_weight, config.sinkhorn_epsilon, config.sinkhorn_max_iter, config.sinkhorn_stop,
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    checkpoint = out / "checkpoint.pt"
-    start = _load_checkpoint(checkpoint, model, optimizer) if config.resume and checkpoint.is_file() else 0
-    if start:
-        log.info(f"resuming after epoch {start}")
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh history
-    write_json(out / "config.json", asdict(config))
+    The model, its optimizer and the DPO targets are fields because the steps share them: the
+    snapshot epoch's evaluation prepares the targets that every later epoch trains on.
+    """
 
-    bow = corpus.train.bow
-    labels = corpus.test.labels if corpus.test is not None else None
-    ref_logits = triples = None
+    config: TopicsJobConfig
+    corpus: TopicCorpus
+    reference: list[list[str]]  # tokenised coherence reference texts
+    model: ECRTM
+    optimizer: torch.optim.Optimizer
+    start: int  # epochs finished before this run (resume)
+    history: list[dict]  # metrics.jsonl rows, for the plot
+    # set by prepare_dpo: the snapshot's logits (K, V), the (topic, winner, loser) word triples,
+    # the topics DPO acts on and what dpo_summary.json says
+    ref_logits: torch.Tensor | None = None
+    triples: torch.Tensor | None = None
     filtered: list[int] | None = None
-    dpo_summary: dict = {}
+    dpo_summary: dict = field(default_factory=dict)
+    last: dict | None = None  # the latest evaluation
 
-    def prepare_dpo(c_v: list[float] | None) -> None:
+    @classmethod
+    def setup(cls, config: TopicsJobConfig) -> TopicTraining:
+        """Seed; load the corpus and the coherence reference; build ECRTM and Adam; continue from
+        checkpoint.pt when resuming (else start a fresh metrics history); write config.json.
+        Everything that can fail on bad input fails here, before anything is written."""
+        seed_everything(config.seed)
+        out = Path(config.output_dir)
+        corpus = _load_corpus(config)
+        reference = _reference_texts(config, corpus)
+        log.info(f"topics: {corpus.train.bow.shape[0]} training documents, {len(corpus.vocab)} words, K={config.num_topics}"
+                 + (f", {corpus.test.bow.shape[0]} labelled test documents" if corpus.test is not None else ""))
+        model = _build_model(config, len(corpus.vocab))
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        checkpoint = out / "checkpoint.pt"
+        start = _load_checkpoint(checkpoint, model, optimizer) if config.resume and checkpoint.is_file() else 0
+        if start:
+            log.info(f"resuming after epoch {start}")
+        elif (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh history
+        write_json(out / "config.json", asdict(config))
+        history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
+        return cls(config, corpus, reference, model, optimizer, start, history)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def labels(self) -> list[int] | None:
+        """The labelled test documents' labels (purity and NMI), if the corpus has them."""
+        return self.corpus.test.labels if self.corpus.test is not None else None
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def prepare_dpo(self, c_v: list[float] | None = None) -> None:
         """Snapshot (unless done), judge, filter, build the word pairs. ``c_v``: the snapshot's
         per-topic C_V if the caller just evaluated it (else it is computed from the top words)."""
-        nonlocal ref_logits, triples, filtered, dpo_summary
+        out, vocab = self.out, self.corpus.vocab
         if not (out / "beta_ref_logits.npy").is_file():
-            _snapshot(out, model, corpus.vocab)
-        ref_logits = torch.from_numpy(np.load(out / "beta_ref_logits.npy"))
+            _snapshot(out, self.model, vocab)
+        self.ref_logits = torch.from_numpy(np.load(out / "beta_ref_logits.npy"))
         top10, top15 = _read_top_words(out, 10), _read_top_words(out, 15)
-        judge = _make_judge(config, corpus.vocab, reference, out)
+        judge = _make_judge(self.config, vocab, self.reference, out)
         preferences = build_preferences(out / "preferences.jsonl", top10, top15, judge, held_lists=_read_top_words(out, 25))
         if c_v is None:
-            c_v = coherence_per_topic(top10, reference, "c_v")
-        filtered = select_topics(config.topic_filter, c_v, preferences)
-        pairs, ignored = preference_triples(preferences, filtered, corpus.vocab)
+            c_v = coherence_per_topic(top10, self.reference, "c_v")
+        self.filtered = select_topics(self.config.topic_filter, c_v, preferences)
+        pairs, ignored = preference_triples(preferences, self.filtered, vocab)
         ignored += getattr(judge, "ignored_words", 0)
-        triples = torch.from_numpy(pairs)
-        dpo_summary = {"filtered_topics": filtered, "preference_pairs": len(pairs), "ignored_words": ignored}
-        write_json(out / "dpo_summary.json", dpo_summary)
-        log.info(f"DPO on {len(filtered)} of {config.num_topics} topics ({config.topic_filter}): {len(pairs)} word pairs"
+        self.triples = torch.from_numpy(pairs)
+        self.dpo_summary = {"filtered_topics": self.filtered, "preference_pairs": len(pairs), "ignored_words": ignored}
+        write_json(out / "dpo_summary.json", self.dpo_summary)
+        log.info(f"DPO on {len(self.filtered)} of {self.config.num_topics} topics ({self.config.topic_filter}): {len(pairs)} word pairs"
                  + (f", {ignored} judge words outside the vocabulary ignored" if ignored else ""))
 
-    if config.dpo and start >= config.dpo_start_epoch:
-        prepare_dpo(c_v=None)
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over the training documents; then, when due, an evaluation (which at the
+        snapshot epoch prepares DPO); the metrics row; the checkpoint when due. A SIGTERM received
+        during the epoch raises :class:`Preempted` once the checkpoint is written."""
+        row = {"epoch": epoch, **self._optimize()}
+        if self._evaluates(epoch):
+            self._evaluate(epoch, row)
+        append_jsonl(self.out / "metrics.jsonl", [row])
+        self.history.append(row)
+        stopping = stop_requested() and epoch < self.config.num_epochs  # SIGTERM during this epoch
+        if stopping or epoch % self.config.save_every == 0 or epoch == self.config.num_epochs:
+            _save_checkpoint(self.out / "checkpoint.pt", self.model, self.optimizer, epoch)
+        if stopping:
+            raise Preempted(f"stopped by SIGTERM after epoch {epoch} of {self.config.num_epochs}; {self.out / 'checkpoint.pt'} is complete")
 
-    history = [row for _, row in iter_jsonl(out / "metrics.jsonl")] if start and (out / "metrics.jsonl").is_file() else []
-    last = None
-    for epoch in tqdm(range(start + 1, config.num_epochs + 1), desc="ECRTM epochs", initial=start, total=config.num_epochs):
-        order = torch.randperm(num_docs)
+    def save(self) -> dict:
+        """``eval.json``, ``top_words_final.jsonl`` and ``metrics.png``; returns the final numbers."""
+        if self.last is None:  # resumed after the last epoch: nothing trained, evaluate what is there
+            self.last = evaluate(self.model, self.corpus, self.reference)
+            add_filtered_metrics(self.last, self.filtered, self.labels)
+        final = _reported(self.last)
+        final.update(epoch=self.config.num_epochs, num_topics=self.config.num_topics, vocab_size=len(self.corpus.vocab),
+                     num_documents=self.corpus.train.bow.shape[0], skipped_empty_documents=self.corpus.skipped_empty,
+                     **self.dpo_summary)
+        write_json(self.out / "eval.json", final)
+        with torch.no_grad():
+            beta = self.model.get_beta().cpu().numpy()
+        write_jsonl(self.out / "top_words_final.jsonl",
+                    [{"topic": k, "words": w} for k, w in enumerate(top_words(beta, self.corpus.vocab, 15))])
+        plot_metrics(self.history, self.config.dpo_start_epoch if self.config.dpo else None, self.out / "metrics.png")
+        return {k: v for k, v in final.items() if isinstance(v, (int, float))}
+
+    # -- inside an epoch --------------------------------------------------------------------------
+
+    def _optimize(self) -> dict:
+        """The epoch's optimizer steps on L_ECRTM (+ dpo_weight · L_DPO once prepared); its mean losses."""
+        batches = self._batches()
         totals = {"loss": 0.0, "topic_model": 0.0, "ecr": 0.0, "dpo": 0.0}
-        batches = [order[i : i + config.batch_size] for i in range(0, num_docs, config.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm needs two documents
-            batches[-2] = torch.cat(batches[-2:])
-            batches.pop()
         for ids in batches:
-            x = torch.from_numpy(bow[ids.numpy()].toarray())
-            losses = model(x)
+            x = torch.from_numpy(self.corpus.train.bow[ids.numpy()].toarray())
+            losses = self.model(x)
             loss = losses["loss"]
-            if triples is not None and len(triples):
-                dpo = topic_word_dpo_loss(model.get_beta_logits(), ref_logits, triples[:, 0], triples[:, 1], triples[:, 2],
-                                          config.dpo_alpha, config.dpo_distribution)
-                loss = loss + config.dpo_weight * dpo
+            if self.triples is not None and len(self.triples):
+                dpo = topic_word_dpo_loss(self.model.get_beta_logits(), self.ref_logits, self.triples[:, 0], self.triples[:, 1],
+                                          self.triples[:, 2], self.config.dpo_alpha, self.config.dpo_distribution)
+                loss = loss + self.config.dpo_weight * dpo
                 totals["dpo"] += dpo.item()
-            optimizer.zero_grad()
+            self.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             totals["loss"] += loss.item()
             totals["topic_model"] += losses["topic_model"].item()
             totals["ecr"] += float(losses["ecr"])
-        row = {"epoch": epoch, **{k: v / len(batches) for k, v in totals.items()}}
+        return {k: v / len(batches) for k, v in totals.items()}
 
-        at_snapshot = config.dpo and epoch == config.dpo_start_epoch
-        if epoch % config.eval_every == 0 or epoch == config.num_epochs or at_snapshot:
-            last = evaluate(model, corpus, reference)
-            if at_snapshot:  # the evaluated model is the snapshot: its C_V picks the filtered topics
-                prepare_dpo(c_v=last["c_v_per_topic"])
-            add_filtered_metrics(last, filtered, labels)
-            row.update(_reported(last))
-            log.info(f"epoch {epoch}: TD {last['td']:.3f}, C_V {last['c_v']:.3f}, NPMI {last['npmi']:.3f}"
-                     + (f", purity {last['purity']:.3f}, NMI {last['nmi']:.3f}" if "purity" in last else ""))
-        append_jsonl(out / "metrics.jsonl", [row])
-        history.append(row)
-        stopping = stop_requested() and epoch < config.num_epochs  # SIGTERM during this epoch
-        if stopping or epoch % config.save_every == 0 or epoch == config.num_epochs:
-            _save_checkpoint(checkpoint, model, optimizer, epoch)
-        if stopping:
-            raise Preempted(f"stopped by SIGTERM after epoch {epoch} of {config.num_epochs}; {checkpoint} is complete")
+    def _batches(self) -> list[torch.Tensor]:
+        """The training documents' ids, shuffled, in batches of ``batch_size``; a last batch of
+        one document joins the one before, since batch norm needs two."""
+        num_docs, size = self.corpus.train.bow.shape[0], self.config.batch_size
+        order = torch.randperm(num_docs)
+        batches = [order[i : i + size] for i in range(0, num_docs, size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:
+            batches[-2] = torch.cat(batches[-2:])
+            batches.pop()
+        return batches
 
-    if last is None:  # resumed after the last epoch: nothing trained, evaluate what is there
-        last = evaluate(model, corpus, reference)
-        add_filtered_metrics(last, filtered, labels)
-    final = _reported(last)
-    final.update(epoch=config.num_epochs, num_topics=config.num_topics, vocab_size=vocab_size, num_documents=num_docs,
-                 skipped_empty_documents=corpus.skipped_empty, **dpo_summary)
-    write_json(out / "eval.json", final)
-    with torch.no_grad():
-        beta = model.get_beta().cpu().numpy()
-    write_jsonl(out / "top_words_final.jsonl", [{"topic": k, "words": w} for k, w in enumerate(top_words(beta, corpus.vocab, 15))])
-    plot_metrics(history, config.dpo_start_epoch if config.dpo else None, out / "metrics.png")
-    return {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    def _at_snapshot(self, epoch: int) -> bool:
+        return self.config.dpo and epoch == self.config.dpo_start_epoch
+
+    def _evaluates(self, epoch: int) -> bool:
+        return epoch % self.config.eval_every == 0 or epoch == self.config.num_epochs or self._at_snapshot(epoch)
+
+    def _evaluate(self, epoch: int, row: dict) -> None:
+        """Evaluate into ``self.last`` and the metrics ``row``."""
+        self.last = evaluate(self.model, self.corpus, self.reference)
+        if self._at_snapshot(epoch):  # the evaluated model is the snapshot: its C_V picks the filtered topics
+            self.prepare_dpo(c_v=self.last["c_v_per_topic"])
+        add_filtered_metrics(self.last, self.filtered, self.labels)
+        row.update(_reported(self.last))
+        log.info(f"epoch {epoch}: TD {self.last['td']:.3f}, C_V {self.last['c_v']:.3f}, NPMI {self.last['npmi']:.3f}"
+                 + (f", purity {self.last['purity']:.3f}, NMI {self.last['nmi']:.3f}" if "purity" in self.last else ""))
+
+
+def _load_corpus(config: TopicsJobConfig) -> TopicCorpus:
+    corpus = load_topic_corpus(config.corpus, config.vocab_size, config.min_df, config.max_df, config.test_fraction, config.seed)
+    if len(corpus.vocab) < config.num_topics:
+        raise DataError(f"{config.corpus}: a vocabulary of {len(corpus.vocab)} words is smaller than num_topics={config.num_topics}")
+    return corpus
+
+
+def _build_model(config: TopicsJobConfig, vocab_size: int) -> ECRTM:
+    return ECRTM(
+        vocab_size, config.num_topics, config.hidden_size, config.embed_size, config.dropout, config.beta_temp,
+        config.ecr_weight, config.sinkhorn_epsilon, config.sinkhorn_max_iter, config.sinkhorn_stop,
+    )
