@@ -16,7 +16,7 @@ first wrong or missing step and what it should be (``Step 2 should be: 4+3+1=8 c
 wrote: 4+3+1=9 carry 0.``), or the right final answer when only that is wrong.
 
 The hinted prompt puts a correct solution in context, in the words SDPO's teacher sees it
-(:func:`posttrain.trainers.reprompting.reprompt_text`). A tiny model cannot read a solution in
+(:func:`posttrain.data.reprompting.reprompt_text`). A tiny model cannot read a solution in
 context unless it has seen the format, so ``teacher_fraction`` mixes such rows into the training
 split (half with a correct solution, half with the feedback on a typical mistake, each followed
 by the reference answer); in ``masked_fraction`` of the solution rows the question asks about
@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import re
 
+from posttrain.data.reprompting import RepromptSettings, reprompt_text
 from posttrain.errors import ConfigError
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
@@ -200,14 +201,10 @@ class ArithmeticTask:
 
     def hinted_prompt(self, row: dict) -> str:
         """The prompt as SDPO's teacher sees it with a correct solution in context."""
-        from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
-
         return reprompt_text(row["prompt"], solve(row["a"], row["b"], self.digits), None, RepromptSettings())
 
     def feedback_prompt(self, row: dict, rng: random.Random) -> str:
         """The prompt as SDPO's teacher sees it with the feedback on a typical mistake."""
-        from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
-
         wrong = self.mistake(row["a"], row["b"], rng)
         feedback = self.feedback(row["a"], row["b"], wrong, extract_answer(wrong))
         return reprompt_text(row["prompt"], None, feedback, RepromptSettings())

@@ -31,6 +31,7 @@ import signal
 import textwrap
 from dataclasses import dataclass
 
+from posttrain.data.reprompting import RepromptSettings, reprompt_text
 from posttrain.errors import ConfigError, DataError
 from posttrain.sandbox import SandboxResult, run_python
 
@@ -195,8 +196,6 @@ class PythonCodeTask:
 
     def hinted_prompt(self, row: dict) -> str:
         """The prompt as SDPO's teacher sees it with the reference solution in context."""
-        from posttrain.trainers.reprompting import RepromptSettings, reprompt_text
-
         problem = self._problem(row["prompt"], row)
         if problem is None:
             raise ValueError(f"python_code task cannot find the problem of prompt {row['prompt'][:200]!r}")

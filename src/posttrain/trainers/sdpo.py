@@ -2,7 +2,7 @@
 
 SDPO (Hübotter et al. 2026, https://arxiv.org/abs/2601.20802): sample G completions per prompt,
 score them; the same model, shown a successful sibling answer and/or the environment's feedback
-(:mod:`posttrain.trainers.reprompting`), is the teacher, and the student is trained to match the
+(:mod:`posttrain.data.reprompting`), is the teacher, and the student is trained to match the
 teacher's next-token distribution on its own samples (:func:`posttrain.losses.self_distillation_loss`).
 
 TRL's GRPOTrainer does the sampling, reward calls, group advantages, batching and the GRPO loss.
@@ -54,7 +54,7 @@ from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
-from posttrain.trainers.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
+from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function, message_text
 from posttrain.trainers.settings import TrainingSettings
 from posttrain.trainers.teachers import (

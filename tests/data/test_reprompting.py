@@ -3,7 +3,7 @@
 import pytest
 
 from posttrain.errors import PosttrainError
-from posttrain.trainers.reprompting import (
+from posttrain.data.reprompting import (
     RepromptSettings,
     build_teacher_inputs,
     demonstration_index,

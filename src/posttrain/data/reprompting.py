@@ -1,5 +1,8 @@
 """SDPO reprompting: the teacher's context for each sampled completion.
 
+Text and token ids only, no trainer: the tasks word their hinted prompts with it
+(:func:`reprompt_text`), and the SDPO trainer builds its teacher inputs with it.
+
 The teacher is the student model shown a better context: a successful sibling answer from the
 same group (a *demonstration*) and/or the environment's feedback on this sample's failure.
 Rules (Hübotter et al. 2026; defaults as in the reference code):
