@@ -65,7 +65,7 @@ def time_trl_experimental(args, model_dir: str) -> list[float]:
     """TRL's experimental SDPOTrainer on the same configuration (top-k 100, α 0.5, tail, EMA teacher)."""
     from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
-    from posttrain.data.sources import load_rows
+    from posttrain.tasks.sources import load_rows
     from posttrain.models import load_model, load_tokenizer
     from posttrain.tasks import get_task
     from posttrain.trainers.rewards import TaskReward

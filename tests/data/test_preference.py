@@ -3,8 +3,8 @@
 import pytest
 
 from posttrain.data.preference import hh_to_messages, normalize_pairs, split_hh_transcript
-from posttrain.data.sources import load_rows
 from posttrain.errors import DataError
+from posttrain.tasks.sources import load_rows
 
 HH = "examples/data/hh_rlhf_sample.jsonl"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig
 
-from posttrain.data.sources import load_rows
 from posttrain.models import load_model, load_tokenizer
+from posttrain.tasks.sources import load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer, prompt_dataset
 

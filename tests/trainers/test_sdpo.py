@@ -18,9 +18,9 @@ from trl import GRPOConfig, GRPOTrainer
 from posttrain.cli import main
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
-from posttrain.data.sources import load_rows
 from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import load_model, load_tokenizer
+from posttrain.tasks.sources import load_rows
 from posttrain.trainers.rewards import FeedbackReward, message_text
 from posttrain.trainers.sdpo import (
     GRPOJobConfig,

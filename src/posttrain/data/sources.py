@@ -1,7 +1,9 @@
-"""Where training rows come from: a local JSONL file, a built-in task, or the Hugging Face Hub.
+"""Rows of a local JSONL file or a Hugging Face Hub dataset, and the slice a split selects.
 
-Every row is paired with a *location* ("data.jsonl:12", "task:arithmetic[3]", "hub:org/name[7]")
-so later validation errors can point at it.
+Every row is paired with a *location* ("data.jsonl:12", "hub:org/name[7]") so later validation
+errors can point at it. Built-in tasks (``task:<name>``) are a source too; they are resolved
+beside the tasks, in :func:`posttrain.tasks.sources.load_rows`, the one entry point that reads
+any source.
 """
 
 from __future__ import annotations
@@ -31,35 +33,24 @@ def _resolve(bound: str | None, total: int) -> int | None:
     return int(bound)
 
 
-def load_rows(
-    dataset_name: str, split: str = "train", task_options: dict | None = None, preference: bool = False
-) -> list[tuple[str, dict]]:
-    """Rows of ``dataset_name`` as ``(location, row)`` pairs.
+def read_rows(dataset_name: str, split_name: str) -> list[tuple[str, dict]]:
+    """Every row of ``dataset_name`` as ``(location, row)`` pairs, unsliced: a ``.jsonl`` file
+    (one file is one split: the split name only carries the slice) or a hub dataset id (the
+    split ``split_name`` loaded with ``datasets.load_dataset``)."""
+    if dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
+        return [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
+    from datasets import load_dataset
 
-    ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
-    the slice), ``task:<name>`` (a built-in task's split), or a hub dataset id (loaded with
-    ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``. With ``preference``,
-    a ``task:<name>`` source yields the task's verifier-built pairs (prompt/chosen/rejected)
-    instead of its SFT rows.
-    """
-    name, part = split_slice(split)
-    if dataset_name.startswith("task:"):
-        from posttrain.tasks import get_task
+    try:
+        dataset = load_dataset(dataset_name, split=split_name)
+    except Exception as err:  # datasets raises many types; all mean "cannot load this"
+        raise DataError(f"cannot load dataset {dataset_name} split {split_name}: {str(err).splitlines()[0]}") from None
+    return [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(dataset)]
 
-        task_name = dataset_name.removeprefix("task:")
-        task = get_task(task_name, **(task_options or {}))
-        rows = task.make_pairs(name) if preference else task.make_dataset(name)
-        located = [(f"{dataset_name}[{i}]", row) for i, row in enumerate(rows)]
-    elif dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
-        located = [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
-    else:
-        from datasets import load_dataset
 
-        try:
-            dataset = load_dataset(dataset_name, split=name)
-        except Exception as err:  # datasets raises many types; all mean "cannot load this"
-            raise DataError(f"cannot load dataset {dataset_name} split {name}: {str(err).splitlines()[0]}") from None
-        located = [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(dataset)]
+def slice_rows(located: list[tuple[str, dict]], dataset_name: str, split: str) -> list[tuple[str, dict]]:
+    """The rows the slice of ``split`` (``train[:1%]``) selects; no rows, or none selected, is an error."""
+    _, part = split_slice(split)
     total = len(located)
     if not total:
         raise DataError(f"{dataset_name} ({split}): no rows (the dataset is empty)")

@@ -28,13 +28,13 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.data.sft import check_messages
-from posttrain.data.sources import load_rows
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
 from posttrain.generation.sampling import generate
 from posttrain.models import ModelArguments, check_model_source, free_model, load_model, load_tokenizer, render_prompt
 from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks.sources import load_rows
 
 log = get_logger(__name__)
 

@@ -29,18 +29,18 @@ from trl.trainer.utils import use_adapter
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.preference import normalize_pairs
-from posttrain.data.sources import load_rows
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import BetaDPOSchedule, ConstantBeta, QuantileBetaSchedule, dpo_loss
 from posttrain.losses.dpo import DPOLossType
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks.sources import load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
-from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.margin_log import MarginLog
+from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.settings import TrainingSettings
 
 log = get_logger(__name__)

@@ -42,19 +42,19 @@ from trl.trainer.utils import pad
 
 from posttrain.artifacts import atomic_open, write_json
 from posttrain.config import config_field
+from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.data.sft import check_messages
-from posttrain.data.sources import load_rows
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import self_distillation_loss
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
+from posttrain.tasks.sources import load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
-from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function, message_text
 from posttrain.trainers.settings import TrainingSettings
 from posttrain.trainers.teachers import (

@@ -15,10 +15,10 @@ from trl import SFTConfig, SFTTrainer
 
 from posttrain.config import config_field
 from posttrain.data.sft import build_sft_examples
-from posttrain.data.sources import load_rows
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks.sources import load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.loop import train_and_save

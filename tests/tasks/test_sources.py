@@ -1,4 +1,4 @@
-"""Unit tests for posttrain.data.sources: split slices and located rows from JSONL files and tasks."""
+"""Unit tests for posttrain.tasks.sources (and posttrain.data.sources): split slices and located rows from JSONL files and tasks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from posttrain.data.sources import load_rows, split_slice
+from posttrain.data.sources import split_slice
 from posttrain.errors import ConfigError, DataError
 from posttrain.tasks import get_task
+from posttrain.tasks.sources import load_rows
 
 
 def _jsonl(path, rows, blank_after_first: bool = False):
