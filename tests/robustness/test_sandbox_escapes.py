@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import posttrain
-import posttrain.sandbox as sandbox
-from posttrain.sandbox import FILE_LIMIT, OUTPUT_LIMIT, run_python
+import posttrain.tasks.sandbox as sandbox
+from posttrain.tasks.sandbox import FILE_LIMIT, OUTPUT_LIMIT, run_python
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 

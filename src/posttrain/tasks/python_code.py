@@ -6,7 +6,7 @@ are deliberately simple: the task exists to exercise the code-RL path (sandboxed
 partial rewards, execution feedback) on models that fit a laptop, not to rank strong coders.
 
 The verifier runs the last ```python block of the completion (else the last bare ``` block,
-else the whole completion) once per test in :func:`posttrain.sandbox.run_python`, because it
+else the whole completion) once per test in :func:`posttrain.tasks.sandbox.run_python`, because it
 is model output and may do anything. Outputs are compared line by line, ignoring trailing
 whitespace. The reward is the fraction of tests passed, which gives RL a gradient between
 "nothing works" and "all correct"; the feedback names what went wrong on the first two failing
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from posttrain.data.reprompting import RepromptSettings, reprompt_text
 from posttrain.errors import ConfigError, DataError
-from posttrain.sandbox import SandboxResult, run_python
+from posttrain.tasks.sandbox import SandboxResult, run_python
 
 PROBLEMS_FILE = "python_problems.jsonl"  # in posttrain/tasks/data/
 INSTRUCTION = (

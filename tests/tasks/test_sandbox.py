@@ -1,5 +1,5 @@
-"""Tests for the code sandbox (posttrain.sandbox): ordinary programs, exit statuses, tracebacks,
-arguments and cleanup. Hostile programs (limits and escapes, each with an exact status, the parent
+"""Tests for the code sandbox (posttrain.tasks.sandbox, public as posttrain.sandbox): ordinary
+programs, exit statuses, tracebacks, arguments and cleanup. Hostile programs (limits and escapes, each with an exact status, the parent
 unharmed and nothing left behind) are in tests/robustness/test_sandbox_escapes.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from posttrain.errors import PosttrainError
-from posttrain.sandbox import run_python
+from posttrain.tasks.sandbox import run_python
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -103,7 +103,7 @@ def test_code_is_not_on_the_command_line():
 def test_runs_without_seccomp_and_namespaces(monkeypatch):
     """Where neither the seccomp filter nor namespaces are available, programs still run (the
     audit hook and limits alone)."""
-    import posttrain.sandbox as sandbox
+    import posttrain.tasks.sandbox as sandbox
 
     monkeypatch.setattr(sandbox, "_seccomp_prefix", lambda: ())
     monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: ())
