@@ -110,3 +110,11 @@ def test_runs_without_seccomp_and_namespaces(monkeypatch):
     result = run_python("import os\nos.nice(1)\nprint(input() * 2)", stdin="ab\n")
     assert (result.status, result.stdout) == ("ok", "abab\n")
     assert "starting processes is blocked" in run_python("import os\nos.fork()").stderr
+
+
+def test_the_public_name_is_the_tasks_sandbox():
+    import posttrain.sandbox
+    import posttrain.tasks.sandbox
+
+    assert posttrain.sandbox.run_python is posttrain.tasks.sandbox.run_python
+    assert posttrain.sandbox.SandboxResult is posttrain.tasks.sandbox.SandboxResult
