@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from posttrain.models.tiny import MakeModelConfig, make_model
+from posttrain.commands.make_model import MakeModelConfig, make_model
 
 
 def rss_mib(pid: int) -> float | None:

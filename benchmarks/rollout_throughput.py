@@ -16,9 +16,9 @@ import time
 
 import torch
 
+from posttrain.commands.make_model import MakeModelConfig, make_model
 from posttrain.generation.sampling import generate
 from posttrain.models import load_model, load_tokenizer, render_prompt
-from posttrain.models.tiny import MakeModelConfig, make_model
 from posttrain.tasks import get_task
 
 

@@ -66,7 +66,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A freshly built tiny Qwen2 model directory (built once per test session)."""
-    from posttrain.models.tiny import MakeModelConfig, make_model
+    from posttrain.commands.make_model import MakeModelConfig, make_model
 
     out = tmp_path_factory.mktemp("tiny-model")
     make_model(MakeModelConfig(out=str(out), seed=0))

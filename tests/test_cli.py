@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from posttrain.cli import main
-from posttrain.commands import COMMANDS, Command
 from posttrain.config import config_field
 from posttrain.data.jsonl import write_jsonl
+from posttrain.registry import COMMANDS, Command
 
 
 def run_cli(capsys, *argv):

@@ -5,8 +5,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from posttrain.commands import COMMANDS
 from posttrain.config import load_config, parse_overrides
+from posttrain.registry import COMMANDS
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
 CHECKS = ["environment", "gpu_tests", "model", "sft_fsdp", "eval_fsdp", "sft_deepspeed_zero2", "eval_deepspeed_zero2",

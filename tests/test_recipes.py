@@ -22,8 +22,8 @@ COMMAND_RECIPES = {
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_validates(recipe, tmp_path):
-    from posttrain.commands import COMMANDS
     from posttrain.config import load_config, read_yaml
+    from posttrain.registry import COMMANDS
 
     if "stages" in read_yaml(recipe):
         _, _, stages = plan(recipe, output_root=str(tmp_path))

@@ -12,9 +12,9 @@ import shlex
 import sys
 
 from posttrain import __version__
-from posttrain.commands import COMMANDS, Command
 from posttrain.errors import PosttrainError
 from posttrain.preemption import EXIT_PREEMPTED, Preempted, sigterm_stops_cleanly
+from posttrain.registry import COMMANDS, Command
 
 EXIT_USAGE = 2
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.commands import COMMANDS, Command
 from posttrain.config import config_field
 from posttrain.errors import ConfigError
 from posttrain.pipeline.runner import format_status, pipeline_status, plan, run_pipeline
 from posttrain.preemption import Preempted, sigterm_stops_cleanly, stoppable_loop
+from posttrain.registry import COMMANDS, Command
 
 
 @dataclass

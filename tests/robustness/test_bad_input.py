@@ -22,7 +22,7 @@ from typing import Callable
 import pytest
 
 from posttrain.cli import main
-from posttrain.commands import COMMANDS
+from posttrain.registry import COMMANDS
 from posttrain.runtime import get_logger
 
 # Bind posttrain's log handler to the session's stderr now, not to one test's capture.

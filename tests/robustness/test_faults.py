@@ -249,12 +249,12 @@ def test_disk_full_maps_to_a_clear_message(tmp_path, monkeypatch, capsys, outcom
     """ENOSPC raised anywhere in a command (here: by the command itself) is one line, exit 2"""
     import errno
 
-    from posttrain.models import tiny
+    import posttrain.commands.make_model as command
 
     def full(config):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out" / "model.safetensors"))
 
-    monkeypatch.setattr(tiny, "make_model", full)
+    monkeypatch.setattr(command, "make_model", full)
     code = cli_main(["make-model", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "No space left on device" in err and "model.safetensors" in err

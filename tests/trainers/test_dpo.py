@@ -39,7 +39,7 @@ def test_reference_equals_initial_policy_at_step_one(tiny_model_dir, tmp_path, r
 
 
 def test_separate_reference_model(tiny_model_dir, tmp_path):
-    from posttrain.models.tiny import MakeModelConfig, make_model
+    from posttrain.commands.make_model import MakeModelConfig, make_model
 
     make_model(MakeModelConfig(out=str(tmp_path / "other"), seed=7))
     run_dpo(dpo_config(tiny_model_dir, tmp_path / "out", max_steps=1, ref_model_name_or_path=str(tmp_path / "other")))

@@ -1,4 +1,5 @@
-"""Loading models and tokenizers, LoRA settings, and the tiny offline model."""
+"""Loading models and tokenizers, and LoRA settings (the tiny offline model is built by
+:mod:`posttrain.commands.make_model`)."""
 
 from posttrain.models.loading import (
     ModelArguments,

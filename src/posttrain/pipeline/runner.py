@@ -65,12 +65,12 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.artifacts import write_json
-from posttrain.commands import COMMANDS
 from posttrain.config import load_config, read_yaml
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.pipeline.lock import pipeline_lock
 from posttrain.pipeline.report import wall_seconds, write_report
 from posttrain.preemption import Preempted, stop_requested
+from posttrain.registry import COMMANDS
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)

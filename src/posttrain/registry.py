@@ -1,7 +1,8 @@
 """The registry of posttrain's commands, shared by the CLI and the pipeline runner.
 
 Each command is a config dataclass plus a function ``run(config) -> metrics``. Both are named by
-import path so ``posttrain --help`` stays fast (torch and TRL load only for the command you run).
+import path so ``posttrain --help`` stays fast (torch and TRL load only for the command you run);
+every path names a module of :mod:`posttrain.commands`, one per command.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "make-model",
             "Build the tiny offline Qwen2 model and tokenizer.",
-            "posttrain.models.tiny:MakeModelConfig",
-            "posttrain.models.tiny:make_model",
+            "posttrain.commands.make_model:MakeModelConfig",
+            "posttrain.commands.make_model:make_model",
             "out",
         ),
         Command(

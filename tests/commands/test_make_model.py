@@ -41,7 +41,7 @@ def test_any_text_round_trips(tokenizer):
 
 
 def test_presets_and_seed(tmp_path):
-    from posttrain.models.tiny import MakeModelConfig, make_model
+    from posttrain.commands.make_model import MakeModelConfig, make_model
 
     tiny = make_model(MakeModelConfig(out=str(tmp_path / "a"), preset="tiny", seed=1))
     make_model(MakeModelConfig(out=str(tmp_path / "b"), preset="tiny", seed=1))
@@ -55,15 +55,15 @@ def test_presets_and_seed(tmp_path):
 def test_tokenizer_corpus_does_not_follow_the_tasks_wording(monkeypatch):
     """The corpus is frozen: new feedback or hint wording in the task must not change the
     vocabulary (and so every model and figure); it once did, 598 -> 593 tokens."""
-    from posttrain.models import tiny
+    import posttrain.commands.make_model as command
     from posttrain.tasks.arithmetic import ArithmeticTask
 
-    before = tiny._tokenizer_corpus()
+    before = command._tokenizer_corpus()
 
     def reworded(self, *args, **kwargs):
         raise AssertionError("the tokenizer corpus must not call the task's feedback")
 
     monkeypatch.setattr(ArithmeticTask, "feedback", reworded)
     monkeypatch.setattr(ArithmeticTask, "hinted_prompt", reworded)
-    assert tiny._tokenizer_corpus() == before
+    assert command._tokenizer_corpus() == before
     assert any(line.endswith("is wrong; combine the column sums and the last carry.") for line in before)
