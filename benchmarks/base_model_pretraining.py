@@ -24,13 +24,13 @@ import tempfile
 from pathlib import Path
 
 from posttrain.commands.make_model import MakeModelConfig, make_model
+from posttrain.commands.sft import SFTJobConfig, run_sft
 from posttrain.config import load_config, read_yaml
 from posttrain.data.base_format import END, base_format, base_prompt
 from posttrain.generation.few_shot import few_shot_prompt
 from posttrain.generation.sampling import cut_at_stop, generate
 from posttrain.models import free_model, load_model, load_tokenizer
 from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer
-from posttrain.trainers.sft import SFTJobConfig, run_sft
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "base_model.yaml"
 STOPS = [END, "\nInstruction:", "\n\n"]  # an answer ends there, whichever format the model writes

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 
 from posttrain.artifacts import write_json, write_png
+from posttrain.commands.dpo import DPOJobConfig, run_dpo
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.evaluation.accuracy import EvalConfig, run_eval
 from posttrain.models import free_model, load_model, load_tokenizer, render_prompt
 from posttrain.tasks.arithmetic import ArithmeticTask
-from posttrain.trainers.dpo import DPOJobConfig, run_dpo
 from seed_statistics import mean_and_error
 
 METHODS = {

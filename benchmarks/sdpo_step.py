@@ -27,7 +27,7 @@ import torch
 from transformers import TrainerCallback
 
 from posttrain.commands.make_model import MakeModelConfig, make_model
-from posttrain.trainers.sdpo import SDPOJobConfig, build_sdpo_trainer
+from posttrain.commands.sdpo import SDPOJobConfig, build_sdpo_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -65,11 +65,11 @@ def time_trl_experimental(args, model_dir: str) -> list[float]:
     """TRL's experimental SDPOTrainer on the same configuration (top-k 100, α 0.5, tail, EMA teacher)."""
     from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
+    from posttrain.commands.sdpo import prompt_dataset
     from posttrain.models import load_model, load_tokenizer
     from posttrain.tasks import get_task
     from posttrain.tasks.sources import load_rows
     from posttrain.trainers.rewards import TaskReward
-    from posttrain.trainers.sdpo import prompt_dataset
 
     verifier = TaskReward(get_task("arithmetic"))
 

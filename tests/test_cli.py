@@ -106,8 +106,8 @@ def test_invalid_yaml_names_file_and_line(capsys, sft_args, tmp_path):
 
 
 def test_config_file_plus_overrides(capsys, tmp_path, tiny_model_dir):
+    from posttrain.commands.sft import SFTJobConfig
     from posttrain.config import load_config, parse_overrides
-    from posttrain.trainers.sft import SFTJobConfig
 
     config_file = tmp_path / "sft.yaml"
     config_file.write_text(f"model_name_or_path: {tiny_model_dir}\nlearning_rate: 1.0e-4\nuse_peft: true\n")

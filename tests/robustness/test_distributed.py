@@ -27,9 +27,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from posttrain.commands.dpo import DPOJobConfig, build_dpo_trainer
 from posttrain.config import load_config
 from posttrain.errors import PosttrainError
-from posttrain.trainers.dpo import DPOJobConfig, build_dpo_trainer
 
 pytestmark = pytest.mark.slow
 

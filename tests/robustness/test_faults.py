@@ -265,7 +265,7 @@ def test_disk_full_maps_to_a_clear_message(tmp_path, monkeypatch, capsys, outcom
 # what it needs (Python itself may live where `nobody` cannot read) and then drops to `nobody`.
 AS_NOBODY_IF_ROOT = """
 import os, pwd, sys
-import posttrain.cli, posttrain.trainers.sft, posttrain.artifacts, posttrain.config
+import posttrain.cli, posttrain.commands.sft, posttrain.artifacts, posttrain.config
 if os.geteuid() == 0:
     nobody = pwd.getpwnam("nobody")
     os.setgid(nobody.pw_gid)
@@ -316,8 +316,8 @@ def poison(trainer, bad_forwards) -> None:
 
 
 def sft_trainer(tiny_model_dir, out, **values):
+    from posttrain.commands.sft import SFTJobConfig, build_sft_trainer
     from posttrain.config import load_config
-    from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer
 
     config = load_config(SFTJobConfig, values={
         "model_name_or_path": tiny_model_dir, "output_dir": str(out), "dataset_train_split": "train[:32]",

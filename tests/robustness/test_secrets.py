@@ -192,7 +192,7 @@ def test_token_set_after_loading_is_refused_by_trl_kwargs(outcome):
     """A hub token put into trainer_args after the config was loaded is refused when the trainer's arguments are built"""
     from trl import SFTConfig
 
-    from posttrain.trainers.sft import SFTJobConfig
+    from posttrain.commands.sft import SFTJobConfig
 
     config = load_config(SFTJobConfig, values={"model_name_or_path": "x"})
     config.trainer_args = {"hub_token": HF_TOKEN}

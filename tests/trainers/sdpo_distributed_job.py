@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig
 
+from posttrain.commands.sdpo import prompt_dataset
 from posttrain.models import load_model, load_tokenizer
 from posttrain.tasks.sources import load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
-from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer, prompt_dataset
+from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 
 GROUP = 8
 PER_DEVICE = 4

@@ -48,8 +48,8 @@ def test_nothing_to_resume_from(tmp_path, layout):
 
 @pytest.mark.slow
 def test_every_saved_checkpoint_is_complete_and_rotation_keeps_the_newest(tiny_model_dir, tmp_path):
+    from posttrain.commands.sft import SFTJobConfig, build_sft_trainer
     from posttrain.trainers.loop import train_and_save
-    from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer
 
     config = load_config(SFTJobConfig, values={
         "model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path), "dataset_train_split": "train[:16]",

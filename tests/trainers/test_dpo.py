@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from posttrain.commands.dpo import DPOJobConfig, build_dpo_trainer, run_dpo
 from posttrain.config import load_config
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.trainers.dpo import DPOJobConfig, build_dpo_trainer, run_dpo
 
 pytestmark = pytest.mark.slow
 

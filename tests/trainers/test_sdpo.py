@@ -16,22 +16,14 @@ from safetensors.torch import load_file
 from trl import GRPOConfig, GRPOTrainer
 
 from posttrain.cli import main
+from posttrain.commands.sdpo import GRPOJobConfig, SDPOJobConfig, build_sdpo_trainer, prompt_dataset, run_grpo, run_sdpo
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import load_model, load_tokenizer
 from posttrain.tasks.sources import load_rows
 from posttrain.trainers.rewards import FeedbackReward, message_text
-from posttrain.trainers.sdpo import (
-    GRPOJobConfig,
-    SDPOJobConfig,
-    SDPOSettings,
-    SDPOTrainer,
-    build_sdpo_trainer,
-    prompt_dataset,
-    run_grpo,
-    run_sdpo,
-)
+from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 from posttrain.trainers.teachers import TEACHER_ADAPTER, TeacherEMACallback
 
 G = 4  # num_generations everywhere but the 2-process run
@@ -196,7 +188,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the config error")
 
-    monkeypatch.setattr("posttrain.trainers.sdpo.load_model_for_training", refuse)
+    monkeypatch.setattr("posttrain.commands.sdpo.load_model_for_training", refuse)
 
 
 def test_jsonl_prompts_need_reward_functions(tiny_model_dir, tmp_path, prompt_file, no_model_loading):

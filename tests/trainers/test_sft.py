@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from posttrain.commands.sft import SFTJobConfig, build_sft_trainer, run_sft
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
-from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer, run_sft
 
 pytestmark = pytest.mark.slow
 

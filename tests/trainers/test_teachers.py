@@ -57,8 +57,8 @@ def test_frozen_and_ema_teachers(tiny_model_dir):
 
 @pytest.mark.slow
 def test_ema_runs_once_per_optimizer_step_with_gradient_accumulation(tiny_model_dir, tmp_path):
+    from posttrain.commands.sft import SFTJobConfig, build_sft_trainer
     from posttrain.config import load_config
-    from posttrain.trainers.sft import SFTJobConfig, build_sft_trainer
 
     config = load_config(SFTJobConfig, values=dict(model_name_or_path=tiny_model_dir, output_dir=str(tmp_path),
                                                     dataset_train_split="train[:48]", per_device_train_batch_size=4,

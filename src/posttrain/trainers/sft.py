@@ -1,4 +1,6 @@
-"""``posttrain sft``: supervised fine-tuning on TRL's SFTTrainer with response-only loss.
+"""Supervised fine-tuning on TRL's SFTTrainer with response-only loss: the guarded trainer, the
+settings of every SFT-style job, and :func:`sft_trainer_for_rows`, which turns checked rows into a
+ready trainer (for ``posttrain sft`` and ``posttrain trigger``).
 
 posttrain tokenizes the data itself (see :mod:`posttrain.data.sft`) so that the loss mask, the
 base-model format and the over-length policy are exact and checked row by row before any model
@@ -17,15 +19,11 @@ from posttrain.config import config_field
 from posttrain.data.sft import build_sft_examples
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
-from posttrain.runtime import get_logger, seed_everything
-from posttrain.tasks.sources import load_rows
+from posttrain.runtime import seed_everything
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
-from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.settings import TrainingSettings
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -42,27 +40,8 @@ class SFTSettings(TrainingSettings, LoraArguments, ModelArguments):
     )
 
 
-@dataclass
-class SFTJobConfig(SFTSettings):
-    """Everything ``posttrain sft`` needs: model, LoRA, data and training settings."""
-
-    dataset_name: str = config_field(
-        "task:arithmetic", help="A .jsonl file, task:<name> (built-in task), or a hub dataset id."
-    )
-    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:2000], train[:10%].")
-    task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
-
-
 class GuardedSFTTrainer(NonFiniteLossGuard, CompleteCheckpoints, SFTTrainer):
     """TRL's SFTTrainer with posttrain's non-finite-loss guard and complete checkpoints."""
-
-
-def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
-    """Load and validate the configured dataset, and return a ready SFTTrainer."""
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
-    trainer = sft_trainer_for_rows(config, rows)  # every row checked, so the count below is what trains
-    log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
-    return trainer
 
 
 def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> GuardedSFTTrainer:
@@ -87,8 +66,3 @@ def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> G
         callbacks=[MetricsFileCallback(config.output_dir)],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )
-
-
-def run_sft(config: SFTJobConfig) -> dict:
-    """Train, save the final model (or adapter) to ``output_dir``; return the train metrics."""
-    return train_and_save(build_sft_trainer(config), config.output_dir, config.resume)

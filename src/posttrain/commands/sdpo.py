@@ -1,0 +1,165 @@
+"""``posttrain sdpo`` and ``posttrain grpo``: self-distillation RL, or plain GRPO, on TRL's
+GRPOTrainer.
+
+The config names the prompts (a task, whose verifier is the reward, a ``.jsonl`` file or a hub
+dataset), the reward functions and the SDPO options; the prompts and every reward function are
+checked on the first rows before the model loads, and train on
+:class:`posttrain.trainers.sdpo.SDPOTrainer`. ``posttrain grpo`` is the same config with
+``grpo_weight`` 1: TRL's GRPO, no teacher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass, fields
+from typing import Callable
+
+from datasets import Dataset
+from transformers import TrainerState
+from trl import GRPOConfig
+
+from posttrain.config import config_field
+from posttrain.data.sft import check_messages
+from posttrain.errors import ConfigError, PosttrainError
+from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
+from posttrain.models.loading import check_model_source, load_model_for_training
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks import get_task
+from posttrain.tasks.sources import load_rows
+from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
+from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
+from posttrain.trainers.settings import TrainingSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SDPOJobConfig(SDPOSettings, TrainingSettings, LoraArguments, ModelArguments):
+    """Everything ``posttrain sdpo`` (and ``posttrain grpo``) needs."""
+
+    dataset_name: str = config_field("task:arithmetic", help="Prompts: task:<name> (its verifier is the reward), a .jsonl file, or a hub dataset id.")
+    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
+    reward_functions: list[str] = config_field(
+        [], help="Reward functions as 'package.module:function' (default for task datasets: the task's verifier)."
+    )
+    num_generations: int = config_field(8, help="G: completions sampled per prompt.", ge=2)
+    max_completion_length: int = config_field(256, help="Longest sampled completion in tokens.", ge=1)
+    temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
+    beta: float = config_field(0.0, help="KL penalty toward the initial policy in the GRPO loss (TRL's beta).", ge=0)
+
+    def __post_init__(self):
+        SDPOSettings.__post_init__(self)
+        TrainingSettings.__post_init__(self)
+        if self.base_model_mode:
+            raise ConfigError("SDPO reprompts the teacher as a conversation: it needs a chat model (base_model_mode: false)")
+        if self.teacher == "lora_ema" and not self.use_peft:
+            raise ConfigError("teacher 'lora_ema' keeps the teacher as a second LoRA adapter: set use_peft: true (or teacher: ema)")
+
+
+def sdpo_settings(config: SDPOJobConfig) -> SDPOSettings:
+    return SDPOSettings(**{f.name: getattr(config, f.name) for f in fields(SDPOSettings)})
+
+
+def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
+    """GRPO rows: ``prompt`` as chat messages, other columns kept for the reward functions.
+
+    A reference ``completion`` column is dropped: the policy samples its own.
+    """
+    examples = []
+    for location, row in rows:
+        prompt = row.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            prompt = check_messages(prompt, location, "prompt")
+        examples.append({**{k: v for k, v in row.items() if k not in ("completion", "messages")}, "prompt": prompt})
+    return Dataset.from_list(examples)
+
+
+def reward_functions(config: SDPOJobConfig) -> list[Callable]:
+    functions: list[Callable] = [import_reward_function(path) for path in config.reward_functions]
+    if config.dataset_name.startswith("task:") and not functions:
+        functions.append(TaskReward(get_task(config.dataset_name.removeprefix("task:"), **config.task_options)))
+    if not functions:
+        raise ConfigError("config key 'reward_functions' is empty: name at least one 'package.module:function' (or use a task: dataset)")
+    return [feedback_reward(f) for f in functions]
+
+
+def check_rewards(functions: list[FeedbackReward], dataset: Dataset) -> None:
+    """Call every reward function on two rows before training, with the arguments TRL passes: a
+    wrong signature, count or value fails here, in seconds, instead of after the first generation."""
+    rows = dataset.select(range(min(2, len(dataset))))
+    columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
+    completions = [[{"role": "assistant", "content": ""}] for _ in range(len(rows))]
+    kwargs = dict(
+        prompts=list(rows["prompt"]), completions=completions, completion_ids=[[] for _ in completions],
+        trainer_state=TrainerState(), log_extra=lambda column, values: None, log_metric=lambda name, value: None, **columns,
+    )
+    for function in functions:
+        try:
+            result = function(**kwargs)
+            if inspect.isawaitable(result):
+                asyncio.run(result)
+        except PosttrainError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"reward function '{function.__name__}' fails on the first rows: {type(err).__name__}: {err}") from None
+
+
+def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
+    """Validate, load prompts and reward functions, load the model, return a ready trainer."""
+    seed_everything(config.seed)
+    check_model_source(config.model_name_or_path)
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    dataset = prompt_dataset(rows)
+    functions = reward_functions(config)
+    check_rewards(functions, dataset)
+    trl_args = GRPOConfig(
+        **config.trl_kwargs(GRPOConfig),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        chat_template_kwargs=config.chat_template_kwargs or None,
+    )
+    tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    method = "GRPO" if config.grpo_weight == 1.0 else f"SDPO (teacher {config.teacher}, λ={config.grpo_weight})"
+    log.info(f"{method} on {len(dataset)} prompts from {config.dataset_name}, {config.num_generations} samples each")
+    return SDPOTrainer(
+        model=load_model_for_training(config),
+        reward_funcs=functions,
+        args=trl_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+        callbacks=[MetricsFileCallback(config.output_dir)],
+        sdpo=sdpo_settings(config),
+        on_nonfinite_loss=config.on_nonfinite_loss,
+    )
+
+
+def run_sdpo(config: SDPOJobConfig) -> dict:
+    """Train; save the final model (or adapter); return the train metrics."""
+    trainer = build_sdpo_trainer(config)
+    return train_and_save(trainer, config.output_dir, config.resume)
+
+
+@dataclass
+class GRPOJobConfig(SDPOJobConfig):
+    """``posttrain grpo``: any SDPO config, trained as plain GRPO (``grpo_weight`` 1, no teacher)."""
+
+    grpo_weight: float = config_field(1.0, help="Always 1.0 for posttrain grpo (a value from an SDPO config is replaced).")
+
+    def __post_init__(self):
+        if self.grpo_weight != 1.0:
+            log.info(f"posttrain grpo trains plain GRPO: grpo_weight {self.grpo_weight} from the config is replaced by 1.0")
+            self.grpo_weight = 1.0
+        super().__post_init__()
+
+
+def run_grpo(config: GRPOJobConfig) -> dict:
+    return run_sdpo(config)
