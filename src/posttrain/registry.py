@@ -96,22 +96,22 @@ COMMANDS: dict[str, Command] = {
         Command(
             "rollout",
             "Sample N completions per prompt (resumable JSONL; HF generate or vLLM; few-shot prompts for base models).",
-            "posttrain.generation.rollouts:RolloutConfig",
-            "posttrain.generation.rollouts:run_rollout",
+            "posttrain.commands.rollout:RolloutConfig",
+            "posttrain.commands.rollout:run_rollout",
             "output_dir",
         ),
         Command(
             "pairs",
             "Judge rollouts into prompt/chosen/rejected pairs (verifier, reward model, log-prob A/B, OpenAI API), with diverse negatives.",
-            "posttrain.generation.pairs:PairsConfig",
-            "posttrain.generation.pairs:run_pairs",
+            "posttrain.commands.pairs:PairsConfig",
+            "posttrain.commands.pairs:run_pairs",
             "output_dir",
         ),
         Command(
             "sft-data",
             "Turn base-model rollouts into filtered, de-duplicated Instruction/Response SFT data.",
-            "posttrain.generation.pairs:SFTDataConfig",
-            "posttrain.generation.pairs:run_sft_data",
+            "posttrain.commands.sft_data:SFTDataConfig",
+            "posttrain.commands.sft_data:run_sft_data",
             "output_dir",
         ),
         Command(

@@ -168,8 +168,9 @@ def signal_on_call(owner, name: str, call: int, monkeypatch) -> None:
 
 def test_sigterm_during_rollouts_and_pairs_keeps_what_finished_and_a_rerun_completes(tiny_model_dir, tmp_path, monkeypatch, outcome):
     """SIGTERM while `posttrain rollout` samples its 2nd batch, and while `posttrain pairs` judges its 3rd row"""
+    from posttrain.commands import pairs
+    from posttrain.commands import rollout as rollouts
     from posttrain.config import load_config
-    from posttrain.generation import pairs, rollouts
 
     def rollout_config(out):
         return load_config(rollouts.RolloutConfig, values={

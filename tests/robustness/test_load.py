@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.commands.pairs import PairsConfig, run_pairs
 from posttrain.config import load_config
 from posttrain.data.jsonl import iter_jsonl
-from posttrain.generation.pairs import PairsConfig, run_pairs
 
 CLI = [sys.executable, "-m", "posttrain.cli"]
 # One torch thread: on a 2-core machine shared with other test processes, two threads per process

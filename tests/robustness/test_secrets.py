@@ -17,9 +17,9 @@ import yaml
 
 import posttrain.judges.openai as openai_module
 from posttrain.cli import main
+from posttrain.commands.pairs import PairsConfig
 from posttrain.config import load_config
 from posttrain.errors import ConfigError
-from posttrain.generation.pairs import PairsConfig
 from posttrain.tasks.arithmetic import solve
 
 OPENAI_KEY = "sk-posttrain-SECRET-a8f3e1c07b"

@@ -1,1 +1,1 @@
-"""Generating completions: batched sampling now, rollouts and judges later."""
+"""Generating completions: batched sampling and base-model few-shot prompts."""

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.commands import rollout as rollouts_module
+from posttrain.commands.rollout import RolloutConfig, run_rollout
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import DataError
-from posttrain.generation import rollouts as rollouts_module
-from posttrain.generation.rollouts import RolloutConfig, run_rollout
 
 
 def rollout_config(model_dir, out, **values):

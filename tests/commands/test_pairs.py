@@ -1,4 +1,4 @@
-"""Unit tests for ``posttrain pairs`` (posttrain.generation.pairs.run_pairs).
+"""Unit tests for ``posttrain pairs`` (posttrain.commands.pairs.run_pairs).
 
 No model is needed: the arithmetic verifier judges, rollouts files are written by hand, and the
 pairwise path uses a fake judge whose verdicts are fixed here.
@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
+from posttrain.commands.pairs import PairsConfig, run_pairs
 from posttrain.config import load_config
 from posttrain.data.jsonl import iter_jsonl, read_jsonl
 from posttrain.errors import ConfigError, DataError
-from posttrain.generation.pairs import PairsConfig, run_pairs
 from posttrain.judges.base import Comparison, Judge
 from posttrain.tasks.arithmetic import ArithmeticTask, solve
 
@@ -177,7 +177,7 @@ def test_negatives_not_applicable_are_counted(tmp_path, monkeypatch):
         def score(self, prompt, completion, /, **row):
             return float(len(completion))
 
-    import posttrain.generation.pairs as pairs
+    import posttrain.commands.pairs as pairs
 
     monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: LengthJudge())
     summary, rows = _run(tmp_path, [row], negatives=["truncation", "wrong_answer", "off_topic"])
@@ -302,7 +302,7 @@ def test_language_model_judges_are_the_pairwise_ones():
 
 
 def test_pairwise_judge_round_robin(tmp_path, monkeypatch):
-    import posttrain.generation.pairs as pairs
+    import posttrain.commands.pairs as pairs
 
     judge = FakePairwiseJudge(disagree_on={frozenset(("aa", "aaaa"))})
     monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
@@ -331,7 +331,7 @@ def test_pairwise_judge_round_robin(tmp_path, monkeypatch):
 
 
 def test_pairwise_judge_all_equal_is_a_tie(tmp_path, monkeypatch):
-    import posttrain.generation.pairs as pairs
+    import posttrain.commands.pairs as pairs
 
     judge = FakePairwiseJudge(disagree_on=set())
     monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
@@ -343,7 +343,7 @@ def test_pairwise_judge_all_equal_is_a_tie(tmp_path, monkeypatch):
 
 def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
     """A judge without an order (orders_agree None) adds nothing to the agreement rate."""
-    import posttrain.generation.pairs as pairs
+    import posttrain.commands.pairs as pairs
 
     class NoOrder(FakePairwiseJudge):
         def compare(self, prompt, a, b, /, **row):
@@ -359,7 +359,7 @@ def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
 
 def test_pairwise_judge_with_arithmetic_fields(tmp_path, monkeypatch):
     """The rollouts rollout writes for the built-in task carry fields a, b, answer."""
-    import posttrain.generation.pairs as pairs
+    import posttrain.commands.pairs as pairs
 
     judge = FakePairwiseJudge(disagree_on=set())
     monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)

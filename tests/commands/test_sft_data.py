@@ -1,4 +1,4 @@
-"""Unit tests for ``posttrain sft-data`` (posttrain.generation.pairs.run_sft_data)."""
+"""Unit tests for ``posttrain sft-data`` (posttrain.commands.sft_data.run_sft_data)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from posttrain.commands.sft_data import SFTDataConfig, run_sft_data
 from posttrain.config import load_config
 from posttrain.errors import ConfigError, DataError
-from posttrain.generation.pairs import SFTDataConfig, run_sft_data
 
 
 def _run(tmp_path, rows, **values):

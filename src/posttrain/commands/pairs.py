@@ -1,4 +1,4 @@
-"""``posttrain pairs``: rollouts -> prompt/chosen/rejected pairs, judged; and SFT data.
+"""``posttrain pairs``: rollouts -> prompt/chosen/rejected pairs, judged.
 
 For each prompt of a rollouts file the judge ranks the distinct completions: scoring judges
 (verifier, reward model) score each one; pairwise judges (log-prob A/B, OpenAI-compatible) play a
@@ -22,7 +22,6 @@ import itertools
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,19 +31,17 @@ from tqdm.auto import tqdm
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
+from posttrain.data.rollouts import ROLLOUT_FIELDS, checked_rollouts
 from posttrain.errors import ConfigError, DataError
-from posttrain.generation.few_shot import has_chat_markup
 from posttrain.judges.base import Judge
 from posttrain.judges.factory import JudgeName, build_judge
 from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger
-from posttrain.tasks import get_task
 
 log = get_logger(__name__)
 
 NegativeKind = Literal["truncation", "wrong_answer", "off_topic"]
 _NUMBER = re.compile(r"-?\d+")
-ROLLOUT_FIELDS = {"id": str, "prompt": (str, list), "completions": list}
 
 
 @dataclass
@@ -107,31 +104,11 @@ def _other_completion(first_completions: list[str | None], index: int, rng: rand
     return first_completions[other + (other >= index)]
 
 
-def check_rollout(row: dict, where: str) -> dict:
-    """``row`` if its completions are strings and its ``fields`` (if any) an object, else a DataError at ``where``."""
-    if not all(isinstance(completion, str) for completion in row["completions"]):
-        raise DataError(f"{where}: field 'completions' must be a list of strings")
-    if not isinstance(row.get("fields", {}), dict):
-        raise DataError(f"{where}: field 'fields' must be an object")
-    return row
-
-
-def _checked_rollouts(path: str, required: dict) -> Iterator[tuple[int, dict]]:
-    """``(line number, row)`` of every row of a rollouts file, streamed, each checked; an empty
-    file is an error."""
-    count = 0
-    for number, row in iter_jsonl(path, required=required):
-        yield number, check_rollout(row, f"{path}:{number}")
-        count += 1
-    if not count:
-        raise DataError(f"{path}: no rows (the file is empty)")
-
-
 def _scan_rollouts(path: str, keep_first_completions: bool) -> tuple[int, list[str | None]]:
     """Validate every row of ``path`` before anything is judged or written; return the row count
     and, if asked (off_topic negatives), each row's first completion: all that is kept of the file."""
     count, first_completions = 0, []
-    for _, row in _checked_rollouts(path, ROLLOUT_FIELDS):
+    for _, row in checked_rollouts(path, ROLLOUT_FIELDS):
         count += 1
         if keep_first_completions:
             first_completions.append(row["completions"][0] if row["completions"] else None)
@@ -213,53 +190,4 @@ def run_pairs(config: PairsConfig) -> dict:
         summary.update(api_requests=judge.requests_sent, api_cache_hits=judge.cache_hits)
     write_json(Path(config.output_dir) / "summary.json", summary)
     log.info("pairs: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    return summary
-
-
-@dataclass
-class SFTDataConfig:
-    rollouts: str = config_field("", help="rollouts.jsonl from a base model (posttrain rollout with base_model_mode).")
-    output_dir: str = config_field("runs/sft-data", help="Where sft.jsonl and summary.json go.")
-    min_words: int = config_field(3, help="Drop completions with fewer words.", ge=0)
-    max_per_prompt: int = config_field(1, help="Keep at most this many distinct completions per prompt.", ge=1)
-    verify_task: str | None = config_field(
-        None, help="Keep only completions this task's verifier accepts (rejection sampling), e.g. arithmetic."
-    )
-    task_options: dict = config_field({}, help="Options of verify_task.")
-
-
-def run_sft_data(config: SFTDataConfig) -> dict:
-    """Base-model rollouts -> ``{"prompt", "completion"}`` rows for ``posttrain sft --base_model_mode``:
-    chat-contaminated and short completions dropped, duplicates (after whitespace and case
-    normalisation) removed, and with ``verify_task`` the completions its verifier rejects."""
-    if not config.rollouts:
-        raise ConfigError("config key 'rollouts' is empty")
-    task = get_task(config.verify_task, **config.task_options) if config.verify_task else None
-    rollouts = [row for _, row in _checked_rollouts(config.rollouts, required={"prompt": str, "completions": list})]
-    seen: set[str] = set()
-    counts = Counter()
-    rows = []
-    for row in rollouts:
-        kept = 0
-        for completion in row["completions"]:
-            text = completion.strip()
-            key = " ".join(text.lower().split())
-            if has_chat_markup(text):
-                counts["dropped_chat_markup"] += 1
-            elif len(text.split()) < config.min_words:
-                counts["dropped_too_short"] += 1
-            elif task is not None and task.score(row["prompt"], text, **row.get("fields", {}))[0] < 1.0:
-                counts["dropped_incorrect"] += 1
-            elif key in seen:
-                counts["dropped_duplicate"] += 1
-            elif kept >= config.max_per_prompt:
-                counts["dropped_over_max_per_prompt"] += 1
-            else:
-                seen.add(key)
-                rows.append({"prompt": row["prompt"], "completion": text})
-                kept += 1
-    write_jsonl(Path(config.output_dir) / "sft.jsonl", rows)
-    summary = {"rollout_rows": len(rollouts), "written": len(rows), **counts}
-    write_json(Path(config.output_dir) / "summary.json", summary)
-    log.info("sft-data: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
