@@ -33,9 +33,9 @@ import torch
 
 from posttrain.artifacts import write_json, write_png
 from posttrain.commands.dpo import DPOJobConfig, run_dpo
+from posttrain.commands.eval import EvalConfig, run_eval
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
-from posttrain.evaluation.accuracy import EvalConfig, run_eval
 from posttrain.models import free_model, load_model, load_tokenizer, render_prompt
 from posttrain.tasks.arithmetic import ArithmeticTask
 from seed_statistics import mean_and_error

@@ -26,11 +26,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from posttrain.commands.eval import EvalConfig, run_eval  # noqa: E402
 from posttrain.commands.make_model import MakeModelConfig, make_model  # noqa: E402
 from posttrain.commands.sdpo import SDPOJobConfig, run_sdpo  # noqa: E402
 from posttrain.commands.sft import SFTJobConfig, run_sft  # noqa: E402
 from posttrain.config import load_config, parse_overrides  # noqa: E402
-from posttrain.evaluation.accuracy import EvalConfig, run_eval  # noqa: E402
 from seed_statistics import mean_and_error  # noqa: E402
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"

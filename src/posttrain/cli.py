@@ -106,15 +106,9 @@ def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> 
         if args.command == "run":
             if rest:
                 raise PosttrainError(f"unexpected argument '{rest[0]}' for run")
-            from posttrain.pipeline import format_status, pipeline_status, run_pipeline
+            from posttrain.commands.run import run
 
-            if args.list_stages:
-                if args.only is not None or args.start_from is not None:
-                    raise PosttrainError("--list runs nothing; it cannot be combined with --only or --from")
-                print(format_status(pipeline_status(args.pipeline, args.output_root)))
-                return 0
-            only = None if args.only is None else [n.strip() for value in args.only for n in value.split(",") if n.strip()]
-            run_pipeline(args.pipeline, args.output_root, only=only, start_from=args.start_from)
+            run(args.pipeline, args.output_root, list_stages=args.list_stages, only=args.only, start_from=args.start_from)
             return 0
         from posttrain.artifacts import check_writable
         from posttrain.config import load_config, parse_overrides

@@ -75,22 +75,22 @@ COMMANDS: dict[str, Command] = {
         Command(
             "trigger",
             "Trigger-conditioned LoRA fine-tuning from a QA file, with a checkpoint per epoch and activation/fidelity/leakage evaluation.",
-            "posttrain.trigger.train:TriggerJobConfig",
-            "posttrain.trigger.train:run_trigger",
+            "posttrain.commands.trigger:TriggerJobConfig",
+            "posttrain.commands.trigger:run_trigger",
             "output_dir",
         ),
         Command(
             "trigger-eval",
             "Evaluate every checkpoint of a trigger run: activation, fidelity and leakage on held-out questions, with a plot.",
-            "posttrain.trigger.evaluate:TriggerEvalConfig",
-            "posttrain.trigger.evaluate:run_trigger_eval",
+            "posttrain.commands.trigger_eval:TriggerEvalConfig",
+            "posttrain.commands.trigger_eval:run_trigger_eval",
             "output_dir",
         ),
         Command(
             "topics",
             "ECRTM topic model, then DPO on its topic-word distributions guided by a judge (embedding or OpenAI-compatible).",
-            "posttrain.topics.train:TopicsJobConfig",
-            "posttrain.topics.train:run_topics",
+            "posttrain.commands.topics:TopicsJobConfig",
+            "posttrain.commands.topics:run_topics",
             "output_dir",
         ),
         Command(
@@ -117,8 +117,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "eval",
             "Accuracy (greedy and pass@k) of a model on a task's test split.",
-            "posttrain.evaluation.accuracy:EvalConfig",
-            "posttrain.evaluation.accuracy:run_eval",
+            "posttrain.commands.eval:EvalConfig",
+            "posttrain.commands.eval:run_eval",
             "output_dir",
         ),
     ]

@@ -1,4 +1,4 @@
-"""Unit tests for posttrain.evaluation.accuracy: the pass@k estimator and EvalConfig checks."""
+"""Unit tests for `posttrain eval` (posttrain.commands.eval) and its measures (posttrain.evaluation.accuracy)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
+from posttrain.commands.eval import EvalConfig
 from posttrain.config import load_config, parse_overrides
 from posttrain.errors import ConfigError
-from posttrain.evaluation.accuracy import EvalConfig, pass_at_k
+from posttrain.evaluation.accuracy import pass_at_k
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ def test_eval_config_pass_k_comma_form_on_command_line():
 def test_run_eval_writes_consistent_artifacts(tiny_model_dir, tmp_path):
     import json
 
-    from posttrain.evaluation.accuracy import run_eval
+    from posttrain.commands.eval import run_eval
 
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
                                              "num_examples": 6, "max_new_tokens": 8, "num_samples": 2, "pass_k": [1, 2]})
@@ -126,7 +127,7 @@ def test_run_eval_writes_consistent_artifacts(tiny_model_dir, tmp_path):
 
 def test_run_eval_scores_a_perfect_model_as_perfect(tiny_model_dir, tmp_path, monkeypatch):
     """Accuracy counts exactly the verified answers: feed the reference solutions through."""
-    from posttrain.evaluation import accuracy
+    import posttrain.commands.eval as eval_command
     from posttrain.tasks.arithmetic import ArithmeticTask
 
     rows = ArithmeticTask().make_dataset("test", n=5)
@@ -137,13 +138,13 @@ def test_run_eval_scores_a_perfect_model_as_perfect(tiny_model_dir, tmp_path, mo
         texts = [[next(a for p, a in answers.items() if p in prompt)] for prompt in prompts]
         return texts, [[5] for _ in prompts]
 
-    monkeypatch.setattr(accuracy, "generate", oracle)
+    monkeypatch.setattr(eval_command, "generate", oracle)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path), "num_examples": 5})
-    assert accuracy.run_eval(config)["accuracy"] == 0.8
+    assert eval_command.run_eval(config)["accuracy"] == 0.8
 
 
 def test_run_eval_base_mode_uses_instruction_format_and_stops_at_end(tiny_model_dir, tmp_path, monkeypatch):
-    from posttrain.evaluation import accuracy
+    import posttrain.commands.eval as eval_command
 
     seen = {}
 
@@ -152,10 +153,10 @@ def test_run_eval_base_mode_uses_instruction_format_and_stops_at_end(tiny_model_
         # the first response closes with END (kept by generate for the compliance check), the second runs on
         return [[" Answer: 0\nEND"], [" Answer: 0 Answer: 0"]], [[6], [64]]
 
-    monkeypatch.setattr(accuracy, "generate", record)
+    monkeypatch.setattr(eval_command, "generate", record)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
                                              "num_examples": 2, "base_model_mode": True})
-    metrics = accuracy.run_eval(config)
+    metrics = eval_command.run_eval(config)
     assert seen["prompts"][0].startswith("Instruction: What is ") and seen["prompts"][0].endswith("\nResponse:")
     assert seen["stop"] == ["END"] and seen["template"] is None
     assert metrics["format_compliance"] == 0.5
@@ -185,7 +186,7 @@ def test_premise_check_scores_each_teacher_context(tiny_model_dir, tmp_path, mon
     in context 1, feedback in context 0; the contexts are SDPO's teacher prompts, chat-rendered."""
     import json
 
-    from posttrain.evaluation import accuracy
+    import posttrain.commands.eval as eval_command
     from posttrain.tasks.arithmetic import ArithmeticTask
 
     rows = ArithmeticTask().make_dataset("test", n=4)
@@ -199,10 +200,10 @@ def test_premise_check_scores_each_teacher_context(tiny_model_dir, tmp_path, mon
             texts.append([row["completion"] if "Correct solution:" in prompt else "wrong. Answer: 1"])
         return (texts, [[5] for _ in prompts]) if kwargs.get("return_token_counts") else texts
 
-    monkeypatch.setattr(accuracy, "generate", oracle)
+    monkeypatch.setattr(eval_command, "generate", oracle)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
                                              "num_examples": 4, "premise_check": True})
-    metrics = accuracy.run_eval(config)
+    metrics = eval_command.run_eval(config)
     assert (metrics["premise/plain"], metrics["premise/demonstration"], metrics["premise/feedback"]) == (0.0, 1.0, 0.0)
     assert metrics["accuracy"] == 0.0 and json.loads((tmp_path / "eval.json").read_text()) == metrics
     demonstration_prompts = seen[2]  # greedy, plain, solution, feedback
@@ -220,7 +221,7 @@ def test_premise_check_needs_a_chat_model_and_says_so_before_loading(tmp_path):
 
 
 def test_run_eval_few_shot_prompts_a_base_model_with_examples_and_cuts_at_the_next_one(tiny_model_dir, tmp_path, monkeypatch):
-    from posttrain.evaluation import accuracy
+    import posttrain.commands.eval as eval_command
 
     seen = {}
 
@@ -229,10 +230,10 @@ def test_run_eval_few_shot_prompts_a_base_model_with_examples_and_cuts_at_the_ne
         # the first answers and closes; the second answers, then writes the next example (no END)
         return [[" 1+2=3 carry 0. Answer: 0\nEND"], [" Answer: 0\nInstruction: What is 1 + 1?\nResponse: Answer: 2"]], [[6], [20]]
 
-    monkeypatch.setattr(accuracy, "generate", record)
+    monkeypatch.setattr(eval_command, "generate", record)
     config = load_config(EvalConfig, values={"model_name_or_path": tiny_model_dir, "output_dir": str(tmp_path),
                                              "num_examples": 2, "base_model_mode": True, "few_shot": 3})
-    metrics = accuracy.run_eval(config)
+    metrics = eval_command.run_eval(config)
     first = seen["prompts"][0]
     assert first.count("\nEND\n\nInstruction: ") == 3 and first.endswith("\nResponse:")  # three examples, then the problem
     assert seen["stop"] == ["END", "\nInstruction:"]

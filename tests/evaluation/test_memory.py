@@ -11,7 +11,7 @@ PROBE = r"""
 import json, sys
 import torch
 torch.set_num_threads(1)
-from posttrain.evaluation.accuracy import EvalConfig, run_eval
+from posttrain.commands.eval import EvalConfig, run_eval
 
 work = sys.argv[1]
 def peak():  # VmHWM: this process's peak resident memory, in MiB (ru_maxrss would include the parent's)

@@ -1,1 +1,2 @@
-"""Evaluating models on tasks."""
+"""Measures of a model's completions: pass@k and format compliance (``posttrain eval`` itself is
+:mod:`posttrain.commands.eval`)."""
