@@ -2,9 +2,9 @@
 
 Greedy accuracy (one deterministic completion per problem), format compliance of the greedy
 completions and, optionally, pass@k from ``num_samples`` sampled completions per problem with the
-unbiased estimator of Chen et al. (2021) (both in :mod:`posttrain.evaluation.accuracy`). Writes ``eval.json``
-(the numbers) and ``predictions.jsonl`` (every completion with its reward and feedback) to
-``output_dir``.
+unbiased estimator of Chen et al. (2021) (both measures in :mod:`posttrain.evaluation.accuracy`).
+Writes ``eval.json`` (the numbers) and ``predictions.jsonl`` (every completion with its reward and
+feedback) to ``output_dir``.
 
 ``premise_check`` measures SDPO's premise (Hübotter et al. 2026): the model, shown a correct
 solution or the verifier's feedback in its prompt, in the exact words SDPO's teacher sees, must
