@@ -3,6 +3,9 @@
 A task makes rows ``{"prompt", "completion", "answer", ...}`` for a split and scores a model's
 completion with ``score(prompt, completion, **row) -> (reward, feedback)``, where ``feedback`` is
 a string saying what was wrong (``None`` when the completion is right).
+
+Beside the tasks: :mod:`posttrain.tasks.sources` (rows from a task, a file or the Hub) and
+:mod:`posttrain.tasks.sandbox` (where the code task runs programs).
 """
 
 from __future__ import annotations

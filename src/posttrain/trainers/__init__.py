@@ -1,1 +1,3 @@
-"""Trainers: posttrain's commands on top of TRL's SFTTrainer, DPOTrainer and GRPOTrainer."""
+"""Trainers: TRL's SFTTrainer, DPOTrainer and GRPOTrainer with posttrain's losses, and their
+mixins (checkpoints, callbacks, the non-finite-loss guard, SDPO teachers, rewards, the training
+loop). The commands that build them are in :mod:`posttrain.commands`."""
