@@ -3,16 +3,16 @@
     python benchmarks/sdpo_vs_grpo.py [--seeds 0 1 2] [--steps 50] [--eval-every 25]
         [--model DIR] [--out docs/img/sdpo_vs_grpo.png] [-- extra options for every RL run]
 
-Without ``--model`` it first trains the SFT model every run starts from: the quickstart's SFT
-recipe with 1,000 held-out problems (``test_size``) and teacher-format rows (a correct solution or
-feedback in context, half of the solution rows with other numbers in the question, so the model
-learns to read its context), and prints that model's SDPO premise check. Every RL run then uses
-the recipe's settings (``recipes/sdpo.yaml``: 256 completions per optimizer step, lr warmup,
-T = 0.3, step-checking verifier) on the task's training problems, and every ``--eval-every``
-steps its checkpoint is evaluated greedily on all held-out problems. Methods: GRPO, SDPO with the
-reference settings, and SDPO distilling only up to each sample's first divergence from its
-demonstration (``distillation_span: to_divergence``). Prints mean ± standard error over seeds per
-checkpoint and writes a PNG with error bars.
+Without ``--model`` it first trains the SFT model every run starts from: the quickstart's ``sft``
+stage (80% teacher-format rows, a correct solution or feedback in context, half of the solution
+rows with other numbers in the question so that the model learns to read its context; 300 steps at
+a constant lr) with 1,000 held-out problems (``test_size``), and prints that model's SDPO premise
+check. Every RL run then uses the recipe's settings (``recipes/sdpo.yaml``: 256 completions per
+optimizer step, lr warmup, T = 0.3, step-checking verifier) on the task's training problems, and
+every ``--eval-every`` steps its checkpoint is evaluated greedily on all held-out problems. Methods
+(``--methods``): GRPO, SDPO with the reference settings, and SDPO distilling only up to each
+sample's first divergence from its demonstration (``distillation_span: to_divergence``). Prints
+mean ± standard error over seeds per checkpoint and writes a PNG with error bars.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from posttrain.commands.eval import EvalConfig, run_eval  # noqa: E402
 from posttrain.commands.make_model import MakeModelConfig, make_model  # noqa: E402
 from posttrain.commands.sdpo import SDPOJobConfig, run_sdpo  # noqa: E402
 from posttrain.commands.sft import SFTJobConfig, run_sft  # noqa: E402
-from posttrain.config import load_config, parse_overrides  # noqa: E402
+from posttrain.config import load_config, parse_overrides, read_yaml  # noqa: E402
 from seed_statistics import mean_and_error  # noqa: E402
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"
+QUICKSTART = Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
 HELD_OUT = 1000
 METHODS = {
     "GRPO": {"grpo_weight": 1.0},
@@ -46,14 +47,14 @@ def task_options(args) -> dict:
     return {"test_size": HELD_OUT, "check_steps": True}
 
 
-def train_sft(work: str, args) -> str:
-    """The quickstart's SFT recipe, with the held-out split and the teacher-format rows."""
+def train_sft(work: str) -> str:
+    """The quickstart's ``sft`` stage (teacher-format rows, 300 steps at a constant lr) with
+    ``HELD_OUT`` problems held out instead of 300."""
     make_model(load_config(MakeModelConfig, values={"out": f"{work}/model", "seed": 0}))
+    stage = next(s for s in read_yaml(QUICKSTART)["stages"] if s["name"] == "sft")
     values = {
-        "model_name_or_path": f"{work}/model", "dataset_name": "task:arithmetic", "output_dir": f"{work}/sft",
-        "task_options": {"test_size": HELD_OUT, "teacher_fraction": args.teacher_fraction, "masked_fraction": 0.5},
-        "max_steps": args.sft_steps, "per_device_train_batch_size": 64, "learning_rate": 3e-3,
-        "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "save_strategy": "no", "logging_steps": 50, "seed": 0,
+        **stage["config"], "model_name_or_path": f"{work}/model", "output_dir": f"{work}/sft", "save_strategy": "no",
+        "task_options": {**stage["config"].get("task_options", {}), "test_size": HELD_OUT},
     }
     run_sft(load_config(SFTJobConfig, values=values))
     return f"{work}/sft"
@@ -79,8 +80,6 @@ def curve(args, start: str, overrides: dict, seed: int, work: str) -> list[float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", help="the SFT model every run starts from (default: train one)")
-    parser.add_argument("--sft-steps", type=int, default=250)
-    parser.add_argument("--teacher-fraction", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -91,7 +90,7 @@ def main() -> None:
     args.extra = parse_overrides(args.extra)
 
     with tempfile.TemporaryDirectory() as work:
-        start = args.model or train_sft(work, args)
+        start = args.model or train_sft(work)
         base = evaluate(start, f"{work}/eval_start", premise=True)
         per_step = load_config(SDPOJobConfig, path=str(RECIPE), values={"task_options": {}}, overrides=args.extra)
         batch = per_step.per_device_train_batch_size * per_step.gradient_accumulation_steps
