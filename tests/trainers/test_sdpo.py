@@ -24,7 +24,7 @@ from posttrain.models import load_model, load_tokenizer
 from posttrain.tasks.sources import load_rows
 from posttrain.trainers.rewards import FeedbackReward, message_text
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
-from posttrain.trainers.teachers import TEACHER_ADAPTER, TeacherEMACallback
+from posttrain.trainers.teachers import TEACHER_ADAPTER, LiveTeacher, TeacherStepCallback
 
 G = 4  # num_generations everywhere but the 2-process run
 DISTILLATION_METRICS = ("self_distillation/loss", "self_distillation/kl", "self_distillation/signal_fraction")
@@ -380,7 +380,7 @@ def test_student_log_probs_match_trls(tiny_model_dir, tmp_path, prompts, monkeyp
 
 def test_live_teacher_on_the_students_own_prompt_has_nothing_to_teach(tiny_model_dir, tmp_path, prompts):
     trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [fingerprint_feedback], teacher="live")
-    assert trainer.teacher is None
+    assert isinstance(trainer.teacher, LiveTeacher)
     batch = generate(trainer, group_rows(prompts))
     trainer.current_gradient_accumulation_steps = 1
     same = {**batch, "teacher_prompt_ids": batch["prompt_ids"], "teacher_prompt_mask": batch["prompt_mask"],
@@ -415,7 +415,7 @@ def test_loss_is_the_weighted_mix_of_grpo_and_distillation(tiny_model_dir, tmp_p
 def test_grpo_weight_one_builds_no_teacher(tiny_model_dir, tmp_path, prompts):
     trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [first_of_group_succeeds], grpo_weight=1.0)
     assert trainer.teacher is None and not trainer.distills
-    assert not [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TeacherEMACallback)]
+    assert not [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TeacherStepCallback)]
     batch = generate(trainer, group_rows(prompts))
     assert not {"teacher_prompt_ids", "teacher_prompt_mask", "self_distillation_mask"} & set(batch)
     trainer.current_gradient_accumulation_steps = 1
@@ -457,13 +457,12 @@ def test_each_teacher_trains(tiny_model_dir, tmp_path, teacher):
         if teacher != "ema":  # one micro-batch per step, one process: the logged loss is the distillation loss
             assert row["loss"] == pytest.approx(row["self_distillation/loss"], rel=1e-4, abs=1e-9)
 
-    ema_callbacks = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TeacherEMACallback)]
-    assert len(ema_callbacks) == (1 if teacher in ("ema", "lora_ema") else 0)
-    if ema_callbacks:
-        assert ema_callbacks[0].updates == 2  # once per optimizer step (ema: 4 micro-batches)
+    step_callbacks = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TeacherStepCallback)]
+    assert len(step_callbacks) == 1 and step_callbacks[0].teacher is trainer.teacher
+    assert step_callbacks[0].updates == 2  # once per optimizer step (ema: 4 micro-batches)
 
     if teacher == "live":
-        assert trainer.teacher is None
+        assert isinstance(trainer.teacher, LiveTeacher)
     elif teacher == "lora_ema":
         model = trainer.model
         assert TEACHER_ADAPTER in model.peft_config

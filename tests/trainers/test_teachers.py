@@ -1,19 +1,78 @@
-"""SDPO teachers: EMA math and timing, trust region, LoRA-EMA on shared base weights."""
+"""SDPO teachers: the registry, which weights each kind runs, EMA math and timing, trust region,
+LoRA-EMA on shared base weights."""
+
+import typing
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from posttrain.errors import ConfigError
 from posttrain.models import load_model
+from posttrain.trainers.sdpo import SDPOSettings
 from posttrain.trainers.teachers import (
     TEACHER_ADAPTER,
+    TEACHERS,
     EMATeacher,
     FrozenTeacher,
+    LiveTeacher,
     LoraEMATeacher,
-    TeacherEMACallback,
+    TeacherKind,
+    TeacherStepCallback,
+    TrustRegionTeacher,
     ema_update_,
     trust_region_logits,
 )
+
+
+def test_config_literal_names_exactly_the_registered_teachers():
+    """SDPOSettings.teacher is checked by its Literal: it must offer the registry's names, no more, no fewer."""
+    assert typing.get_args(TeacherKind) == tuple(TEACHERS)
+    assert typing.get_type_hints(SDPOSettings)["teacher"] == TeacherKind
+
+
+def test_only_the_teachers_that_move_are_checkpointed():
+    assert {name for name, kind in TEACHERS.items() if kind.checkpointed} == {"ema", "lora_ema"}
+
+
+def recording_forward(calls):
+    """A stand-in for the trainer's forward: records the model it runs, returns that model's logits."""
+    def forward(model):
+        calls.append(model)
+        return model.weight.detach().clone()
+    return forward
+
+
+@pytest.mark.parametrize("kind", ["frozen", "ema"])
+def test_copy_teachers_run_their_copy_on_the_device(kind):
+    student = torch.nn.Linear(2, 3)
+    teacher = TEACHERS[kind](student, rate=0.1, device="cpu")
+    calls = []
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), student.weight - 1.0)
+    assert calls == [teacher.model] and teacher.model is not student
+    assert not any(p.requires_grad for p in teacher.model.parameters()) and not teacher.model.training
+
+
+def test_live_teacher_runs_the_student_and_holds_nothing():
+    student, calls = torch.nn.Linear(2, 3), []
+    teacher = LiveTeacher(student, rate=0.1, device="cpu")
+    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), student.weight.detach())
+    assert calls == [student] and teacher.state_dict() == {}
+    teacher.after_optimizer_step(student)  # nothing to follow
+
+
+def test_trust_region_teacher_interpolates_reference_and_student():
+    student, calls = torch.nn.Linear(2, 3), []
+    teacher = TrustRegionTeacher(student, rate=0.25, device="cpu")
+    reference = student.weight.detach().clone()
+    with torch.no_grad():
+        student.weight.add_(4.0)
+    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), reference + 1.0)
+    assert calls == [teacher.model, student]  # the reference first, as before the teachers were classes
+    teacher.after_optimizer_step(student)
+    torch.testing.assert_close(teacher.model.weight, reference)  # the reference stays frozen
 
 
 def test_ema_update_by_hand():
@@ -45,7 +104,8 @@ def test_frozen_and_ema_teachers(tiny_model_dir):
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
-    ema.update(student)
+    ema.after_optimizer_step(student)
+    frozen.after_optimizer_step(student)
     for (name, teacher_param), frozen_param in zip(ema.model.named_parameters(), frozen.model.parameters()):
         torch.testing.assert_close(teacher_param, start[name] + 0.1)  # 0.9·θ0 + 0.1·(θ0 + 1)
         torch.testing.assert_close(frozen_param, start[name])
@@ -66,7 +126,7 @@ def test_ema_runs_once_per_optimizer_step_with_gradient_accumulation(tiny_model_
     trainer = build_sft_trainer(config)
     snapshots = []
 
-    class Snapshot(TeacherEMACallback):
+    class Snapshot(TeacherStepCallback):
         def on_step_end(self, args, state, control, **kwargs):
             snapshots.append([p.detach().clone() for p in self.student.parameters()])
             super().on_step_end(args, state, control, **kwargs)
@@ -106,18 +166,20 @@ def test_lora_ema_teacher_shares_the_base_and_follows_by_ema(tiny_model_dir):
             student.add_(0.2)
     with teacher.active():
         torch.testing.assert_close(model(ids).logits, teacher_out)  # the teacher did not move
-    teacher.update()
+    torch.testing.assert_close(teacher.logits(model, lambda m: m(ids).logits), teacher_out)  # its logits: the same
+    assert not torch.equal(model(ids).logits, teacher_out)  # ... and the student, after it, is itself again
+    teacher.after_optimizer_step(model)
     for t, s in teacher.pairs:
         torch.testing.assert_close(t, s - 0.1)  # halfway to the student
     assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable_before  # still only the student
 
     saved = teacher.state_dict()
-    teacher.update()
+    teacher.after_optimizer_step(model)
     teacher.load_state_dict(saved)
     for t, s in teacher.pairs:
         torch.testing.assert_close(t, s - 0.1)
 
 
 def test_lora_ema_needs_a_peft_model(tiny_model_dir):
-    with pytest.raises(ValueError, match="needs a PEFT"):
+    with pytest.raises(ConfigError, match="needs a LoRA student"):
         LoraEMATeacher(load_model(tiny_model_dir))

@@ -21,7 +21,8 @@ loss, mixed with TRL's GRPO loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_we
 nothing of SDPO runs: it is TRL's GRPO, which is what ``posttrain grpo`` trains.
 
 Teachers (:mod:`posttrain.trainers.teachers`): ``frozen``, ``ema`` (after each optimizer step),
-``trust_region``, ``lora_ema`` (second adapter, base weights shared) and ``live``. Their state is
+``trust_region``, ``lora_ema`` (second adapter, base weights shared) and ``live``, one class each;
+the trainer builds the configured one and only calls its methods. The state of those that move is
 written into every checkpoint and restored on resume.
 """
 
@@ -46,14 +47,7 @@ from posttrain.runtime import get_logger
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.rewards import FeedbackReward, feedback_reward, message_text
-from posttrain.trainers.teachers import (
-    TEACHER_KINDS,
-    EMATeacher,
-    FrozenTeacher,
-    LoraEMATeacher,
-    TeacherEMACallback,
-    trust_region_logits,
-)
+from posttrain.trainers.teachers import TEACHERS, Teacher, TeacherKind, TeacherStepCallback
 
 log = get_logger(__name__)
 
@@ -66,7 +60,7 @@ class SDPOSettings(RepromptSettings):
     """The SDPO-specific options (names as in the reference code, lasgroup/SDPO, where it has them)."""
 
     grpo_weight: float = config_field(0.0, help="λ in λ·L_GRPO + (1−λ)·L_SDPO: 0 pure SDPO, 1 plain GRPO.", ge=0.0, le=1.0)
-    teacher: Literal["frozen", "ema", "trust_region", "lora_ema", "live"] = config_field(
+    teacher: TeacherKind = config_field(
         "ema", help="Teacher weights: frozen, ema, trust_region, lora_ema (LoRA students), live."
     )
     teacher_update_rate: float = config_field(
@@ -87,8 +81,8 @@ class SDPOSettings(RepromptSettings):
             raise ConfigError(f"config key 'distillation_alpha' must be in [0, 1], got {self.distillation_alpha}")
         if not 0.0 <= self.grpo_weight <= 1.0:
             raise ConfigError(f"config key 'grpo_weight' must be in [0, 1], got {self.grpo_weight}")
-        if self.teacher not in TEACHER_KINDS:
-            raise ConfigError(f"config key 'teacher' must be one of {', '.join(TEACHER_KINDS)}, got '{self.teacher}'")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"config key 'teacher' must be one of {', '.join(TEACHERS)}, got '{self.teacher}'")
         if self.distillation_topk == 0 and self.distillation_alpha != 1.0:
             raise ConfigError(
                 "sampled-token mode (distillation_topk: 0) estimates the reverse KL only: set distillation_alpha: 1.0"
@@ -113,22 +107,14 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
 
     # -- teacher --------------------------------------------------------------------------------
 
-    def _make_teacher(self):
+    def _make_teacher(self) -> Teacher:
+        """The configured teacher, told after every optimizer step."""
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if self.sdpo.distillation_topk > vocab:
             raise ConfigError(f"config key 'distillation_topk' ({self.sdpo.distillation_topk}) exceeds the vocabulary ({vocab})")
-        kind, rate = self.sdpo.teacher, self.sdpo.teacher_update_rate
-        if kind == "live":
-            return None
-        if kind == "lora_ema":
-            if not hasattr(self.model, "peft_config"):
-                raise ConfigError("teacher 'lora_ema' needs a LoRA student (use_peft: true); use teacher 'ema' otherwise")
-            teacher = LoraEMATeacher(self.model, rate)
-        else:  # ema; frozen, also the frozen reference of trust_region
-            teacher = EMATeacher(self.model, rate) if kind == "ema" else FrozenTeacher(self.model)
-            teacher.model.to(self.accelerator.device)
-        if kind in ("ema", "lora_ema"):
-            self.add_callback(TeacherEMACallback(teacher, self.model))
+        kind = TEACHERS[self.sdpo.teacher]
+        teacher = kind(self.model, rate=self.sdpo.teacher_update_rate, device=self.accelerator.device)
+        self.add_callback(TeacherStepCallback(teacher, self.model))
         return teacher
 
     def _completion_logits(self, model, prefix: str, inputs: dict) -> torch.Tensor:
@@ -143,18 +129,8 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
 
     @torch.no_grad()
     def _teacher_logits(self, model, inputs: dict) -> torch.Tensor:
-        """The teacher's completion logits on its reprompted context."""
-        kind = self.sdpo.teacher
-        if kind == "live":
-            return self._completion_logits(model, "teacher_prompt", inputs)
-        if kind == "lora_ema":
-            with self.teacher.active():
-                return self._completion_logits(model, "teacher_prompt", inputs)
-        teacher_logits = self._completion_logits(self.teacher.model, "teacher_prompt", inputs)
-        if kind == "trust_region":
-            student_logits = self._completion_logits(model, "teacher_prompt", inputs)
-            return trust_region_logits(teacher_logits, student_logits, self.sdpo.teacher_update_rate)
-        return teacher_logits
+        """The teacher's completion logits on its reprompted context (``model``: the student)."""
+        return self.teacher.logits(model, lambda weights: self._completion_logits(weights, "teacher_prompt", inputs))
 
     # -- generation batch: rewards, feedback, teacher prompts -------------------------------------
 
@@ -277,8 +253,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
     def save_extra_state(self, checkpoint: Path) -> None:
         if not self.distills:
             return
-        # frozen / trust_region / live teachers are re-derived from the initial model; EMA teachers have moved
-        if self.sdpo.teacher in ("ema", "lora_ema"):
+        if self.teacher.checkpointed:
             with atomic_open(checkpoint / TEACHER_STATE_FILE, "wb") as handle:
                 torch.save(self.teacher.state_dict(), handle)
         write_json(checkpoint / TEACHER_INFO_FILE, {"teacher": self.sdpo.teacher, "step": self.state.global_step})
@@ -293,7 +268,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         saved = json.loads(info_path.read_text())
         if saved["teacher"] != self.sdpo.teacher:
             raise PosttrainError(f"{checkpoint} was trained with teacher '{saved['teacher']}', not '{self.sdpo.teacher}'")
-        if self.sdpo.teacher in ("ema", "lora_ema"):
+        if self.teacher.checkpointed:
             state = torch.load(Path(checkpoint) / TEACHER_STATE_FILE, map_location=self.accelerator.device)
             self.teacher.load_state_dict(state)
         log.info(f"restored the {self.sdpo.teacher} teacher from {checkpoint}")

@@ -10,19 +10,29 @@
   student's adapter, frozen, and EMA-updated on adapter weights only; the teacher forward
   switches adapters, so the (large) base weights are shared, never copied.
 * ``live``: the current student itself (unregularised; known to diverge).
+
+Each kind is one :class:`Teacher` subclass, named in :data:`TEACHERS` (the registry the
+``teacher`` config key is checked against), so that the trainer holds one teacher object and asks
+it, without knowing its kind, for its logits, to follow the student after an optimizer step, and
+for the state a checkpoint keeps. What a kind costs in memory (a model copy, an adapter, nothing)
+is decided once, when it is built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from typing import Callable, ClassVar, Iterator, Literal
 
 import torch
 from transformers import TrainerCallback
 
+from posttrain.errors import ConfigError
+
 TEACHER_ADAPTER = "sdpo_teacher"
-TEACHER_KINDS = ("frozen", "ema", "trust_region", "lora_ema", "live")
+
+Forward = Callable[[torch.nn.Module], torch.Tensor]
+"""Runs a model on the reprompted batch and returns its completion logits (the trainer's part)."""
 
 
 @torch.no_grad()
@@ -39,12 +49,54 @@ def trust_region_logits(reference_logits: torch.Tensor, student_logits: torch.Te
     return torch.lerp(reference_logits, student_logits.detach(), rate)
 
 
-class FrozenTeacher:
-    """A frozen copy of the student's weights at the start (also the base of ``ema``)."""
+class Teacher:
+    """What the SDPO trainer asks of a teacher; every kind is built as ``kind(student, rate, device)``.
 
-    def __init__(self, student: torch.nn.Module):
+    The defaults are those of a teacher that holds nothing of its own: nothing to do after an
+    optimizer step, nothing to save.
+    """
+
+    checkpointed: ClassVar[bool] = False
+    """Whether checkpoints hold this teacher's state: true for the kinds that move during training;
+    the others are rebuilt, the same, from the initial model on resume."""
+
+    def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
+        self.rate = rate
+
+    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+        """The teacher's completion logits. The trainer's ``forward`` knows the batch layout,
+        autocast and temperature; the teacher only chooses the weights it is run with."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, student: torch.nn.Module) -> None:
+        """Called once per optimizer step, after the student's update (not per micro-batch)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LiveTeacher(Teacher):
+    """The current student itself."""
+
+    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+        return forward(student)
+
+
+class FrozenTeacher(Teacher):
+    """A frozen copy of the student's weights at the start (also the base of ``ema`` and the
+    reference of ``trust_region``), on ``device``."""
+
+    def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
+        super().__init__(student, rate, device)
         self.model = copy.deepcopy(student).eval()
         self.model.requires_grad_(False)
+        self.model.to(device)
+
+    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+        return forward(self.model)
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
@@ -56,21 +108,29 @@ class FrozenTeacher:
 class EMATeacher(FrozenTeacher):
     """A frozen copy that follows the student by EMA."""
 
-    def __init__(self, student: torch.nn.Module, rate: float = 0.05):
-        super().__init__(student)
-        self.rate = rate
+    checkpointed = True
 
-    def update(self, student: torch.nn.Module) -> None:
+    def after_optimizer_step(self, student: torch.nn.Module) -> None:
         ema_update_(list(self.model.parameters()), list(student.parameters()), self.rate)
 
 
-class LoraEMATeacher:
+class TrustRegionTeacher(FrozenTeacher):
+    """Logits between the frozen reference's and the live student's (one more forward, no more weights)."""
+
+    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+        return trust_region_logits(forward(self.model), forward(student), self.rate)
+
+
+class LoraEMATeacher(Teacher):
     """The teacher as a second LoRA adapter on the student's own (shared) base model."""
 
-    def __init__(self, peft_model, rate: float = 0.05, student_adapter: str = "default"):
+    checkpointed = True
+
+    def __init__(self, peft_model, rate: float = 0.05, device: torch.device | str | None = None, student_adapter: str = "default"):
         if not hasattr(peft_model, "peft_config"):
-            raise ValueError("teacher 'lora_ema' needs a PEFT (LoRA) student; use 'ema' for full-weight training")
-        self.model, self.rate, self.student_adapter = peft_model, rate, student_adapter
+            raise ConfigError("teacher 'lora_ema' needs a LoRA student (use_peft: true); use teacher 'ema' otherwise")
+        super().__init__(peft_model, rate, device)
+        self.model, self.student_adapter = peft_model, student_adapter
         config = copy.deepcopy(peft_model.peft_config[student_adapter])
         config.inference_mode = True
         peft_model.add_adapter(TEACHER_ADAPTER, config)
@@ -92,7 +152,12 @@ class LoraEMATeacher:
             raise ValueError(f"found no parameters of the '{TEACHER_ADAPTER}' adapter")
         return pairs
 
-    def update(self, student=None) -> None:
+    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+        with self.active():
+            return forward(student)
+
+    def after_optimizer_step(self, student: torch.nn.Module) -> None:
+        """EMA toward the student's adapter, which ``pairs`` holds (the base weights are shared)."""
         ema_update_([t for t, _ in self.pairs], [s for _, s in self.pairs], self.rate)
 
     @contextlib.contextmanager
@@ -115,14 +180,27 @@ class LoraEMATeacher:
                 teacher.copy_(state[f"{i}"])
 
 
-class TeacherEMACallback(TrainerCallback):
-    """Apply the teacher's EMA after every optimizer step (``on_step_end`` fires once per
-    optimizer step, after all gradient-accumulation micro-batches)."""
+TEACHERS: dict[str, type[Teacher]] = {
+    "frozen": FrozenTeacher,
+    "ema": EMATeacher,
+    "trust_region": TrustRegionTeacher,
+    "lora_ema": LoraEMATeacher,
+    "live": LiveTeacher,
+}
 
-    def __init__(self, teacher, student: torch.nn.Module):
+# The names again, for the config field: the config loader checks a Literal field's value, and a
+# type checker cannot read a dict's keys (tests/trainers/test_teachers.py keeps the two equal).
+TeacherKind = Literal["frozen", "ema", "trust_region", "lora_ema", "live"]
+
+
+class TeacherStepCallback(TrainerCallback):
+    """Tell the teacher after every optimizer step (``on_step_end`` fires once per optimizer step,
+    after all gradient-accumulation micro-batches), so an EMA teacher follows the student."""
+
+    def __init__(self, teacher: Teacher, student: torch.nn.Module):
         self.teacher, self.student = teacher, student
         self.updates = 0
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.teacher.update(self.student)
+        self.teacher.after_optimizer_step(self.student)
         self.updates += 1
