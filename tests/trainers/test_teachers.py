@@ -115,6 +115,24 @@ def test_frozen_and_ema_teachers(tiny_model_dir):
     assert all(torch.equal(a, b) for a, b in zip(other.model.parameters(), ema.model.parameters()))
 
 
+@pytest.mark.parametrize("kind", [FrozenTeacher, EMATeacher])
+def test_copy_teacher_runs_its_own_weights_after_trl_patches_the_students_forward(tiny_model_dir, kind):
+    """GRPOTrainer gives the student a forward that closes over the student's own; a deep copy
+    kept it, so 'frozen' and 'ema' teachers ran the live student."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    student = load_model(tiny_model_dir)
+    add_fused_lm_head(student)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before = student(input_ids=ids).logits.detach().clone()
+    teacher = kind(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.mul_(0.5)
+    assert not torch.allclose(student(input_ids=ids).logits, before)
+    torch.testing.assert_close(teacher.logits(student, lambda model: model(input_ids=ids).logits), before)
+
+
 @pytest.mark.slow
 def test_ema_runs_once_per_optimizer_step_with_gradient_accumulation(tiny_model_dir, tmp_path):
     from posttrain.commands.sft import SFTJobConfig, build_sft_trainer

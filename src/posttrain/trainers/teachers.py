@@ -92,6 +92,10 @@ class FrozenTeacher(Teacher):
     def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
         super().__init__(student, rate, device)
         self.model = copy.deepcopy(student).eval()
+        # TRL's GRPOTrainer patches the student's forward with a closure over the student's own
+        # bound forward (trl.trainer.utils.add_fused_lm_head); a deep copy keeps that closure, so
+        # the copy would run the student's weights. The copy runs its class's forward instead.
+        self.model.__dict__.pop("forward", None)
         self.model.requires_grad_(False)
         self.model.to(device)
 
