@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 
 from posttrain.commands.make_model import MakeModelConfig, make_model
 from posttrain.commands.sdpo import SDPOJobConfig, build_sdpo_trainer
+from posttrain.trainers.teachers import FrozenTeacher, LoraEMATeacher
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -95,11 +96,11 @@ def time_trl_experimental(args, model_dir: str) -> list[float]:
 def teacher_bytes(trainer) -> int:
     """Bytes of tensors the teacher holds beyond the student."""
     teacher = trainer.teacher
-    if teacher is None:
-        return 0
-    if hasattr(teacher, "pairs"):  # lora_ema: the second adapter's weights
+    if isinstance(teacher, LoraEMATeacher):  # the second adapter's weights
         return sum(t.numel() * t.element_size() for t, _ in teacher.pairs)
-    return sum(t.numel() * t.element_size() for t in teacher.model.state_dict().values())
+    if isinstance(teacher, FrozenTeacher):  # frozen, ema, trust_region: a model copy
+        return sum(t.numel() * t.element_size() for t in teacher.model.state_dict().values())
+    return 0  # live, or no teacher
 
 
 def memory_by_teacher(args, model_dir: str) -> list[tuple[str, int, float | None, float]]:
