@@ -76,13 +76,7 @@ class SDPOSettings(RepromptSettings):
         "token where it leaves the demonstration (its first mistake, on a deterministic task).",
     )
 
-    def __post_init__(self):
-        if not 0.0 <= self.distillation_alpha <= 1.0:
-            raise ConfigError(f"config key 'distillation_alpha' must be in [0, 1], got {self.distillation_alpha}")
-        if not 0.0 <= self.grpo_weight <= 1.0:
-            raise ConfigError(f"config key 'grpo_weight' must be in [0, 1], got {self.grpo_weight}")
-        if self.teacher not in TEACHERS:
-            raise ConfigError(f"config key 'teacher' must be one of {', '.join(TEACHERS)}, got '{self.teacher}'")
+    def __post_init__(self):  # ranges and names: the config loader checks the fields' bounds and Literals
         if self.distillation_topk == 0 and self.distillation_alpha != 1.0:
             raise ConfigError(
                 "sampled-token mode (distillation_topk: 0) estimates the reverse KL only: set distillation_alpha: 1.0"
