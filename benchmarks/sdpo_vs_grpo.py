@@ -1,6 +1,6 @@
 """Held-out accuracy against generations seen: GRPO vs SDPO from the same SFT model, several seeds.
 
-    python benchmarks/sdpo_vs_grpo.py [--seeds 0 1 2] [--steps 50] [--eval-every 25]
+    python benchmarks/sdpo_vs_grpo.py [--seeds 0 1 2] [--steps 50] [--eval-every 25] [--held-out 1000]
         [--model DIR] [--out docs/img/sdpo_vs_grpo.png] [-- extra options for every RL run]
 
 Without ``--model`` it first trains the SFT model every run starts from: the quickstart's ``sft``
@@ -35,7 +35,6 @@ from seed_statistics import mean_and_error  # noqa: E402
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"
 QUICKSTART = Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
-HELD_OUT = 1000
 METHODS = {
     "GRPO": {"grpo_weight": 1.0},
     "SDPO": {},
@@ -44,24 +43,24 @@ METHODS = {
 
 
 def task_options(args) -> dict:
-    return {"test_size": HELD_OUT, "check_steps": True}
+    return {"test_size": args.held_out, "check_steps": True}
 
 
-def train_sft(work: str) -> str:
+def train_sft(work: str, held_out: int) -> str:
     """The quickstart's ``sft`` stage (teacher-format rows, 300 steps at a constant lr) with
-    ``HELD_OUT`` problems held out instead of 300."""
+    ``held_out`` problems held out instead of 300."""
     make_model(load_config(MakeModelConfig, values={"out": f"{work}/model", "seed": 0}))
     stage = next(s for s in read_yaml(QUICKSTART)["stages"] if s["name"] == "sft")
     values = {
         **stage["config"], "model_name_or_path": f"{work}/model", "output_dir": f"{work}/sft", "save_strategy": "no",
-        "task_options": {**stage["config"].get("task_options", {}), "test_size": HELD_OUT},
+        "task_options": {**stage["config"].get("task_options", {}), "test_size": held_out},
     }
     run_sft(load_config(SFTJobConfig, values=values))
     return f"{work}/sft"
 
 
-def evaluate(model_dir: str, work: str, premise: bool = False) -> dict:
-    config = EvalConfig(model_name_or_path=model_dir, output_dir=work, task_options={"test_size": HELD_OUT}, premise_check=premise)
+def evaluate(model_dir: str, work: str, held_out: int, premise: bool = False) -> dict:
+    config = EvalConfig(model_name_or_path=model_dir, output_dir=work, task_options={"test_size": held_out}, premise_check=premise)
     return run_eval(config)
 
 
@@ -73,13 +72,15 @@ def curve(args, start: str, overrides: dict, seed: int, work: str) -> list[float
         "task_options": task_options(args), **overrides,
     }
     run_sdpo(load_config(SDPOJobConfig, path=str(RECIPE), values=values, overrides=args.extra))
-    return [evaluate(f"{work}/train/checkpoint-{step}", f"{work}/eval")["accuracy"]
+    return [evaluate(f"{work}/train/checkpoint-{step}", f"{work}/eval", args.held_out)["accuracy"]
             for step in range(args.eval_every, args.steps + 1, args.eval_every)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", help="the SFT model every run starts from (default: train one)")
+    parser.add_argument("--held-out", type=int, default=1000,
+                        help="held-out problems (the task's test_size); with --model, the size that model was trained with")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -90,8 +91,8 @@ def main() -> None:
     args.extra = parse_overrides(args.extra)
 
     with tempfile.TemporaryDirectory() as work:
-        start = args.model or train_sft(work)
-        base = evaluate(start, f"{work}/eval_start", premise=True)
+        start = args.model or train_sft(work, args.held_out)
+        base = evaluate(start, f"{work}/eval_start", args.held_out, premise=True)
         per_step = load_config(SDPOJobConfig, path=str(RECIPE), values={"task_options": {}}, overrides=args.extra)
         batch = per_step.per_device_train_batch_size * per_step.gradient_accumulation_steps
         curves = {name: [[base["accuracy"], *curve(args, start, METHODS[name], seed, f"{work}/{i}-{seed}")]
@@ -113,7 +114,7 @@ def main() -> None:
         stats = [mean_and_error([run[i] for run in runs]) for i in range(len(generations))]
         ax.errorbar(generations, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=name)
     ax.set_xlabel("generations seen")
-    ax.set_ylabel(f"held-out accuracy, greedy, {HELD_OUT} problems (%)")
+    ax.set_ylabel(f"held-out accuracy, greedy, {args.held_out} problems (%)")
     ax.set_title(f"GRPO vs SDPO from the same SFT model ({len(args.seeds)} seeds, ± SE)")
     ax.legend()
     fig.tight_layout()
