@@ -78,7 +78,7 @@ def check_summary(run: Path, models: set[str]) -> None:
 def test_quickstart_sft_learns_and_preference_stages_improve_on_it(quickstart_sft, tmp_path):
     stages, run = run_quickstart_branch(quickstart_sft, tmp_path, ["rollouts", "pairs", "dpo", "eval_dpo", "beta_dpo", "eval_beta_dpo"])
     accuracy = stages["eval_sft"]["metrics"]["accuracy"]
-    # an untrained model scores 0; the recipe's short SFT budget lands around 55%
+    # an untrained model scores 0; the recipe's short SFT budget lands around 50%
     assert stages["eval_base"]["metrics"]["accuracy"] == 0.0
     assert 0.3 < accuracy < 0.95, accuracy
     saved = json.loads((run / "eval_sft" / "eval.json").read_text())
@@ -107,13 +107,19 @@ def test_quickstart_sft_learns_and_preference_stages_improve_on_it(quickstart_sf
 def test_quickstart_rl_stages_train_as_their_methods_from_the_sft_model(quickstart_sft, tmp_path):
     stages, run = run_quickstart_branch(quickstart_sft, tmp_path, ["sdpo", "eval_sdpo", "grpo", "eval_grpo"])
     sft = stages["eval_sft"]["metrics"]["accuracy"]
-    # SDPO and GRPO train from the same SFT model with the same samples; GRPO improves on SFT,
-    # SDPO does not at this scale (docs/sdpo.md), so only that it trained as its method is checked
+    # SDPO and GRPO train from the same SFT model with the same samples
     sdpo_logs = (run / "sdpo" / "metrics.jsonl").read_text()
     grpo_logs = (run / "grpo" / "metrics.jsonl").read_text()
     assert "self_distillation/signal_fraction" in sdpo_logs and "self_distillation" not in grpo_logs
     assert stages["eval_grpo"]["metrics"]["accuracy"] > sft + 0.02
-    assert 0.0 <= stages["eval_sdpo"]["metrics"]["accuracy"] <= 1.0
+    # SDPO improves on SFT when its premise holds: the SFT model reads a solution in context
+    # (95% vs 50% plain in the README's run). Whether the tiny model learns to copy within the
+    # SFT budget is fragile (docs/sdpo.md), so a run where it did not only checks that SDPO trained.
+    premise = stages["eval_sft"]["metrics"]
+    if premise["premise/demonstration"] > premise["premise/plain"] + 0.1:
+        assert stages["eval_sdpo"]["metrics"]["accuracy"] > sft + 0.02
+    else:
+        assert 0.0 <= stages["eval_sdpo"]["metrics"]["accuracy"] <= 1.0
     assert stages["grpo"]["metrics"]["global_step"] == stages["sdpo"]["metrics"]["global_step"] == 25
     check_summary(run, {"model", "sft", "sdpo", "grpo"})
     assert (run / "report_sdpo.png").is_file()
