@@ -85,7 +85,7 @@ def test_quickstart_sft_learns_and_preference_stages_improve_on_it(quickstart_sf
     assert saved["accuracy"] == accuracy and saved["num_examples"] == 300
     # the SFT model's own samples, judged by the verifier, became pairs plus labelled negatives
     pairs = json.loads((run / "pairs" / "summary.json").read_text())
-    assert pairs["prompts"] == 1024 and pairs["prompts_paired"] > 300 and pairs["negatives_wrong_answer"] > 300
+    assert pairs["prompts"] == 1024 and pairs["prompts_paired"] > 150 and pairs["negatives_wrong_answer"] > 150
     kinds = {json.loads(line)["kind"] for line in (run / "pairs" / "pairs.jsonl").read_text().splitlines()}
     assert kinds == {"judged", "truncation", "wrong_answer", "off_topic"}
     # preference optimisation on those pairs improves on SFT (the README's figures)
