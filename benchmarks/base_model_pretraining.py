@@ -6,7 +6,7 @@ For each budget, the tiny model (``posttrain make-model``) is pretrained by the 
 of ``recipes/base_model.yaml`` (``documents`` split, plain prompt/completion, batch 64, lr 3e-3
 cosine, 10% warm-up) for that many steps instead of its 150, then solves held-out problems greedily:
 
-* in each of its own framings (:data:`posttrain.tasks.arithmetic.DOCUMENT_FRAMINGS`), the text it
+* in three framings its pages use (:data:`KNOWN_FRAMINGS`), the text it
   was pretrained on;
 * few-shot in the post-training format: three Instruction/Response/END examples before the
   problem, either arithmetic ones (from the training split) or the rollouts' varied pool (what
@@ -30,10 +30,12 @@ from posttrain.data.base_format import END, base_format, base_prompt
 from posttrain.generation.few_shot import few_shot_prompt
 from posttrain.generation.sampling import cut_at_stop, generate
 from posttrain.models import free_model, load_model, load_tokenizer
-from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer
+from posttrain.tasks.arithmetic import ArithmeticTask, extract_answer
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "base_model.yaml"
 STOPS = [END, "\nInstruction:", "\n\n"]  # an answer ends there, whichever format the model writes
+# three framings the pretraining pages use (no labels, two conventional pairs)
+KNOWN_FRAMINGS = ("{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:")
 
 
 def pretrain(model_dir: str, steps: int, out: str) -> str:
@@ -59,7 +61,7 @@ def main() -> None:
     shots = task.make_dataset("train", n=3)
     arithmetic_shots = "\n\n".join(base_format(r["prompt"], r["completion"]) for r in shots)
     rng = random.Random(0)
-    prompts = {f"framing {framing!r}": [framing.format(**row) for row in rows] for framing in DOCUMENT_FRAMINGS}
+    prompts = {f"framing {framing!r}": [framing.format(**row) for row in rows] for framing in KNOWN_FRAMINGS}
     prompts["3-shot, arithmetic examples"] = [arithmetic_shots + "\n\n" + base_prompt(row["prompt"]) for row in rows]
     prompts["3-shot, varied pool"] = [few_shot_prompt(row["prompt"], rng, 3) for row in rows]
 

@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import DOCUMENT_FRAMINGS, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import OTHER_EXCHANGES, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -337,17 +337,36 @@ def test_bad_split(split):
         ArithmeticTask(digits=1, test_size=1).make_dataset(split)
 
 
-def test_documents_split_is_the_train_problems_as_plain_text():
+def test_documents_split_is_pages_of_plain_text_ending_in_a_train_problem():
     task = ArithmeticTask(digits=2, test_size=10, seed=3)
-    documents, train = task.make_dataset("documents", n=12), task.make_dataset("train", n=12)
+    documents, train = task.make_dataset("documents", n=200), task.make_dataset("train", n=200)
+    test_prompts = {row["prompt"] for row in task.make_dataset("test")}
+    earlier_counts, labels = [], set()
     for document, row in zip(documents, train):
-        # e.g. {"prompt": "Q: What is 47 + 38?\nA:", "completion": " 7+8=15 carry 1. ... Answer: 85"}
-        assert document["prompt"] in {framing.format(**row) for framing in DOCUMENT_FRAMINGS}
-        assert document["completion"] == " " + row["completion"]
+        # e.g. {"prompt": "Context: Who is Bob?\nTarget: My friend.\nSTOP\n\nContext: What is 32 + 83?\nTarget:",
+        #       "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115\nSTOP"}
+        *earlier, last = document["prompt"].split("\n\n")
+        earlier_counts.append(len(earlier))
+        # the page ends in this row's problem, in the page's framing, and the completion solves it
+        assert row["prompt"] in last and last.endswith(":") == (last != row["prompt"])
+        assert document["completion"].startswith(" " + row["completion"])
+        terminator = document["completion"][len(" " + row["completion"]):]
+        label = last.split(": What is")[0] if last != row["prompt"] else ""
+        labels.add(label)
+        for example in earlier:
+            # each earlier example: same labels and terminator; a short exchange or a worked train sum
+            assert example.startswith(f"{label}: " if label else "") and example.endswith(terminator)
+            question = example.split("\n")[0].removeprefix(f"{label}: " if label else "")
+            if question.startswith("What is"):
+                assert question not in test_prompts and question.split("?")[0] + "?" not in test_prompts
+            else:
+                assert any(question.startswith(q) for q, _ in OTHER_EXCHANGES)
         text = document["prompt"] + document["completion"]
+        # the post-training format never appears: reading it few-shot is transfer
         assert "Instruction" not in text and "Response" not in text and "END" not in text and "<|" not in text
-    assert len({d["prompt"].split("What is")[0] for d in documents}) > 1  # more than one framing
-    assert task.make_dataset("documents", n=12) == documents  # seeded
+    assert set(earlier_counts) == {0, 1, 2} and len(labels) > 20  # pages of several lengths, many framings
+    assert "" in labels and "Q" in labels and "Problem" in labels
+    assert task.make_dataset("documents", n=200) == documents  # seeded
     assert len(task.make_dataset("documents")) == len(task.make_dataset("train"))
 
 

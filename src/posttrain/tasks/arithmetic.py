@@ -37,8 +37,30 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 _STEP_TEXT = re.compile(r"[^.]*\.")  # one scratchpad step: everything up to and including its full stop
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
-# framings of a problem's prompt in pretraining-like text (the worked solution follows after a space)
-DOCUMENT_FRAMINGS = ("{prompt}", "Q: {prompt}\nA:", "Problem: {prompt}\nSolution:")
+# Pretraining-like pages (the ``documents`` split). Each page names its question and its answer with
+# one pair of labels: none, a conventional pair, or two words from LABEL_WORDS or made up. Its
+# examples may close with one of PAGE_TERMINATORS. None of these is Instruction/Response/END: the
+# post-training format stays unseen, so a base model that reads it few-shot has learned to read
+# a page's format, not that format.
+CONVENTIONAL_LABELS = (("Q", "A"), ("Problem", "Solution"), ("Question", "Answer"), ("Input", "Output"), ("Query", "Reply"),
+                       ("Task", "Result"), ("Prompt", "Completion"), ("User", "Bot"), ("Exercise", "Work"), ("Request", "Reply"))
+LABEL_WORDS = ("Q", "A", "Question", "Answer", "Input", "Output", "Query", "Reply", "Task", "Result", "Prompt", "Text",
+               "Note", "Example", "Problem", "Solution", "User", "Bot", "Human", "AI", "Teacher", "Student", "Request",
+               "Work", "Ask", "Say", "Case", "Item", "Source", "Target", "Context", "Message", "Post", "Title", "Body",
+               "Line", "Data", "Info")
+PAGE_TERMINATORS = ("", "", "DONE", "STOP", "###", "---", "EOF", "FIN", "<end>", "===")
+# Short exchanges that share a page with the worked sums: what else a page of text holds.
+OTHER_EXCHANGES = (
+    ("What colour is the sky?", "The sky is blue on a clear day."), ("Name a fruit.", "An apple."),
+    ("Who wrote the letter?", "She did."), ("Where is the market?", "The market is in the town square."),
+    ("Say hello.", "Hello!"), ("What day is the meeting?", "The meeting is on Monday at noon."),
+    ("Describe a cat.", "A small furry animal that likes to sleep."), ("Give an example of a verb.", "Run."),
+    ("Is this correct?", "Yes, this is correct."), ("What did they buy?", "They bought fresh bread and milk."),
+    ("Write a short line about the sea.", "The sea is wide and grey under the rain."),
+    ("What is the opposite of hot?", "Cold."), ("Hi.", "Hi there."), ("Yes or no?", "Yes."), ("Is it late?", "No."),
+    ("Red or blue?", "Blue."), ("One word for big.", "Large."), ("Count to three.", "One, two, three."),
+    ("Name a day.", "Monday."), ("Thanks!", "You are welcome."), ("Who is Bob?", "My friend."), ("Is it true?", "It is."),
+)
 
 
 def solve(a: int, b: int, digits: int) -> str:
@@ -136,20 +158,54 @@ class ArithmeticTask:
         return rows
 
     def as_documents(self, rows: list[dict]) -> list[dict]:
-        """``rows`` as plain text, each prompt in one of the :data:`DOCUMENT_FRAMINGS` (seeded)::
+        """``rows`` as pages of plain text, the last problem on each page to be continued (seeded)::
 
-            {"prompt": "Q: What is 47 + 38?\\nA:", "completion": " 7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85"}
+            {"prompt": "Context: Who is Bob?\nTarget: My friend.\nSTOP\n\nContext: What is 32 + 83?\nTarget:",
+             "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115\nSTOP"}
 
-        the kind of page a base model read in pretraining: the task in several framings, none of
-        them Instruction/Response/END. Trained with ``prompt_completion_format: plain`` they make
-        the tiny model a stand-in base model. It learns the format of the text but, in a CPU
-        budget, barely the sums (2-7% after 200 steps, where the chat format reaches 55%)."""
+        the kind of text a base model read in pretraining. A page holds 0-2 earlier examples (a
+        short exchange from :data:`OTHER_EXCHANGES`, or a quarter of the time another worked sum
+        from ``rows``) before its problem, all in one framing: no labels, a conventional pair
+        (:data:`CONVENTIONAL_LABELS`), or two words from :data:`LABEL_WORDS` or made up; each
+        example may end with a terminator line. Trained with ``prompt_completion_format: plain``
+        (loss on the completion only) they make the tiny model a stand-in base model that solves
+        the sums in framings it knows and reads a few-shot prompt in one it never saw
+        (Instruction/Response/END): earlier pages of one problem each taught it the sums but
+        never to read a prompt with examples (docs/benchmarks.md)."""
         rng = random.Random(self.seed + 3)
         documents = []
         for row in rows:
-            framing = rng.choice(DOCUMENT_FRAMINGS)
-            documents.append({"prompt": framing.format(**row), "completion": " " + row["completion"]})
+            question_label, answer_label = self._page_labels(rng)
+            terminator = rng.choice(PAGE_TERMINATORS)
+
+            def example(question: str, answer: str) -> tuple[str, str]:
+                prompt = f"{question_label}: {question}\n{answer_label}:" if question_label else question
+                return prompt, f" {answer}" + (f"\n{terminator}" if terminator else "")
+
+            earlier = []
+            for _ in range(rng.choice((0, 0, 0, 1, 1, 1, 1, 2, 2, 2))):
+                other = rng.choice(rows)
+                question, answer = rng.choice(OTHER_EXCHANGES) if rng.random() < 0.75 else (other["prompt"], other["completion"])
+                earlier.append("".join(example(question, answer)))
+            prompt, completion = example(row["prompt"], row["completion"])
+            documents.append({"prompt": "\n\n".join([*earlier, prompt]), "completion": completion})
         return documents
+
+    @staticmethod
+    def _page_labels(rng: random.Random) -> tuple[str, str]:
+        """A page's (question label, answer label): none 15%, conventional 30%, else two words."""
+        draw = rng.random()
+        if draw < 0.15:
+            return "", ""
+        if draw < 0.45:
+            return rng.choice(CONVENTIONAL_LABELS)
+
+        def word() -> str:
+            if rng.random() < 0.7:
+                return rng.choice(LABEL_WORDS)
+            return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 4))).capitalize()
+
+        return word(), word()
 
     def _row(self, a: int, b: int) -> dict:
         return {
