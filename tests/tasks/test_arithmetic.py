@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import OTHER_EXCHANGES, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import OTHER_EXCHANGES, PAGE_TERMINATORS, ArithmeticTask, extract_answer, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -344,18 +344,19 @@ def test_documents_split_is_pages_of_plain_text_ending_in_a_train_problem():
     earlier_counts, labels = [], set()
     for document, row in zip(documents, train):
         # e.g. {"prompt": "Context: Who is Bob?\nTarget: My friend.\nSTOP\n\nContext: What is 32 + 83?\nTarget:",
-        #       "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115\nSTOP"}
+        #       "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115"}
         *earlier, last = document["prompt"].split("\n\n")
         earlier_counts.append(len(earlier))
         # the page ends in this row's problem, in the page's framing, and the completion solves it
         assert row["prompt"] in last and last.endswith(":") == (last != row["prompt"])
-        assert document["completion"].startswith(" " + row["completion"])
-        terminator = document["completion"][len(" " + row["completion"]):]
+        assert document["completion"] == " " + row["completion"]  # the page ends there (EOS follows)
+        last_lines = [example.rsplit("\n", 1)[-1] for example in earlier]
+        assert len({line for line in last_lines if line in PAGE_TERMINATORS}) <= 1  # one terminator per page, or none
         label = last.split(": What is")[0] if last != row["prompt"] else ""
         labels.add(label)
         for example in earlier:
             # each earlier example: same labels and terminator; a short exchange or a worked train sum
-            assert example.startswith(f"{label}: " if label else "") and example.endswith(terminator)
+            assert example.startswith(f"{label}: " if label else "")
             question = example.split("\n")[0].removeprefix(f"{label}: " if label else "")
             if question.startswith("What is"):
                 assert question not in test_prompts and question.split("?")[0] + "?" not in test_prompts

@@ -161,13 +161,13 @@ class ArithmeticTask:
         """``rows`` as pages of plain text, the last problem on each page to be continued (seeded)::
 
             {"prompt": "Context: Who is Bob?\nTarget: My friend.\nSTOP\n\nContext: What is 32 + 83?\nTarget:",
-             "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115\nSTOP"}
+             "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115"}
 
         the kind of text a base model read in pretraining. A page holds 0-2 earlier examples (a
         short exchange from :data:`OTHER_EXCHANGES`, or a quarter of the time another worked sum
         from ``rows``) before its problem, all in one framing: no labels, a conventional pair
-        (:data:`CONVENTIONAL_LABELS`), or two words from :data:`LABEL_WORDS` or made up; each
-        example may end with a terminator line. Trained with ``prompt_completion_format: plain``
+        (:data:`CONVENTIONAL_LABELS`), or two words from :data:`LABEL_WORDS` or made up; the
+        earlier examples may end with a terminator line. Trained with ``prompt_completion_format: plain``
         (loss on the completion only) they make the tiny model a stand-in base model that solves
         the sums in framings it knows and reads a few-shot prompt in one it never saw
         (Instruction/Response/END): earlier pages of one problem each taught it the sums but
@@ -178,17 +178,16 @@ class ArithmeticTask:
             question_label, answer_label = self._page_labels(rng)
             terminator = rng.choice(PAGE_TERMINATORS)
 
-            def example(question: str, answer: str) -> tuple[str, str]:
-                prompt = f"{question_label}: {question}\n{answer_label}:" if question_label else question
-                return prompt, f" {answer}" + (f"\n{terminator}" if terminator else "")
+            def framed(question: str) -> str:
+                return f"{question_label}: {question}\n{answer_label}:" if question_label else question
 
             earlier = []
             for _ in range(rng.choice((0, 0, 0, 1, 1, 1, 1, 2, 2, 2))):
                 other = rng.choice(rows)
                 question, answer = rng.choice(OTHER_EXCHANGES) if rng.random() < 0.75 else (other["prompt"], other["completion"])
-                earlier.append("".join(example(question, answer)))
-            prompt, completion = example(row["prompt"], row["completion"])
-            documents.append({"prompt": "\n\n".join([*earlier, prompt]), "completion": completion})
+                earlier.append(f"{framed(question)} {answer}" + (f"\n{terminator}" if terminator else ""))
+            # the page ends after the answer (EOS follows), so the model learns to stop there
+            documents.append({"prompt": "\n\n".join([*earlier, framed(row["prompt"])]), "completion": " " + row["completion"]})
         return documents
 
     @staticmethod
