@@ -1,13 +1,13 @@
 """How much plain-text pretraining the stand-in base model needs, and whether it reads few-shot prompts.
 
-    python benchmarks/base_model_pretraining.py [--steps 150 400] [--problems 100]
+    python benchmarks/base_model_pretraining.py [--steps 300 400] [--problems 100]
 
 For each budget, the tiny model (``posttrain make-model``) is pretrained by the ``pretrain`` stage
-of ``recipes/base_model.yaml`` (``documents`` split, plain prompt/completion, batch 64, lr 3e-3
-cosine, 10% warm-up) for that many steps instead of its 150, then solves held-out problems greedily:
+of ``recipes/base_model.yaml`` (``documents`` split: pages of 0-2 examples before a problem, plain
+prompt/completion, batch 64, lr 3e-3 cosine, 10% warm-up) for that many steps instead of its 400,
+then solves held-out problems greedily:
 
-* in three framings its pages use (:data:`KNOWN_FRAMINGS`), the text it
-  was pretrained on;
+* in three framings its pages use (:data:`KNOWN_FRAMINGS`), one problem alone, as in its text;
 * few-shot in the post-training format: three Instruction/Response/END examples before the
   problem, either arithmetic ones (from the training split) or the rollouts' varied pool (what
   ``posttrain eval --few_shot 3`` and ``posttrain rollout`` use).
@@ -53,7 +53,7 @@ def accuracy(model, tokenizer, prompts: list[str], rows: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, nargs="+", default=[150, 400])
+    parser.add_argument("--steps", type=int, nargs="+", default=[300, 400])
     parser.add_argument("--problems", type=int, default=100)
     args = parser.parse_args()
     task = ArithmeticTask()
