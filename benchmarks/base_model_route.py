@@ -27,7 +27,8 @@ def run_seed(seed: int, output_root: Path) -> dict[str, dict]:
     """The recipe with every stage's seed set to ``seed``; the metrics of its three evaluations."""
     recipe = read_yaml(RECIPE)
     for stage in recipe["stages"]:
-        stage["config"]["seed"] = seed
+        if "seed" in stage["config"]:
+            stage["config"]["seed"] = seed
     root = output_root / f"seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
     (root / "base_model.yaml").write_text(json.dumps(recipe, indent=1))  # JSON is YAML
