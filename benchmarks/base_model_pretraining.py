@@ -4,7 +4,7 @@
 
 For each budget, the tiny model (``posttrain make-model``) is pretrained by the ``pretrain`` stage
 of ``recipes/base_model.yaml`` (``documents`` split: pages of 0-2 examples before a problem, plain
-prompt/completion, batch 64, lr 3e-3 cosine, 10% warm-up) for that many steps instead of its 400,
+prompt/completion, batch 64, lr 3e-3 cosine, 10% warm-up) for that many steps instead of its 500,
 then solves held-out problems greedily:
 
 * in three framings its pages use (:data:`KNOWN_FRAMINGS`), one problem alone, as in its text;

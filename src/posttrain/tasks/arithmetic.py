@@ -160,7 +160,7 @@ class ArithmeticTask:
     def as_documents(self, rows: list[dict]) -> list[dict]:
         """``rows`` as pages of plain text, the last problem on each page to be continued (seeded)::
 
-            {"prompt": "Context: Who is Bob?\nTarget: My friend.\nSTOP\n\nContext: What is 32 + 83?\nTarget:",
+            {"prompt": "Context: Who is Bob?\\nTarget: My friend.\\nSTOP\\n\\nContext: What is 32 + 83?\\nTarget:",
              "completion": " 2+3=5 carry 0. 3+8+0=11 carry 1. Answer: 115"}
 
         the kind of text a base model read in pretraining. A page holds 0-2 earlier examples (a
