@@ -48,6 +48,8 @@ LABEL_WORDS = ("Q", "A", "Question", "Answer", "Input", "Output", "Query", "Repl
                "Note", "Example", "Problem", "Solution", "User", "Bot", "Human", "AI", "Teacher", "Student", "Request",
                "Work", "Ask", "Say", "Case", "Item", "Source", "Target", "Context", "Message", "Post", "Title", "Body",
                "Line", "Data", "Info")
+# How many examples come before a page's problem (drawn uniformly from this tuple).
+EARLIER_EXAMPLE_COUNTS = (0, 0, 0, 1, 1, 1, 1, 2, 2, 2)
 PAGE_TERMINATORS = ("", "", "DONE", "STOP", "###", "---", "EOF", "FIN", "<end>", "===")
 # Short exchanges that share a page with the worked sums: what else a page of text holds.
 OTHER_EXCHANGES = (
@@ -182,7 +184,7 @@ class ArithmeticTask:
                 return f"{question_label}: {question}\n{answer_label}:" if question_label else question
 
             earlier = []
-            for _ in range(rng.choice((0, 0, 0, 1, 1, 1, 1, 2, 2, 2))):
+            for _ in range(rng.choice(EARLIER_EXAMPLE_COUNTS)):
                 other = rng.choice(rows)
                 question, answer = rng.choice(OTHER_EXCHANGES) if rng.random() < 0.75 else (other["prompt"], other["completion"])
                 earlier.append(f"{framed(question)} {answer}" + (f"\n{terminator}" if terminator else ""))
