@@ -124,7 +124,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
         if entry["command"] != "eval" or entry["status"] != "done":
             continue
         result = _read_json(Path(entry["output_dir"]) / "eval.json")
-        if result is None:
+        if result is None or "accuracy" not in result:  # a judge's mean score or a win rate is no accuracy
             continue
         model_stage = by_dir.get(str(Path(result["model"])), result["model"])
         accuracy[model_stage] = {
