@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS.values():
-        p = sub.add_parser(command.name, help=command.help, description=command.help, add_help=False)
+        # a command with a positional key (`posttrain chat MODEL`) shows it in its usage line
+        usage = f"%(prog)s [{command.positional.upper()}] [--config CONFIG] [--key value ...]" if command.positional else None
+        p = sub.add_parser(command.name, help=command.help, description=command.help, add_help=False, usage=usage)
         p.add_argument("-h", "--help", action=_CommandHelp, command=command, help="show this help and the config keys")
         p.add_argument("--config", help="YAML file with config keys")
     run = sub.add_parser("run", help="Run a pipeline of stages (resumable).", description="Run a pipeline of stages; a rerun skips finished stages and resumes an interrupted one.")
@@ -115,11 +117,14 @@ def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> 
         from posttrain.runtime import is_main_process
 
         command = COMMANDS[args.command]
+        if command.positional and rest and not rest[0].startswith("-"):
+            rest = [f"--{command.positional}", *rest]  # `posttrain chat MODEL` is `--model_name_or_path MODEL`
         config = load_config(command.config_cls, path=args.config, overrides=parse_overrides(rest))
-        output_dir = getattr(config, command.output_field)
-        check_writable(output_dir)
+        if command.output_field:
+            output_dir = getattr(config, command.output_field)
+            check_writable(output_dir)
         metrics = command.run(config)
-        if is_main_process():  # under a launcher, one copy of the result
+        if metrics and is_main_process():  # under a launcher, one copy of the result; chat has none
             print(json.dumps(metrics, indent=2, default=str))
         return 0
     except Preempted as err:

@@ -18,7 +18,8 @@ class Command:
     help: str
     config_path: str  # "module:ConfigClass"
     run_path: str  # "module:function"
-    output_field: str  # the config field that holds the output directory
+    output_field: str  # the config field that holds the output directory ("": the command writes nothing)
+    positional: str = ""  # the config field a bare first argument sets: `posttrain chat MODEL`
 
     @property
     def config_cls(self) -> type:
@@ -116,10 +117,26 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "eval",
-            "Accuracy (greedy and pass@k) of a model on a task's test split.",
+            "Evaluate a model: accuracy (greedy, pass@k) on a task's test split, or on your own JSONL by a scorer, a judge or a win rate against a baseline.",
             "posttrain.commands.eval:EvalConfig",
             "posttrain.commands.eval:run_eval",
             "output_dir",
+        ),
+        Command(
+            "export",
+            "Merge a LoRA adapter into its base (or take a full trained model) and save weights, tokenizer and a model card; optionally push to the Hub.",
+            "posttrain.commands.export:ExportConfig",
+            "posttrain.commands.export:run_export",
+            "output_dir",
+            positional="model_dir",
+        ),
+        Command(
+            "chat",
+            "Chat with a model in the terminal (chat template, or Instruction/Response/END for base models), replies streamed.",
+            "posttrain.commands.chat:ChatConfig",
+            "posttrain.commands.chat:run_chat",
+            "",
+            positional="model_name_or_path",
         ),
     ]
 }

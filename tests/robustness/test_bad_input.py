@@ -441,6 +441,8 @@ CONFIG_KEYS = {
     "pairs": ("rollout", "rollouts", "seed", ("judge", "oracle")),
     "sft-data": ("min_word", "min_words", "min_words", ("max_per_prompt", "0")),
     "eval": ("num_example", "num_examples", "num_examples", ("num_examples", "0")),
+    "export": ("model_dirr", "model_dir", "push_to_hub", ("dtype", "float8")),
+    "chat": ("max_new_token", "max_new_tokens", "max_new_tokens", ("top_p", "1.5")),
 }
 assert set(CONFIG_KEYS) == set(COMMANDS), "every command needs a row here"
 
@@ -453,7 +455,8 @@ def test_bad_config(command, case, tmp_path, capsys, outcome):
     """Bad config key or value for each command"""
     typo, meant, int_key, (bad_key, bad_value) = CONFIG_KEYS[command]
     out = tmp_path / "out"
-    argv = [command, f"--{COMMANDS[command].output_field}", out]
+    field = COMMANDS[command].output_field  # chat writes nothing
+    argv = [command, *([f"--{field}", out] if field else [])]
     if case == "misspelt key":
         argv += [f"--{typo}", "1"]
         names = [f"'{typo}'", f"did you mean '{meant}'"]
