@@ -129,9 +129,13 @@ def test_quickstart_rl_stages_train_as_their_methods_from_the_sft_model(quicksta
 # fit the suite's budget; its test runs every stage with a shorter pretraining and smaller samples.
 # The figures of the full recipe are measured in README ("The base-model route").
 BASE_MODEL_TEST_OVERRIDES = {
-    "pretrain": {"max_steps": 150, "save_steps": 50},
-    "fewshot_rollouts": {"dataset_split": "train[:512]"},
-    # a 150-step base solves almost nothing: keep every completion, as for a base that cannot be verified
+    "pretrain": {"max_steps": 80, "save_steps": 40},
+    # 100 held-out problems per evaluation: enough to tell 0% compliance from 90%
+    "eval_pretrain": {"num_examples": 100},
+    "eval_sft": {"num_examples": 100},
+    "eval_dpo": {"num_examples": 100},
+    "fewshot_rollouts": {"dataset_split": "train[:256]"},
+    # an 80-step base solves almost nothing: keep every completion, as for a base that cannot be verified
     "sft_data": {"verify_task": None},
     "rollouts": {"dataset_split": "train[2048:2176]", "num_samples": 4},
     # nor does the SFT model then, so the verifier would find no pair: the SFT model judges its own
@@ -159,7 +163,7 @@ def test_base_model_route_teaches_the_instruction_format(tmp_path):
     assert stages["eval_sft"]["metrics"]["format_compliance"] >= 0.9
     # the SFT data came from few-shot base-model completions, filtered, without chat markup
     sft_data = json.loads((run / "sft_data" / "summary.json").read_text())
-    assert 0 < sft_data["written"] < 2 * 512 and sft_data.get("dropped_chat_markup", 0) == 0
+    assert 0 < sft_data["written"] < 2 * 256 and sft_data.get("dropped_chat_markup", 0) == 0
     sft_text = (run / "sft_data" / "sft.jsonl").read_text()
     assert "<|im_" not in sft_text and "Instruction:" not in sft_text
     # pairs: the SFT model judged its own samples (A/B by log-probability) and negatives were added
