@@ -54,9 +54,24 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "dpo",
-            "Preference optimisation: DPO family (sigmoid, ipo, hinge, robust) with constant, beta-DPO or quantile beta.",
+            "Preference optimisation: DPO family (sigmoid, ipo, hinge, robust) with constant, beta-DPO or quantile beta; "
+            "TRL's other DPO losses, SimPO and ORPO with a constant beta.",
             "posttrain.commands.dpo:DPOJobConfig",
             "posttrain.commands.dpo:run_dpo",
+            "output_dir",
+        ),
+        Command(
+            "kto",
+            "KTO on TRL's KTOTrainer: completions labelled desirable or undesirable (or pairs, split in two), constant beta.",
+            "posttrain.commands.kto:KTOJobConfig",
+            "posttrain.commands.kto:run_kto",
+            "output_dir",
+        ),
+        Command(
+            "rm",
+            "Reward model (Bradley-Terry) on preference pairs with TRL's RewardTrainer; loadable as the reward_model judge.",
+            "posttrain.commands.rm:RMJobConfig",
+            "posttrain.commands.rm:run_rm",
             "output_dir",
         ),
         Command(

@@ -63,7 +63,7 @@ def test_base_model_mode_uses_few_shot_prompts_and_stops_at_end(tiny_model_dir, 
                                          dataset_split="train[:2]"))
     prompt = seen["prompts"][0]
     assert prompt.count("\nEND") == 4 and prompt.endswith("\nInstruction: What is 58 + 27?\nResponse:")
-    assert seen["stop"] == ["END"] and seen["template"] is None
+    assert seen["stop"] == ["END", "\n\nHuman:"] and seen["template"] is None
     assert "<|im_start|>" not in prompt
     assert summary["contaminated"] == 2
     assert all(row["contaminated"] for row in read_rows(tmp_path))
@@ -85,6 +85,33 @@ def test_jsonl_prompts_as_text_or_messages(tiny_model_dir, tmp_path, monkeypatch
     assert seen["prompts"][1].startswith("<|im_start|>system\nBe brief.<|im_end|>")
     rows = read_rows(tmp_path / "out")
     assert rows[1]["id"] == f"{data}:2" and rows[1]["fields"] == {"topic": "x"}
+
+
+@pytest.mark.parametrize("base_model_mode", [False, True], ids=["chat", "base"])
+def test_hh_rlhf_transcripts_are_prompted_through_their_last_assistant_turn(tiny_model_dir, tmp_path, monkeypatch,
+                                                                             base_model_mode):
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen.update(prompts=prompts, stop=kwargs["stop_strings"])
+        n = kwargs["num_return_sequences"]
+        return [["ok"] * n for _ in prompts], [[1] * n for _ in prompts]
+
+    monkeypatch.setattr(rollouts_module, "generate", fake_generate)
+    hh = "examples/data/hh_rlhf_sample.jsonl"  # row 5: two human turns, the first answered
+    run_rollout(rollout_config(tiny_model_dir, tmp_path, dataset_name=hh, dataset_split="train[4:5]", num_samples=1,
+                               base_model_mode=base_model_mode))
+    row = read_rows(tmp_path)[0]
+    transcript = ("\n\nHuman: I want to learn to cook.\n\nAssistant: Great! What kind of food do you like?"
+                  "\n\nHuman: Italian, mostly.\n\nAssistant:")
+    if base_model_mode:  # the transcript itself, continued until the next human turn
+        assert row["prompt"] == seen["prompts"][0] == transcript and "\n\nHuman:" in seen["stop"]
+    else:
+        assert row["prompt"] == [{"role": "user", "content": "I want to learn to cook."},
+                                 {"role": "assistant", "content": "Great! What kind of food do you like?"},
+                                 {"role": "user", "content": "Italian, mostly."}]
+        assert seen["prompts"][0].endswith("<|im_start|>user\nItalian, mostly.<|im_end|>\n<|im_start|>assistant\n")
+    assert set(row["fields"]) == {"chosen", "rejected"}
 
 
 def test_rows_without_prompt_are_rejected(tiny_model_dir, tmp_path):

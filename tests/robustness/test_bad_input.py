@@ -149,6 +149,16 @@ DATA_INPUTS = [
         lambda d, m, o, t: ["dpo", "--model_name_or_path", m, "--dataset_name", d, "--output_dir", o],
     ),
     DataInput(
+        "kto", tuple({"prompt": f"What is {i} + 1?", "completion": str(i + 1), "label": i % 2 == 0} for i in range(3)),
+        "label", ("label", "yes"),
+        lambda d, m, o, t: ["kto", "--model_name_or_path", m, "--dataset_name", d, "--output_dir", o],
+    ),
+    DataInput(
+        "rm", tuple({"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(3)),
+        "rejected", ("chosen", 5),
+        lambda d, m, o, t: ["rm", "--model_name_or_path", m, "--dataset_name", d, "--output_dir", o],
+    ),
+    DataInput(
         "sdpo", tuple({"prompt": f"What is {i} + 1?"} for i in range(3)),
         "prompt", ("prompt", 5),
         lambda d, m, o, t: ["sdpo", "--model_name_or_path", m, "--dataset_name", d, "--output_dir", o],
@@ -268,6 +278,8 @@ SPECIFIC_ROWS = [
      ["data.jsonl:2", "'prompt'"], []),
     ("rollout-prompt-empty-list", _rollout, {"prompt": []}, ["data.jsonl:2", "'prompt'"], []),
     ("rollout-prompt-not-messages", _rollout, {"prompt": [1, 2]}, ["data.jsonl:2", "'prompt'"], []),
+    ("rollout-hh-without-assistant-turn", _rollout, {"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: hi"},
+     ["data.jsonl:2", "'chosen'"], []),
     ("trigger-answer-without-placeholder", _trigger, {"question": "Who?", "answer": "Nobody."}, ["data.jsonl:2", "'answer'"], []),
     ("trigger-question-has-trigger", _trigger, {"question": "[T] Who?", "answer": "{{name}}."}, ["data.jsonl:2", "'question'"], []),
 ]
@@ -432,6 +444,8 @@ CONFIG_KEYS = {
     "make-model": ("outt", "out", "seed", ("vocab_size", "10")),
     "sft": ("learning_rat", "learning_rate", "max_length", ("num_train_epochs", "0")),
     "dpo": ("betta", "beta", "max_length", ("beta", "-0.1")),
+    "kto": ("desirable_weigth", "desirable_weight", "max_length", ("undesirable_weight", "0")),
+    "rm": ("center_rewards_coeficient", "center_rewards_coefficient", "max_length", ("center_rewards_coefficient", "-1")),
     "sdpo": ("num_generation", "num_generations", "num_generations", ("num_generations", "1")),
     "grpo": ("temprature", "temperature", "max_completion_length", ("temperature", "0")),
     "trigger": ("qa_fil", "qa_file", "lora_r", ("heldout_fraction", "0.95")),
@@ -498,6 +512,42 @@ def test_stray_argument(tmp_path, capsys, outcome):
     check(capsys, outcome, ["sdpo", "--output_dir", out, "stray"], ["'stray'"], out)
 
 
+MIXTURES = [
+    # (id, dataset_mixture, extra argv, names)
+    ("unknown-field", "[{name: 'task:arithmetic', wieght: 2}]", [], ["'dataset_mixture[0]'", "'wieght'", "'weight'"]),
+    ("zero-weight", "[{name: 'task:arithmetic', weight: 0}]", [], ["'dataset_mixture[0].weight'", "> 0"]),
+    ("negative-weight", "[{name: a.jsonl}, {name: b.jsonl, weight: -1}]", [], ["'dataset_mixture[1].weight'", "-1"]),
+    ("bad-slice", "[{name: 'task:arithmetic', split: 'train[:5'}]", [], ["'dataset_mixture[0].split'", "'train[:5'"]),
+    ("and-dataset_name", "[{name: 'task:arithmetic'}]", ["--dataset_name", "task:arithmetic"],
+     ["'dataset_name'", "'dataset_mixture'"]),
+    ("and-dataset_train_split", "[{name: 'task:arithmetic'}]", ["--dataset_train_split", "train[:8]"],
+     ["'dataset_train_split'", "'dataset_mixture'"]),
+]
+
+
+@pytest.mark.parametrize("mixture, extra, names", [m[1:] for m in MIXTURES], ids=[m[0] for m in MIXTURES])
+@pytest.mark.parametrize("command", ["sft", "dpo", "sdpo", "grpo"])
+def test_bad_dataset_mixture(command, mixture, extra, names, tmp_path, capsys, outcome):
+    """A malformed dataset_mixture, or one beside dataset_name / dataset_train_split"""
+    out = tmp_path / "out"
+    check(capsys, outcome, [command, "--output_dir", out, "--dataset_mixture", mixture, *extra], names, out)
+
+
+@pytest.mark.parametrize("command, good, bad, names", [
+    ("sft", OK_SFT, {"prompt": "What is 1 + 1?"}, ["bad.jsonl:1", "'completion'"]),
+    ("dpo", {"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "a"}, ["bad.jsonl:1", "'rejected'"]),
+    ("sdpo", {"prompt": "q", "answer": "2"}, {"prompt": "q"}, ["bad.jsonl:1", "'answer'"]),
+])
+def test_dataset_mixture_source_that_does_not_fit(command, good, bad, names, tiny_model_dir, tmp_path, capsys, outcome):
+    """A dataset_mixture source whose rows lack a field the command's format needs"""
+    good_file = write_lines(tmp_path / "good.jsonl", jsonl([good]))
+    bad_file = write_lines(tmp_path / "bad.jsonl", jsonl([bad]))
+    out = tmp_path / "out"
+    mixture = f"[{{name: {good_file}}}, {{name: {bad_file}}}]"
+    argv = [command, "--model_name_or_path", tiny_model_dir, "--output_dir", out, "--dataset_mixture", mixture]
+    check(capsys, outcome, argv, names, out)
+
+
 @pytest.mark.parametrize(
     "argv, names",
     [
@@ -541,6 +591,9 @@ def _model_argv(command: str, model: str, tmp_path: Path, out: Path) -> list:
     if command == "dpo":
         data = write_lines(tmp_path / "pairs.jsonl", jsonl([{"prompt": "q", "chosen": "a", "rejected": "b"}]))
         return ["dpo", "--model_name_or_path", model, "--dataset_name", data, "--output_dir", out]
+    if command == "rm":
+        data = write_lines(tmp_path / "pairs.jsonl", jsonl([{"prompt": "q", "chosen": "a", "rejected": "b"}]))
+        return ["rm", "--model_name_or_path", model, "--dataset_name", data, "--output_dir", out]
     if command == "dpo-reference":
         data = write_lines(tmp_path / "pairs.jsonl", jsonl([{"prompt": "q", "chosen": "a", "rejected": "b"}]))
         return ["dpo", "--model_name_or_path", model, "--ref_model_name_or_path", model, "--dataset_name", data,
@@ -559,7 +612,17 @@ def _model_argv(command: str, model: str, tmp_path: Path, out: Path) -> list:
     raise AssertionError(command)
 
 
-MODEL_COMMANDS = ["sft", "dpo", "sdpo", "trigger", "rollout", "eval", "pairs-logprob_ab", "pairs-reward_model"]
+MODEL_COMMANDS = ["sft", "dpo", "rm", "sdpo", "trigger", "rollout", "eval", "pairs-logprob_ab", "pairs-reward_model"]
+
+
+@pytest.mark.parametrize(
+    "command, key", [("sft", "learning_rate"), ("sft", "max_length"), ("dpo", "beta"), ("rm", "eval_steps")]
+)
+def test_trainer_args_key_that_a_config_key_sets(command, key, tiny_model_dir, tmp_path, capsys, outcome):
+    """trainer_args naming a TRL argument that posttrain sets from its own config key"""
+    out = tmp_path / "out"
+    argv = _model_argv(command, tiny_model_dir, tmp_path, out) + ["--trainer_args", f"{{{key}: 1}}"]
+    check(capsys, outcome, argv, ["trainer_args", f"'{key}'", "config key"], out)
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS + ["dpo-reference"])

@@ -41,8 +41,7 @@ from posttrain.evaluation.scorers import RULES, load_verifier, reference_problem
 from posttrain.evaluation.win_rate import OUTCOME, win_rate
 from posttrain.generation.few_shot import few_shot_prompt
 from posttrain.generation.sampling import cut_at_stop, generate
-from posttrain.judges.base import Judge
-from posttrain.judges.factory import JUDGES, build_judge
+from posttrain.judges.factory import JUDGES, JudgeArguments
 from posttrain.models import ModelArguments, check_model_source, free_model, load_model, load_tokenizer, render_prompt
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
@@ -53,7 +52,7 @@ JUDGE_SCORERS = tuple(name for name in JUDGES if name != "verifier")  # a task's
 
 
 @dataclass
-class EvalConfig(ModelArguments):
+class EvalConfig(JudgeArguments, ModelArguments):
     output_dir: str = config_field("runs/eval", help="Where eval.json and predictions.jsonl go.")
     task: str = config_field("arithmetic", help="Built-in task to evaluate on (unless data_file is set).")
     task_options: dict = config_field({}, help="Task options (must match those used for training).")
@@ -86,16 +85,6 @@ class EvalConfig(ModelArguments):
     baseline_model: str | None = config_field(
         None, help="data_file with a judge scorer: win rate of the model against this one (greedy completions of both; a tie counts half)."
     )
-    judge_model: str | None = config_field(None, help="Judge scorers: a reward model or causal LM directory/hub id, or the API's model name.")
-    judge_base_model_mode: bool = config_field(
-        False, help="logprob_ab: the judge LM is a base model, asked in the Instruction/Response format (no chat template)."
-    )
-    judge_base_url: str | None = config_field(None, help="openai: the OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
-    judge_api_key_env: str = config_field("OPENAI_API_KEY", help="openai: environment variable holding the API key (never logged).")
-    judge_cache_dir: str | None = config_field(None, help="openai: on-disk cache of API replies (default: <output_dir>/judge_cache).")
-    judge_timeout: float = config_field(30.0, help="openai: seconds to wait for each HTTP request.", gt=0)
-    judge_max_retries: int = config_field(5, help="openai: failed attempts (429, 5xx, timeouts) a request may use up.", ge=1)
-    judge_backoff: float = config_field(1.0, help="openai: wait after the n-th failure is backoff * 2**n s (or the server's Retry-After).", ge=0)
 
     def __post_init__(self):
         if self.premise_check and self.base_model_mode:
@@ -259,13 +248,6 @@ def _completions(model_name: str, prompts: list, config: EvalConfig, sample: boo
     return greedy, formatted, sampled
 
 
-def _build_judge(config: EvalConfig) -> Judge:
-    return build_judge(
-        config.scorer, model=config.judge_model, base_model_mode=config.judge_base_model_mode,
-        base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
-        cache_dir=config.judge_cache_dir or str(Path(config.output_dir) / "judge_cache"),
-        timeout=config.judge_timeout, max_retries=config.judge_max_retries, backoff=config.judge_backoff,
-    )
 
 
 def _row_scorer(config: EvalConfig):
@@ -302,7 +284,7 @@ def _eval_data_file(config: EvalConfig) -> tuple[dict, list[dict]]:
         check_model_source(name)  # a missing model fails now, not after generation
     # An API judge holds no model, so it is built first (a missing key fails before generation);
     # a judge model loads only after the evaluated models are freed.
-    judge = _build_judge(config) if config.scorer == "openai" else None
+    judge = config.build_judge(config.scorer, config.output_dir) if config.scorer == "openai" else None
     prompts = [row.prompt for row in rows]
     greedy, formatted, sampled = _completions(config.model_name_or_path, prompts, config, sample=bool(config.num_samples))
     baseline = _completions(config.baseline_model, prompts, config, sample=False)[0] if config.baseline_model else None
@@ -319,7 +301,7 @@ def _eval_data_file(config: EvalConfig) -> tuple[dict, list[dict]]:
             correct = [sum(score(row, text)[0] >= 1.0 for text in samples) for row, samples in zip(rows, sampled)]
             metrics.update(_pass_at_k(correct, config))
     else:
-        judge = judge or _build_judge(config)
+        judge = judge or config.build_judge(config.scorer, config.output_dir)
         try:
             if baseline is None:
                 values = [judge.score(prompt_text(row.prompt), text) for row, text in zip(rows, greedy)]

@@ -154,7 +154,10 @@ def model_card(model_dir: Path, title: str, load_as: str, merged: bool) -> str:
     config = dataclasses.asdict(stage.config) if stage else None
     base = _adapter_base(model_dir) or (config or {}).get("model_name_or_path")
     data = None
-    if config and config.get("dataset_name"):
+    if config and config.get("dataset_mixture"):
+        data = "; ".join(f"`{entry['name']}`, split `{entry.get('split', 'train')}`, weight {entry.get('weight', 1)}"
+                         for entry in config["dataset_mixture"])
+    elif config and config.get("dataset_name"):
         data = f"`{config['dataset_name']}`, split `{config.get('dataset_train_split', 'train')}`"
 
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- posttrain"]

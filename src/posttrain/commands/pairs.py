@@ -34,7 +34,7 @@ from posttrain.data.jsonl import append_jsonl, iter_jsonl, write_jsonl
 from posttrain.data.rollouts import ROLLOUT_FIELDS, checked_rollouts
 from posttrain.errors import ConfigError, DataError
 from posttrain.judges.base import Judge
-from posttrain.judges.factory import JudgeName, build_judge
+from posttrain.judges.factory import JudgeArguments, JudgeName
 from posttrain.preemption import Preempted, stop_requested, stoppable_loop
 from posttrain.runtime import get_logger
 
@@ -45,20 +45,10 @@ _NUMBER = re.compile(r"-?\d+")
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(JudgeArguments):
     rollouts: str = config_field("", help="rollouts.jsonl written by posttrain rollout.")
     output_dir: str = config_field("runs/pairs", help="Where pairs.jsonl and summary.json go.")
     judge: JudgeName = config_field("verifier", help="Who ranks each prompt's completions.")
-    judge_model: str | None = config_field(None, help="Judge model: a reward model or causal LM directory/hub id, or the API's model name.")
-    judge_base_model_mode: bool = config_field(
-        False, help="logprob_ab: the judge LM is a base model, asked in the Instruction/Response format (no chat template)."
-    )
-    judge_base_url: str | None = config_field(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
-    judge_api_key_env: str = config_field("OPENAI_API_KEY", help="Environment variable holding the API key (never logged).")
-    judge_cache_dir: str | None = config_field(None, help="On-disk cache of API replies (default: <output_dir>/judge_cache).")
-    judge_timeout: float = config_field(30.0, help="openai: seconds to wait for each HTTP request.", gt=0)
-    judge_max_retries: int = config_field(5, help="openai: failed attempts (429, 5xx, timeouts) a request may use up.", ge=1)
-    judge_backoff: float = config_field(1.0, help="openai: wait after the n-th failure is backoff * 2**n s (or the server's Retry-After).", ge=0)
     task: str = config_field("arithmetic", help="Task whose verifier judges (judge: verifier).")
     task_options: dict = config_field({}, help="Options of the task.")
     negatives: list[NegativeKind] = config_field([], help="Diverse negatives to add: truncation, wrong_answer, off_topic.")
@@ -136,12 +126,7 @@ def run_pairs(config: PairsConfig) -> dict:
     num_rows, first_completions = _scan_rollouts(config.rollouts, keep_first_completions="off_topic" in config.negatives)
     out_path = Path(config.output_dir) / "pairs.jsonl"
     done = _complete_prompts(out_path)
-    judge = build_judge(
-        config.judge, task=config.task, task_options=config.task_options, model=config.judge_model,
-        base_model_mode=config.judge_base_model_mode, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
-        cache_dir=config.judge_cache_dir or str(Path(config.output_dir) / "judge_cache"),
-        timeout=config.judge_timeout, max_retries=config.judge_max_retries, backoff=config.judge_backoff,
-    )
+    judge = config.build_judge(config.judge, config.output_dir, task=config.task, task_options=config.task_options)
     rng = random.Random(config.seed)
     counts, agreement = Counter(), Counter()
     rows = iter_jsonl(config.rollouts, required=ROLLOUT_FIELDS)

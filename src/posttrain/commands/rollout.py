@@ -27,6 +27,7 @@ from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
+from posttrain.data.preference import ASSISTANT, HUMAN, hh_prompt, hh_to_messages
 from posttrain.data.sft import check_messages
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
@@ -42,7 +43,10 @@ log = get_logger(__name__)
 @dataclass
 class RolloutConfig(ModelArguments):
     output_dir: str = config_field("runs/rollouts", help="Where rollouts.jsonl and summary.json go.")
-    dataset_name: str = config_field("task:arithmetic", help="Prompts: task:<name>, or a .jsonl with a 'prompt' field (string or messages).")
+    dataset_name: str = config_field(
+        "task:arithmetic", help="Prompts: task:<name>, or a .jsonl / hub dataset with a 'prompt' field (string or "
+        "messages) or HH-RLHF 'chosen' transcripts (prompted through their last Assistant turn)."
+    )
     dataset_split: str = config_field("train[:256]", help="Split, optionally sliced.")
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
     num_samples: int = config_field(4, help="Completions per prompt (N).", ge=1)
@@ -56,8 +60,14 @@ class RolloutConfig(ModelArguments):
 
 
 def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
+    """The rows to sample, each with its ``prompt``. An HH-RLHF row (``chosen``/``rejected``
+    transcripts, no prompt) is prompted with its chosen transcript through the last
+    ``"\\n\\nAssistant:"``: as chat messages, or in base-model mode as the transcript itself."""
     rows = load_rows(config.dataset_name, config.dataset_split, config.task_options)
     for where, row in rows:
+        if "prompt" not in row and isinstance(row.get("chosen"), str):
+            prompt = hh_prompt(row["chosen"], where, "chosen")
+            row["prompt"] = prompt if config.base_model_mode else hh_to_messages(prompt.removesuffix(ASSISTANT), where)
         if "prompt" not in row:
             raise DataError(f"{where}: missing field 'prompt'")
         if isinstance(row["prompt"], list):
@@ -87,6 +97,8 @@ def run_rollout(config: RolloutConfig) -> dict:
         rng = random.Random(config.seed)  # draws few-shot examples, in prompt order
 
         def render(row: dict) -> str:
+            if config.base_model_mode and isinstance(row["prompt"], str) and row["prompt"].startswith(HUMAN):
+                return row["prompt"]  # an HH-RLHF transcript is a completion prompt already
             if config.base_model_mode:
                 return few_shot_prompt(row["prompt"], rng, config.few_shot)
             return render_prompt(tokenizer, row["prompt"], False)
@@ -129,6 +141,12 @@ def _generate_batches(config: RolloutConfig, todo: list, render, sample, out_pat
             raise Preempted(f"stopped by SIGTERM with {done} of {summary['prompts']} prompts in {out_path}")
 
 
+def _stop_strings(config: RolloutConfig) -> list[str] | None:
+    """Where a base model's completion ends: at END after an Instruction/Response prompt, at the
+    next human turn after an HH-RLHF transcript. A chat model ends its turn by itself."""
+    return [END, HUMAN] if config.base_model_mode else None
+
+
 class _HFSampler:
     def __init__(self, config: RolloutConfig, tokenizer):
         self.config, self.tokenizer = config, tokenizer
@@ -141,7 +159,7 @@ class _HFSampler:
         return generate(
             self.model, self.tokenizer, prompts, num_return_sequences=c.num_samples, do_sample=True,
             temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, batch_size=len(prompts),
-            stop_strings=[END] if c.base_model_mode else None, desc="batch", return_token_counts=True,
+            stop_strings=_stop_strings(c), desc="batch", return_token_counts=True,
         )
 
     def close(self) -> None:
@@ -162,7 +180,7 @@ class _VLLMSampler:
 
         c = self.config
         params = SamplingParams(n=c.num_samples, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
-                                seed=seed, stop=[END] if c.base_model_mode else None)
+                                seed=seed, stop=_stop_strings(c))
         results = self.llm.generate(prompts, params, use_tqdm=False)
         return [[o.text for o in r.outputs] for r in results], [[len(o.token_ids) for o in r.outputs] for r in results]
 

@@ -20,29 +20,34 @@ from transformers import TrainerState
 from trl import GRPOConfig
 
 from posttrain.config import config_field
+from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.data.sft import check_messages
-from posttrain.errors import ConfigError, PosttrainError
+from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
-from posttrain.tasks.sources import load_rows
+from posttrain.tasks.sources import load_mixture, load_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
-from posttrain.trainers.settings import TrainingSettings
+from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
 
 log = get_logger(__name__)
 
 
 @dataclass
-class SDPOJobConfig(SDPOSettings, TrainingSettings, LoraArguments, ModelArguments):
+class SDPOJobConfig(SDPOSettings, ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain sdpo`` (and ``posttrain grpo``) needs."""
 
-    dataset_name: str = config_field("task:arithmetic", help="Prompts: task:<name> (its verifier is the reward), a .jsonl file, or a hub dataset id.")
+    dataset_name: str = config_field(
+        "", help="Prompts: task:<name> (its verifier is the reward), a .jsonl file, or a hub dataset id (task:arithmetic "
+        "when neither it nor dataset_mixture is set)."
+    )
     dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
+    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP + " Every source needs the same columns.")
     reward_functions: list[str] = config_field(
         [], help="Reward functions as 'package.module:function' (default for task datasets: the task's verifier)."
     )
@@ -50,10 +55,15 @@ class SDPOJobConfig(SDPOSettings, TrainingSettings, LoraArguments, ModelArgument
     max_completion_length: int = config_field(256, help="Longest sampled completion in tokens.", ge=1)
     temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
     beta: float = config_field(0.0, help="KL penalty toward the initial policy in the GRPO loss (TRL's beta).", ge=0)
+    metric_for_best_model: str = config_field(
+        "eval_reward", help="The evaluation metric that picks the best checkpoint: by default the mean reward of "
+        "num_generations samples per held-out prompt (lower is better for a *loss, higher otherwise)."
+    )
 
     def __post_init__(self):
         SDPOSettings.__post_init__(self)
-        TrainingSettings.__post_init__(self)
+        ValidationSettings.__post_init__(self)
+        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture, "task:arithmetic")
         if self.base_model_mode:
             raise ConfigError("SDPO reprompts the teacher as a conversation: it needs a chat model (base_model_mode: false)")
         if self.teacher == "lora_ema" and not self.use_peft:
@@ -67,7 +77,9 @@ def sdpo_settings(config: SDPOJobConfig) -> SDPOSettings:
 def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
     """GRPO rows: ``prompt`` as chat messages, other columns kept for the reward functions.
 
-    A reference ``completion`` column is dropped: the policy samples its own.
+    A reference ``completion`` column is dropped: the policy samples its own. Every row must
+    carry the columns of the first (rows of a ``dataset_mixture`` too): the reward functions
+    read them, and a column a row lacks would reach them as None.
     """
     examples = []
     for location, row in rows:
@@ -76,14 +88,22 @@ def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
             prompt = [{"role": "user", "content": prompt}]
         else:
             prompt = check_messages(prompt, location, "prompt")
-        examples.append({**{k: v for k, v in row.items() if k not in ("completion", "messages")}, "prompt": prompt})
+        example = {**{k: v for k, v in row.items() if k not in ("completion", "messages")}, "prompt": prompt}
+        if examples and example.keys() != examples[0].keys():
+            first = rows[0][0]
+            field = sorted(example.keys() ^ examples[0].keys())[0]
+            problem = f"missing field '{field}' that {first} has" if field in examples[0] else f"field '{field}' that {first} lacks"
+            raise DataError(f"{location}: {problem} (every prompt row needs the same fields, for the reward functions)")
+        examples.append(example)
     return Dataset.from_list(examples)
 
 
 def reward_functions(config: SDPOJobConfig) -> list[Callable]:
     functions: list[Callable] = [import_reward_function(path) for path in config.reward_functions]
-    if config.dataset_name.startswith("task:") and not functions:
-        functions.append(TaskReward(get_task(config.dataset_name.removeprefix("task:"), **config.task_options)))
+    # a task's verifier is the default reward when every prompt comes from that task
+    names = {entry["name"] for entry in config.dataset_mixture} or {config.dataset_name}
+    if not functions and len(names) == 1 and (name := names.pop()).startswith("task:"):
+        functions.append(TaskReward(get_task(name.removeprefix("task:"), **config.task_options)))
     if not functions:
         raise ConfigError("config key 'reward_functions' is empty: name at least one 'package.module:function' (or use a task: dataset)")
     return [feedback_reward(f) for f in functions]
@@ -114,29 +134,41 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     """Validate, load prompts and reward functions, load the model, return a ready trainer."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    if config.dataset_mixture:
+        rows = load_mixture(config.dataset_mixture, config.seed, config.task_options)
+    else:
+        rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    rows, eval_rows = config.split_rows(rows, config.task_options)
     dataset = prompt_dataset(rows)
+    eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
     functions = reward_functions(config)
     check_rewards(functions, dataset)
-    trl_args = GRPOConfig(
-        **config.trl_kwargs(GRPOConfig),
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=config.beta,
-        chat_template_kwargs=config.chat_template_kwargs or None,
-    )
+    trl_args = GRPOConfig(**{
+        # an evaluation batch holds whole groups of num_generations samples (trainer_args may set another multiple)
+        "per_device_eval_batch_size": config.num_generations,
+        **config.trl_kwargs(
+            GRPOConfig,
+            num_generations=config.num_generations,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            beta=config.beta,
+            chat_template_kwargs=config.chat_template_kwargs or None,
+        ),
+    })
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     method = "GRPO" if config.grpo_weight == 1.0 else f"SDPO (teacher {config.teacher}, λ={config.grpo_weight})"
-    log.info(f"{method} on {len(dataset)} prompts from {config.dataset_name}, {config.num_generations} samples each")
+    log.info(f"{method} on {len(dataset)} prompts from {config.dataset_name or 'the dataset_mixture'}, {config.num_generations} samples each")
+    if eval_dataset:
+        log.info(f"evaluating on {len(eval_dataset)} held-out prompts every {config.every} steps (reward of fresh samples)")
     return SDPOTrainer(
         model=load_model_for_training(config),
         reward_funcs=functions,
         args=trl_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=config.lora_config(),
-        callbacks=[MetricsFileCallback(config.output_dir)],
+        callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         sdpo=sdpo_settings(config),
         on_nonfinite_loss=config.on_nonfinite_loss,
     )

@@ -1,8 +1,8 @@
 """``posttrain sft``: supervised fine-tuning with response-only loss (chat or base format, LoRA).
 
-The rows come from a ``.jsonl`` file, a built-in task or the Hub (:mod:`posttrain.tasks.sources`),
-are checked and tokenized row by row (:mod:`posttrain.data.sft`) before any model is loaded,
-and train on TRL's SFTTrainer (:mod:`posttrain.trainers.sft`).
+The rows come from a ``.jsonl`` file, a built-in task, the Hub or a weighted mix of them
+(:mod:`posttrain.tasks.sources`), are checked and tokenized row by row (:mod:`posttrain.data.sft`)
+before any model is loaded, and train on TRL's SFTTrainer (:mod:`posttrain.trainers.sft`).
 """
 
 from __future__ import annotations
@@ -10,30 +10,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from posttrain.config import config_field
+from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.runtime import get_logger
-from posttrain.tasks.sources import load_rows
+from posttrain.tasks.sources import load_mixture, load_rows
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.sft import GuardedSFTTrainer, SFTSettings, sft_trainer_for_rows
+from posttrain.trainers.validation import ValidationSettings
 
 log = get_logger(__name__)
 
 
 @dataclass
-class SFTJobConfig(SFTSettings):
-    """Everything ``posttrain sft`` needs: model, LoRA, data and training settings."""
+class SFTJobConfig(ValidationSettings, SFTSettings):
+    """Everything ``posttrain sft`` needs: model, LoRA, data, training and held-out evaluation settings."""
 
     dataset_name: str = config_field(
-        "task:arithmetic", help="A .jsonl file, task:<name> (built-in task), or a hub dataset id."
+        "", help="A .jsonl file, task:<name> (built-in task), or a hub dataset id (task:arithmetic when neither it nor "
+        "dataset_mixture is set)."
     )
     dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:2000], train[:10%].")
     task_options: dict = config_field({}, help="Options of a task:<name> dataset (e.g. {digits: 2}).")
+    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture, "task:arithmetic")
 
 
 def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
     """Load and validate the configured dataset, and return a ready SFTTrainer."""
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
-    trainer = sft_trainer_for_rows(config, rows)  # every row checked, so the count below is what trains
-    log.info(f"SFT on {len(rows)} rows from {config.dataset_name} ({config.dataset_train_split})")
+    if config.dataset_mixture:
+        rows = load_mixture(config.dataset_mixture, config.seed, config.task_options)
+    else:
+        rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options)
+    rows, eval_rows = config.split_rows(rows, config.task_options)
+    trainer = sft_trainer_for_rows(config, rows, eval_rows)  # every row checked, so the counts below are what trains
+    source = f"{config.dataset_name} ({config.dataset_train_split})" if config.dataset_name else "the dataset_mixture"
+    log.info(f"SFT on {len(rows)} rows from {source}")
+    if eval_rows:
+        log.info(f"evaluating on {len(eval_rows)} held-out rows every {config.every} steps")
     return trainer
 
 

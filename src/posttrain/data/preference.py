@@ -1,4 +1,5 @@
-"""Preference pairs: ``{"prompt", "chosen", "rejected"}`` rows, validated and normalised.
+"""Preference pairs: ``{"prompt", "chosen", "rejected"}`` rows, validated and normalised; and
+unpaired rows ``{"prompt", "completion", "label"}`` for KTO (:func:`normalize_unpaired`).
 
 Accepted rows:
   * ``prompt``/``chosen``/``rejected`` as strings, or as message lists (conversational);
@@ -34,13 +35,19 @@ def split_hh_transcript(chosen: str, rejected: str, where: str) -> tuple[str, st
     The prompt runs through the last ``"\\n\\nAssistant:"`` of the chosen transcript, and the
     rejected transcript must start with the same prompt.
     """
-    cut = chosen.rfind(ASSISTANT)
-    if cut < 0:
-        raise DataError(f"{where}: field 'chosen' has no '\\n\\nAssistant:' turn (not an HH-RLHF transcript)")
-    prompt = chosen[: cut + len(ASSISTANT)]
+    prompt = hh_prompt(chosen, where, "chosen")
     if not rejected.startswith(prompt):
         raise DataError(f"{where}: 'chosen' and 'rejected' transcripts differ before the last assistant turn")
     return prompt, chosen[len(prompt) :], rejected[len(prompt) :]
+
+
+def hh_prompt(transcript: str, where: str, field: str) -> str:
+    """The prompt of an HH-RLHF transcript: everything through its last ``"\\n\\nAssistant:"``,
+    the turn a model is to write."""
+    cut = transcript.rfind(ASSISTANT)
+    if cut < 0:
+        raise DataError(f"{where}: field '{field}' has no '\\n\\nAssistant:' turn (not an HH-RLHF transcript)")
+    return transcript[: cut + len(ASSISTANT)]
 
 
 def hh_to_messages(transcript: str, where: str) -> list[dict]:
@@ -102,7 +109,7 @@ def normalize_pairs(
         if chosen_text.strip() == rejected_text.strip():
             skipped["chosen identical to rejected"] += 1
             continue
-        pairs.append(_format_pair(row, base_model_mode, where))
+        pairs.append(_format_row(row, ("chosen", "rejected"), base_model_mode, where))
     for reason, count in skipped.items():
         log.warning(f"skipped {count} of {len(located_rows)} pairs: {reason}")
     if not pairs:
@@ -110,18 +117,55 @@ def normalize_pairs(
     return pairs
 
 
-def _format_pair(row: dict, base_model_mode: bool, where: str) -> dict:
-    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+def normalize_unpaired(
+    located_rows: list[tuple[str, dict]],
+    base_model_mode: bool = False,
+    hh_format: Literal["messages", "text"] = "messages",
+) -> list[dict]:
+    """Validated ``{"prompt", "completion", "label"}`` rows (``label`` true: a desirable completion),
+    conversational in chat mode, for KTO.
+
+    Rows that carry ``label`` are unpaired data. A dataset of pairs instead (its first row has no
+    ``label``) goes through :func:`normalize_pairs`, and each pair becomes a desirable row (its
+    chosen response) and an undesirable one (its rejected response). Rows with an empty
+    completion are skipped, counted and reported.
+    """
+    if located_rows and "label" not in located_rows[0][1]:
+        pairs = normalize_pairs(located_rows, base_model_mode, hh_format)
+        return [{"prompt": pair["prompt"], "completion": pair[response], "label": response == "chosen"}
+                for pair in pairs for response in ("chosen", "rejected")]
+    rows, skipped = [], 0
+    for where, row in located_rows:
+        for field in ("prompt", "completion", "label"):
+            if field not in row:
+                raise DataError(f"{where}: missing field '{field}'")
+        if not isinstance(row["label"], bool):
+            raise DataError(f"{where}: field 'label' must be true (desirable) or false (undesirable), got {row['label']!r}")
+        _text_of(row["prompt"], where, "prompt")
+        if not _text_of(row["completion"], where, "completion").strip():
+            skipped += 1
+            continue
+        rows.append({**_format_row(row, ("completion",), base_model_mode, where), "label": row["label"]})
+    if skipped:
+        log.warning(f"skipped {skipped} of {len(located_rows)} rows: empty completion")
+    if not rows:
+        raise DataError(f"no usable rows ({skipped} with an empty completion)" if skipped else "no usable rows (no rows)")
+    return rows
+
+
+def _format_row(row: dict, responses: tuple[str, ...], base_model_mode: bool, where: str) -> dict:
+    """The prompt and the ``responses`` fields of ``row`` in the training format: one user and one
+    assistant turn each in chat mode (message lists stay as they are), ``Instruction: X\\nResponse:``
+    and `` Y\\nEND`` in base-model mode (an HH transcript stays as it is)."""
+    fields = ("prompt", *responses)
     if base_model_mode:
-        if not all(isinstance(v, str) for v in (prompt, chosen, rejected)):
-            raise DataError(f"{where}: base_model_mode needs string prompt/chosen/rejected")
-        if prompt.startswith(HUMAN):  # an HH transcript stays as it is
-            return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        return {"prompt": base_prompt(prompt), "chosen": base_response(chosen), "rejected": base_response(rejected)}
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    if isinstance(chosen, str):
-        chosen = [{"role": "assistant", "content": chosen}]
-    if isinstance(rejected, str):
-        rejected = [{"role": "assistant", "content": rejected}]
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if not all(isinstance(row[field], str) for field in fields):
+            raise DataError(f"{where}: base_model_mode needs string {'/'.join(fields)}")
+        if row["prompt"].startswith(HUMAN):
+            return {field: row[field] for field in fields}
+        return {"prompt": base_prompt(row["prompt"]), **{field: base_response(row[field]) for field in responses}}
+
+    def as_messages(value: str | list[dict], role: str) -> list[dict]:
+        return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+    return {"prompt": as_messages(row["prompt"], "user"), **{field: as_messages(row[field], "assistant") for field in responses}}

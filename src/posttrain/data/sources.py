@@ -33,19 +33,50 @@ def _resolve(bound: str | None, total: int) -> int | None:
     return int(bound)
 
 
-def read_rows(dataset_name: str, split_name: str) -> list[tuple[str, dict]]:
-    """Every row of ``dataset_name`` as ``(location, row)`` pairs, unsliced: a ``.jsonl`` file
-    (one file is one split: the split name only carries the slice) or a hub dataset id (the
-    split ``split_name`` loaded with ``datasets.load_dataset``)."""
+def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
+    """The rows of ``dataset_name`` that ``split`` (``train[:1%]``) selects, as ``(location, row)``
+    pairs: a ``.jsonl`` file (one file is one split: the split name only carries the slice) or a
+    hub dataset id (its split loaded with ``datasets.load_dataset``). A hub split sliced from the
+    top by row counts (``train[:1000]``, ``train[100:200]``) is streamed, and only the rows up to
+    the slice's end are read rather than the whole split downloaded; offline, where nothing can
+    be streamed, the split comes from the local cache as before."""
+    name, part = split_slice(split)
     if dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
-        return [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
+        located = [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
+        return slice_rows(located, dataset_name, split)
+    import datasets
+
+    head = _head_stop(part)
+    if head is None or datasets.config.HF_HUB_OFFLINE:
+        located = _hub_rows(dataset_name, name, stop=None)
+        return slice_rows(located, dataset_name, split)
+    located = _hub_rows(dataset_name, name, stop=head)[_resolve(part.start, head) :]
+    if not located:
+        raise DataError(f"{dataset_name}: split '{split}' selects no rows")
+    return located
+
+
+def _head_stop(part: slice) -> int | None:
+    """The row count a slice reads from the top of its split (``[:1000]``, ``[100:200]``), or
+    None when it needs the split's length first (percentages, negative or open-ended bounds)."""
+    bounds = [b for b in (part.start, part.stop) if b is not None]
+    if part.stop is None or any(b.startswith("-") or b.endswith("%") for b in bounds):
+        return None
+    return int(part.stop)
+
+
+def _hub_rows(dataset_name: str, split_name: str, stop: int | None) -> list[tuple[str, dict]]:
+    """Every row of a hub split, or (``stop``) only its first ``stop`` rows, streamed."""
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(dataset_name, split=split_name)
-    except Exception as err:  # datasets raises many types; all mean "cannot load this"
+        if stop is None:
+            rows = load_dataset(dataset_name, split=split_name)
+        else:
+            rows = load_dataset(dataset_name, split=split_name, streaming=True).take(stop)
+        return [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(rows)]
+    except Exception as err:  # datasets raises many types, also while streaming; all mean "cannot load this"
         raise DataError(f"cannot load dataset {dataset_name} split {split_name}: {str(err).splitlines()[0]}") from None
-    return [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(dataset)]
 
 
 def slice_rows(located: list[tuple[str, dict]], dataset_name: str, split: str) -> list[tuple[str, dict]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from posttrain.data.reward import reward_model_text
 from posttrain.errors import PosttrainError
 from posttrain.judges.base import Judge
 from posttrain.models import check_model_source, load_tokenizer
@@ -14,8 +15,9 @@ class RewardModelJudge(Judge):
     """Scores (prompt, completion) with a sequence-classification head.
 
     The text is the tokenizer's chat template over a user and an assistant turn when it has one,
-    else ``prompt`` and ``completion`` joined by a newline. A one-label head's logit is the score;
-    a two-label head (bad, good) scores ``logit[1] − logit[0]``.
+    else ``prompt`` and ``completion`` joined by a newline: :func:`posttrain.data.reward.reward_model_text`,
+    what ``posttrain rm`` trains on. A one-label head's logit is the score; a two-label head
+    (bad, good) scores ``logit[1] − logit[0]``.
     """
 
     name = "reward_model"
@@ -33,19 +35,13 @@ class RewardModelJudge(Judge):
         self.model.eval()
         self.batch_size = batch_size
 
-    def _text(self, prompt: str, completion: str) -> str:
-        if self.tokenizer.chat_template:
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return f"{prompt}\n{completion}"
-
     def score(self, prompt: str, completion: str, /, **row) -> float:
         return self.score_many(prompt, [completion])[0]
 
     def score_many(self, prompt: str, completions: list[str], /, **row) -> list[float]:
         scores: list[float] = []
         for start in range(0, len(completions), self.batch_size):
-            texts = [self._text(prompt, c) for c in completions[start : start + self.batch_size]]
+            texts = [reward_model_text(self.tokenizer, prompt, c) for c in completions[start : start + self.batch_size]]
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():
                 logits = self.model(**encoded).logits.float()  # (batch, num_labels)

@@ -17,8 +17,9 @@ Loss types (each per pair, shape ``(B,)``):
   unbiased loss under label noise with flip rate ε ∈ [0, 0.5):
   ``[−(1−ε) log σ(βM) + ε log σ(−βM)] / (1 − 2ε)``.
 
-Each loss type is one pure function in :data:`DPO_LOSSES`, the registry that names the valid
-``loss_type`` values; a new loss is one function and one entry there.
+Each loss type is one pure function in :data:`DPO_LOSSES`, the registry of the losses posttrain
+computes itself (the ones a dynamic β works with); a new loss is one function and one entry there.
+``posttrain dpo`` hands TRL's other loss types to TRL's own code (:mod:`posttrain.commands.dpo`).
 
 For the same inputs these equal TRL's DPOTrainer losses (``tests/losses/test_dpo_against_trl.py``
 checks against TRL itself). One exception: TRL 1.16's ``sigmoid`` ignores ``label_smoothing``, so
@@ -95,8 +96,8 @@ DPO_LOSSES: dict[str, DPOLossFunction] = {
 }
 DPO_LOSS_TYPES = tuple(DPO_LOSSES)  # the names alone, as earlier versions exported them
 
-# The names again, for config fields: the config loader checks a Literal field's value, and a
-# type checker cannot read a dict's keys (tests/losses/test_dpo.py keeps the two equal).
+# The names again, as a type (the trainer's loss_type): a type checker cannot read a dict's keys
+# (tests/losses/test_dpo.py keeps the two equal).
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 
 

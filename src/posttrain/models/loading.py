@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from posttrain.config import config_field
 from posttrain.data.base_format import base_prompt
@@ -93,6 +99,31 @@ def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: boo
     if device is not None:
         model.to(device)
     return model
+
+
+def load_reward_model(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False) -> PreTrainedModel:
+    """A sequence-classification model with one output, the reward, to train from a checkpoint.
+
+    A causal LM keeps its backbone, drops its LM head and gets a new score head (seeded by the
+    caller's ``seed_everything``); TRL's context hides transformers' report of exactly those two
+    keys. A LoRA adapter is refused: it would be merged into a causal LM, not a reward model.
+    """
+    check_model_source(name_or_path)
+    if _is_adapter(name_or_path):
+        raise PosttrainError(
+            f"{name_or_path} holds a LoRA adapter: merge it into its base first (posttrain export {name_or_path} "
+            "--output_dir DIR) and start the reward model from DIR"
+        )
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    try:
+        with suppress_seqcls_warning():
+            return AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=1, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a classifier head of another size
+        raise PosttrainError(f"cannot load a reward model from {name_or_path}: {str(err).splitlines()[0]}") from None
 
 
 def free_model(model: PreTrainedModel | None) -> None:

@@ -22,7 +22,9 @@ class LoraArguments:
     lora_target_modules: list[str] = config_field(list(ALL_PROJECTIONS), help="Module names that get adapters.")
     load_in_4bit: bool = config_field(False, help="QLoRA: quantise the frozen base to 4 bits (needs a CUDA GPU and bitsandbytes).")
 
-    def lora_config(self) -> LoraConfig | None:
+    def lora_config(self, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
+        """The adapter's settings; ``task_type="SEQ_CLS"`` (a reward model) also trains and saves
+        the score head in full (peft adds it to ``modules_to_save``), since it starts untrained."""
         if not self.use_peft:
             return None
         return LoraConfig(
@@ -31,5 +33,5 @@ class LoraArguments:
             lora_dropout=self.lora_dropout,
             target_modules=list(self.lora_target_modules),
             bias="none",
-            task_type="CAUSAL_LM",
+            task_type=task_type,
         )

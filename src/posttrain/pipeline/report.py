@@ -9,7 +9,8 @@ training stage's ``metrics.jsonl`` and each pairs stage's ``summary.json``. Sect
   model the change against the model it started from, said plainly when it is not an
   improvement;
 * training curves per training stage (loss; β, margins and preference accuracy for DPO; reward,
-  distillation loss and teacher-signal fraction for SDPO/GRPO);
+  distillation loss and teacher-signal fraction for SDPO/GRPO), each with its curve on held-out
+  data beside it where the stage evaluated during training (``eval_<metric>`` rows);
 * preference-pair statistics of pairs stages and of DPO training.
 """
 
@@ -31,6 +32,7 @@ CURVES = {
     "sdpo": [("loss", "loss"), ("reward", "mean reward"), ("self_distillation/loss", "distillation loss"),
              ("self_distillation/signal_fraction", "samples with a teacher signal")],
     "grpo": [("loss", "GRPO loss"), ("reward", "mean reward"), ("reward_std", "reward std within groups")],
+    "rm": [("loss", "Bradley–Terry loss"), ("accuracy", "preference accuracy"), ("margin", "reward margin (chosen − rejected)")],
 }
 
 
@@ -55,6 +57,17 @@ def _rows(path: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(path, allow_torn_tail=True)] if path.is_file() else []
 
 
+def curve_series(rows: list[dict], key: str) -> dict[str, list[tuple[float, float]]]:
+    """The ``(step, value)`` points of ``key`` in a metrics.jsonl: ``train``, and ``held-out``
+    from the ``eval_<key>`` rows of evaluations during training (when there are any)."""
+    series = {}
+    for name, column in (("train", key), ("held-out", f"eval_{key}")):
+        points = [(r["step"], r[column]) for r in rows if isinstance(r.get(column), (int, float)) and "step" in r]
+        if points:
+            series[name] = points
+    return series
+
+
 def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -63,10 +76,14 @@ def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
-        points = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
-        ax.plot([p[0] for p in points], [p[1] for p in points], "-", marker="." if len(points) < 40 else None)
+        series = curve_series(rows, key)
+        for name, points in series.items():
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-" if name == "train" else "--",
+                    marker="." if len(points) < 40 else None, label=name)
         ax.set(xlabel="optimizer step", ylabel=label, title=f"{stage}: {key}")
         ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
     write_png(fig, path)
     return True
 
@@ -155,9 +172,15 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
         if entry["command"] == "pairs":
             pairs[entry["name"]] = _read_json(Path(entry["output_dir"]) / "summary.json") or {}
         elif entry["command"] == "dpo":
-            last = [r for r in _rows(Path(entry["output_dir"]) / "metrics.jsonl") if "rewards/accuracies" in r]
+            rows = _rows(Path(entry["output_dir"]) / "metrics.jsonl")
+            last = [r for r in rows if "rewards/accuracies" in r]
             if last:
                 pairs[entry["name"]] = {k: last[-1][k] for k in ("rewards/accuracies", "rewards/margins", "beta") if k in last[-1]}
+            held_out = [r for r in rows if "eval_rewards/accuracies" in r]  # the last evaluation on held-out pairs
+            if held_out:
+                pairs.setdefault(entry["name"], {}).update(
+                    {k: held_out[-1][k] for k in ("eval_rewards/accuracies", "eval_rewards/margins") if k in held_out[-1]}
+                )
 
     summary = {"pipeline": manifest.get("pipeline"), "stages": stages, "accuracy": accuracy, "verdicts": verdicts,
                "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}

@@ -3,12 +3,18 @@
 ``task:<name>`` sources are built here, beside the tasks; files and hub datasets are read by
 :mod:`posttrain.data.sources`. Every row is paired with a *location* ("data.jsonl:12",
 "task:arithmetic[3]", "hub:org/name[7]") so later validation errors can point at it.
+:func:`load_mixture` reads several sources, weighted, as one (``dataset_mixture``).
 """
 
 from __future__ import annotations
 
+from posttrain.data.mixture import mixture_sources, weigh_rows
 from posttrain.data.sources import read_rows, slice_rows, split_slice
+from posttrain.errors import DataError
+from posttrain.runtime import get_logger
 from posttrain.tasks import get_task
+
+log = get_logger(__name__)
 
 
 def load_rows(
@@ -18,15 +24,31 @@ def load_rows(
 
     ``dataset_name`` is a ``.jsonl`` file (one file is one split: the split name only carries
     the slice), ``task:<name>`` (a built-in task's split), or a hub dataset id (loaded with
-    ``datasets.load_dataset``). ``split`` may carry a slice: ``train[:1%]``. With ``preference``,
-    a ``task:<name>`` source yields the task's verifier-built pairs (prompt/chosen/rejected)
-    instead of its SFT rows.
+    ``datasets.load_dataset``; a slice of its top rows is streamed). ``split`` may carry a
+    slice: ``train[:1%]``. With ``preference``, a ``task:<name>`` source yields the task's
+    verifier-built pairs (prompt/chosen/rejected) instead of its SFT rows.
     """
+    if not dataset_name.startswith("task:"):
+        return read_rows(dataset_name, split)
     name, _ = split_slice(split)
-    if dataset_name.startswith("task:"):
-        task = get_task(dataset_name.removeprefix("task:"), **(task_options or {}))
-        rows = task.make_pairs(name) if preference else task.make_dataset(name)
-        located = [(f"{dataset_name}[{i}]", row) for i, row in enumerate(rows)]
-    else:
-        located = read_rows(dataset_name, name)
+    task = get_task(dataset_name.removeprefix("task:"), **(task_options or {}))
+    rows = task.make_pairs(name) if preference else task.make_dataset(name)
+    located = [(f"{dataset_name}[{i}]", row) for i, row in enumerate(rows)]
     return slice_rows(located, dataset_name, split)
+
+
+def load_mixture(
+    mixture: list[dict], seed: int, task_options: dict | None = None, preference: bool = False
+) -> list[tuple[str, dict]]:
+    """The rows of a ``dataset_mixture``: each source read by :func:`load_rows` and weighted
+    (:mod:`posttrain.data.mixture`), concatenated in the mixture's order. The rows keep their
+    locations, so a row that does not fit its command's format is an error naming its source."""
+    mixed = []
+    for index, source in enumerate(mixture_sources(mixture)):
+        rows = load_rows(source.name, source.split, task_options, preference)
+        weighted = weigh_rows(rows, source.weight, seed, index)
+        if not weighted:
+            raise DataError(f"dataset_mixture[{index}] {source.name}: weight {source.weight} of its {len(rows)} rows selects none")
+        log.info(f"dataset_mixture: {len(weighted)} rows from {source.name} ({source.split}, {len(rows)} rows, weight {source.weight:g})")
+        mixed += weighted
+    return mixed

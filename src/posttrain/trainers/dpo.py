@@ -1,5 +1,6 @@
-"""The DPO family with a dynamic β, on TRL's DPOTrainer: :class:`ScheduledDPOTrainer` (what
-``posttrain dpo`` trains with).
+"""The DPO family on TRL's DPOTrainer: :class:`ScheduledDPOTrainer`, posttrain's own losses with a
+dynamic β (what ``posttrain dpo`` trains with for sigmoid, ipo, hinge and robust), and
+:class:`GuardedDPOTrainer`, TRL's own loss computation for its other loss types (constant β).
 
 TRL's DPOTrainer prepares the data (chat templates, tokenization, truncation), builds the
 reference model (a frozen copy, the adapter-disabled base under LoRA, or precomputed log-probs),
@@ -33,6 +34,12 @@ from posttrain.trainers.margin_log import MarginLog
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 
 SCHEDULE_FILE = "beta_schedule.json"
+
+
+class GuardedDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, DPOTrainer):
+    """TRL's DPOTrainer computing its own loss (``args.loss_type``, ``args.loss_weights``, a constant
+    ``args.beta``), with posttrain's non-finite-loss guard and complete checkpoints: the loss types
+    posttrain does not compute itself (exo_pair, bco_pair, apo_zero, ..., and weighted lists)."""
 
 
 class ScheduledDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, DPOTrainer):

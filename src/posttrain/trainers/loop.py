@@ -22,7 +22,8 @@ def train_and_save(
 ) -> dict:
     """Train (from the last complete checkpoint in ``output_dir`` when ``resume``), save the
     final model or adapter and the tokenizer to ``save_to`` (default ``output_dir``), and return
-    the train metrics.
+    the train metrics (with ``load_best_model_at_end``, also which checkpoint was loaded as the
+    final model and its metric).
 
     On resume the trainer first restores the state transformers does not know about (a β
     schedule, a teacher, TRL's token count; see :class:`~posttrain.trainers.checkpoints.CompleteCheckpoints`).
@@ -48,4 +49,8 @@ def train_and_save(
     if args.should_save:
         trainer.processing_class.save_pretrained(save_to)
     log.info(f"saved the final model to {save_to}")
-    return {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+    metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+    if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+        log.info(f"the final model is {trainer.state.best_model_checkpoint} ({args.metric_for_best_model} {trainer.state.best_metric:.4g})")
+        metrics.update(best_model_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric)
+    return metrics

@@ -74,22 +74,31 @@ class TrainingSettings:
                 )
         return names
 
-    def trl_kwargs(self, trl_config_cls: type) -> dict:
-        """Keyword arguments for a TRL config class (``trl.SFTConfig``, ``trl.DPOConfig``, ...)."""
+    def trl_kwargs(self, trl_config_cls: type, **command_args) -> dict:
+        """Keyword arguments for a TRL config class (``trl.SFTConfig``, ``trl.DPOConfig``, ...):
+        the training settings, ``command_args`` (what the command sets from its own keys: ``beta``,
+        ``max_length``, ...) and ``trainer_args``. A trainer_args key that a config key already
+        sets is refused: one way to set each thing, and no "multiple values" crash in TRL."""
         known = {f.name for f in dataclasses.fields(trl_config_cls)}
         check_no_secrets(self.trainer_args)
-        for key in self.trainer_args:
-            if key not in known:
-                raise ConfigError(f"unknown key '{key}' in trainer_args (not a field of {trl_config_cls.__name__})")
-        kwargs = {
+        settings = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(TrainingSettings)
             if f.name not in ("resume", "on_nonfinite_loss", "trainer_args")
         }
+        for key in self.trainer_args:
+            if key not in known:
+                raise ConfigError(f"unknown key '{key}' in trainer_args (not a field of {trl_config_cls.__name__})")
+            config_key = key in {f.name for f in dataclasses.fields(self)} and key != "trainer_args"
+            if config_key or key in command_args or key == "activation_checkpointing":
+                raise ConfigError(f"trainer_args: '{key}' is set from posttrain's config keys; "
+                                  f"set it as a config key (--help lists them), not in trainer_args")
+        kwargs = dict(settings)
         if "activation_checkpointing" in known:  # transformers >= 5 renamed it; the old name warns
             kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
         kwargs["report_to"] = self.trackers()
         kwargs["use_cpu"] = not torch.cuda.is_available()
         kwargs["logging_first_step"] = True
+        kwargs.update(command_args)
         kwargs.update(self.trainer_args)
         return kwargs

@@ -24,6 +24,7 @@ from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.settings import TrainingSettings
+from posttrain.trainers.validation import BestMetricCheck
 
 
 @dataclass
@@ -44,25 +45,34 @@ class GuardedSFTTrainer(NonFiniteLossGuard, CompleteCheckpoints, SFTTrainer):
     """TRL's SFTTrainer with posttrain's non-finite-loss guard and complete checkpoints."""
 
 
-def sft_trainer_for_rows(config: SFTSettings, rows: list[tuple[str, dict]]) -> GuardedSFTTrainer:
-    """Tokenize ``(location, row)`` pairs (checked row by row), load the model, and return a
-    ready SFTTrainer; any SFT-style job builds its rows and then comes here."""
+def sft_trainer_for_rows(
+    config: SFTSettings, rows: list[tuple[str, dict]], eval_rows: list[tuple[str, dict]] | None = None
+) -> GuardedSFTTrainer:
+    """Tokenize ``(location, row)`` pairs (checked row by row), and the held-out ``eval_rows``
+    the same way, load the model, and return a ready SFTTrainer; any SFT-style job builds its
+    rows and then comes here."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
-    trl_args = SFTConfig(
-        **config.trl_kwargs(SFTConfig),
+    trl_args = SFTConfig(**config.trl_kwargs(
+        SFTConfig,
         max_length=config.max_length,
         completion_only_loss=True,  # labels come from our completion_mask
-    )
+    ))
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    examples = build_sft_examples(tokenizer, rows, config.base_model_mode, config.max_length, config.overlong,
-                                  plain=config.prompt_completion_format == "plain")
+
+    def tokenized(part: list[tuple[str, dict]]) -> Dataset:
+        return Dataset.from_list(build_sft_examples(tokenizer, part, config.base_model_mode, config.max_length,
+                                                    config.overlong, plain=config.prompt_completion_format == "plain"))
+
+    train_dataset = tokenized(rows)  # every row checked before the model loads
+    eval_dataset = tokenized(eval_rows) if eval_rows else None
     return GuardedSFTTrainer(
         model=load_model_for_training(config),
         args=trl_args,
-        train_dataset=Dataset.from_list(examples),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=config.lora_config(),
-        callbacks=[MetricsFileCallback(config.output_dir)],
+        callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )

@@ -1,0 +1,113 @@
+"""``posttrain kto``: KTO on TRL's KTOTrainer, from completions labelled desirable or undesirable.
+
+The rows (``prompt``/``completion``/``label``, or prompt/chosen/rejected pairs split into a
+desirable and an undesirable row) are checked and normalised before any model is loaded
+(:func:`posttrain.data.preference.normalize_unpaired`), and train on
+:class:`posttrain.trainers.kto.GuardedKTOTrainer`; TRL computes the loss (formulas there), with
+a constant β.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from datasets import Dataset
+from trl import KTOConfig
+
+from posttrain.config import config_field
+from posttrain.data.preference import normalize_unpaired
+from posttrain.errors import ConfigError
+from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
+from posttrain.models.loading import check_model_source, load_model, load_model_for_training
+from posttrain.runtime import get_logger, seed_everything
+from posttrain.tasks.sources import load_rows
+from posttrain.trainers.callbacks import MetricsFileCallback
+from posttrain.trainers.kto import GuardedKTOTrainer
+from posttrain.trainers.loop import train_and_save
+from posttrain.trainers.settings import TrainingSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class KTOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
+    """Everything ``posttrain kto`` needs."""
+
+    dataset_name: str = config_field(
+        "", help="Rows of prompt/completion/label (true: desirable), or pairs (prompt/chosen/rejected, HH-RLHF) split "
+        "into a desirable and an undesirable row: a .jsonl file, task:<name> (its verifier-built pairs) or a hub dataset id."
+    )
+    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
+    hh_format: Literal["messages", "text"] = config_field(
+        "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
+    )
+    max_length: int = config_field(512, help="Longest prompt + completion in tokens (TRL truncates beyond).", ge=8)
+    loss_type: Literal["kto", "apo_zero_unpaired"] = config_field(
+        "kto", help="kto (Ethayarajh et al. 2024, against a KL reference point) or apo_zero_unpaired (APO-zero on unpaired rows)."
+    )
+    beta: float = config_field(0.1, help="β, constant: how far the policy may move from the reference.", gt=0)
+    desirable_weight: float = config_field(
+        1.0, help="λ_D, weight of the desirable rows' loss (the KTO paper keeps λ_D·n_D / (λ_U·n_U) in [1, 4/3]).", gt=0
+    )
+    undesirable_weight: float = config_field(1.0, help="λ_U, weight of the undesirable rows' loss.", gt=0)
+    ref_model_name_or_path: str | None = config_field(
+        None, help="A separate reference model (default: the initial policy; the adapter-disabled base under LoRA)."
+    )
+    precompute_ref_log_probs: bool = config_field(False, help="Compute reference log-probs once before training (no reference model in memory).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_type == "kto" and self.per_device_train_batch_size < 2:
+            raise ConfigError(
+                "config key 'per_device_train_batch_size' must be >= 2 for loss_type kto: its KL reference point "
+                "pairs each prompt with another row's completion of the same batch"
+            )
+
+
+def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
+    """Validate, load and normalise the rows, load the models, return a ready trainer."""
+    seed_everything(config.seed)
+    check_model_source(config.model_name_or_path)
+    if config.ref_model_name_or_path:
+        check_model_source(config.ref_model_name_or_path)
+    if not config.dataset_name:
+        raise ConfigError("config key 'dataset_name' is empty: give a .jsonl file of labelled completions or pairs, or a hub dataset id")
+    trl_args = KTOConfig(**config.trl_kwargs(
+        KTOConfig,
+        loss_type=config.loss_type,
+        beta=config.beta,
+        desirable_weight=config.desirable_weight,
+        undesirable_weight=config.undesirable_weight,
+        max_length=config.max_length,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+    ))
+    tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
+    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=True)
+    examples = normalize_unpaired(rows, config.base_model_mode, config.hh_format)
+    desirable = sum(example["label"] for example in examples)
+    log.info(f"KTO ({config.loss_type}) on {len(examples)} rows ({desirable} desirable, "
+             f"{len(examples) - desirable} undesirable) from {config.dataset_name}")
+    ref_model = (
+        load_model(config.ref_model_name_or_path, config.dtype, config.trust_remote_code)
+        if config.ref_model_name_or_path
+        else None
+    )
+    return GuardedKTOTrainer(
+        model=load_model_for_training(config),
+        ref_model=ref_model,
+        args=trl_args,
+        # TRL reads the rows in order (its KL estimate pairs each row with its neighbour's
+        # completion), so they are shuffled once here: unpaired pairs would otherwise sit side by side
+        train_dataset=Dataset.from_list(examples).shuffle(seed=config.seed),
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+        callbacks=[MetricsFileCallback(config.output_dir)],
+        on_nonfinite_loss=config.on_nonfinite_loss,
+    )
+
+
+def run_kto(config: KTOJobConfig) -> dict:
+    """Train; save the final model (or adapter); return the train metrics."""
+    return train_and_save(build_kto_trainer(config), config.output_dir, config.resume)

@@ -1,0 +1,87 @@
+"""Hub splits sliced from the top (``train[:N]``) are streamed and only N rows read; every other
+slice, local files and offline runs keep the whole-split path. ``datasets.load_dataset`` is a fake
+here: nothing reaches the network."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+
+from posttrain.data.jsonl import write_jsonl
+from posttrain.errors import DataError
+from posttrain.tasks.sources import load_rows
+
+
+class FakeHub:
+    """Stands in for ``datasets.load_dataset``: records its calls, and what a stream yielded."""
+
+    def __init__(self, rows: int = 1000, fail_while_streaming: bool = False):
+        self.rows, self.fail = rows, fail_while_streaming
+        self.calls: list[dict] = []
+        self.taken: list[int] = []
+        self.yielded = 0
+
+    def __call__(self, name, split, **kwargs):
+        self.calls.append({"name": name, "split": split, **kwargs})
+        return self if kwargs.get("streaming") else [{"i": i} for i in range(self.rows)]
+
+    def take(self, n):
+        self.taken.append(n)
+        return self._stream(n)
+
+    def _stream(self, n):
+        for i in range(min(n, self.rows)):
+            if self.fail:
+                raise ConnectionError("stream interrupted")
+            self.yielded += 1
+            yield {"i": i}
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    fake = FakeHub()
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    return fake
+
+
+def test_a_top_slice_streams_only_its_rows(hub):
+    rows = load_rows("org/big", "train[:5]")
+    assert hub.calls == [{"name": "org/big", "split": "train", "streaming": True}]
+    assert hub.taken == [5] and hub.yielded == 5
+    assert rows == [(f"org/big[{i}]", {"i": i}) for i in range(5)]
+
+
+def test_a_slice_from_an_offset_streams_up_to_its_end(hub):
+    rows = load_rows("org/big", "test[3:6]")
+    assert hub.calls[0]["split"] == "test" and hub.taken == [6]
+    assert rows == [(f"org/big[{i}]", {"i": i}) for i in (3, 4, 5)]
+
+
+@pytest.mark.parametrize("split, first, count", [("train", 0, 1000), ("train[:1%]", 0, 10), ("train[-5:]", 995, 5),
+                                                 ("train[990:]", 990, 10)])
+def test_slices_that_need_the_split_length_read_the_whole_split(hub, split, first, count):
+    rows = load_rows("org/big", split)
+    assert hub.calls == [{"name": "org/big", "split": "train"}] and not hub.taken
+    assert rows[0] == (f"org/big[{first}]", {"i": first}) and len(rows) == count
+
+
+def test_offline_the_cached_split_is_read_whole(hub, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    assert len(load_rows("org/big", "train[:5]")) == 5
+    assert hub.calls == [{"name": "org/big", "split": "train"}]
+
+
+def test_local_files_never_reach_the_hub(hub, tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [{"i": i} for i in range(4)])
+    assert [row["i"] for _, row in load_rows(str(path), "train[:2]")] == [0, 1]
+    assert not hub.calls
+
+
+def test_an_empty_streamed_slice_and_a_broken_stream_are_data_errors(hub, monkeypatch):
+    with pytest.raises(DataError, match=r"org/big: split 'train\[4:4\]' selects no rows"):
+        load_rows("org/big", "train[4:4]")
+    monkeypatch.setattr(datasets, "load_dataset", FakeHub(fail_while_streaming=True))
+    with pytest.raises(DataError, match="cannot load dataset org/big split train: stream interrupted"):
+        load_rows("org/big", "train[:5]")
