@@ -47,6 +47,18 @@ def test_string_pairs_become_chat_turns_or_base_format():
     assert base == {"prompt": "Instruction: 2+2?\nResponse:", "chosen": " 4\nEND", "rejected": " 5\nEND"}
 
 
+def test_base_pairs_from_sampled_continuations_match_the_sft_text():
+    """A base model's rollout keeps the space after "Response:" and the newline before END; the
+    pair must read as SFT wrote the same answer (one space, one newline), or DPO trains the model
+    on "Response:  ..." and "\\n\\nEND", text it never saw in SFT and should not learn to write."""
+    from posttrain.data.base_format import base_format
+
+    rows = [("p:1", {"prompt": "2+2?", "chosen": " 2+2=4. Answer: 4\n", "rejected": " Answer: 5\n"})]
+    pair = normalize_pairs(rows, base_model_mode=True)[0]
+    assert pair["prompt"] + pair["chosen"] == base_format("2+2?", "2+2=4. Answer: 4")
+    assert pair["chosen"] == " 2+2=4. Answer: 4\nEND" and pair["rejected"] == " Answer: 5\nEND"
+
+
 def test_degenerate_pairs_are_counted_and_skipped(caplog):
     rows = [("p:1", {"prompt": "a", "chosen": "same", "rejected": "same"}),
             ("p:2", {"prompt": "a", "chosen": "", "rejected": "x"}),

@@ -15,8 +15,10 @@ def base_prompt(instruction: str) -> str:
 
 
 def base_response(response: str) -> str:
-    """`` Y\\nEND`` — the continuation, ending at the stop marker."""
-    return f" {response}\n{END}"
+    """`` Y\\nEND`` — the continuation, ending at the stop marker. ``Y`` is stripped: a sampled
+    continuation of ``Response:`` carries the format's own space before it and newline after it,
+    and SFT, DPO and few-shot examples must all put exactly one of each around the same text."""
+    return f" {response.strip()}\n{END}"
 
 
 def base_format(instruction: str, response: str) -> str:
