@@ -123,7 +123,7 @@ def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> 
         if command.output_field:
             output_dir = getattr(config, command.output_field)
             check_writable(output_dir)
-        metrics = command.run(config)
+        metrics = command.execute(config)
         if metrics and is_main_process():  # under a launcher, one copy of the result; chat has none
             print(json.dumps(metrics, indent=2, default=str))
         return 0

@@ -7,9 +7,15 @@ every path names a module of :mod:`posttrain.commands`, one per command.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
+
+# What a training command records next to the model it wrote: the command and its validated config
+# (read by `posttrain export` for the model card of a run started by hand).
+RUN_CONFIG_FILE = "posttrain_config.json"
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,7 @@ class Command:
     run_path: str  # "module:function"
     output_field: str  # the config field that holds the output directory ("": the command writes nothing)
     positional: str = ""  # the config field a bare first argument sets: `posttrain chat MODEL`
+    trains_a_model: bool = False  # records its config in RUN_CONFIG_FILE once the model is saved
 
     @property
     def config_cls(self) -> type:
@@ -28,6 +35,18 @@ class Command:
     @property
     def run(self) -> Callable[[Any], dict]:
         return _import(self.run_path)
+
+    def execute(self, config: Any) -> dict:
+        """Run the command on a validated ``config`` (the CLI and the pipeline runner both come
+        here); a training command then records ``config`` in its output directory."""
+        from posttrain.artifacts import write_json
+        from posttrain.runtime import is_main_process
+
+        metrics = self.run(config) or {}
+        if self.trains_a_model and is_main_process():
+            record = {"command": self.name, "config": dataclasses.asdict(config)}
+            write_json(Path(getattr(config, self.output_field)) / RUN_CONFIG_FILE, record)
+        return metrics
 
 
 def _import(path: str) -> Any:
@@ -51,6 +70,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.sft:SFTJobConfig",
             "posttrain.commands.sft:run_sft",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "dpo",
@@ -59,6 +79,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.dpo:DPOJobConfig",
             "posttrain.commands.dpo:run_dpo",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "kto",
@@ -66,6 +87,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.kto:KTOJobConfig",
             "posttrain.commands.kto:run_kto",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "rm",
@@ -73,6 +95,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.rm:RMJobConfig",
             "posttrain.commands.rm:run_rm",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "sdpo",
@@ -80,6 +103,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.sdpo:SDPOJobConfig",
             "posttrain.commands.sdpo:run_sdpo",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "grpo",
@@ -87,6 +111,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.sdpo:GRPOJobConfig",
             "posttrain.commands.sdpo:run_grpo",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "trigger",
@@ -94,6 +119,7 @@ COMMANDS: dict[str, Command] = {
             "posttrain.commands.trigger:TriggerJobConfig",
             "posttrain.commands.trigger:run_trigger",
             "output_dir",
+            trains_a_model=True,
         ),
         Command(
             "trigger-eval",

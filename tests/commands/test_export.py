@@ -18,6 +18,7 @@ from posttrain.commands.export import ExportConfig, model_card, run_export
 from posttrain.config import load_config
 from posttrain.errors import ConfigError
 from posttrain.pipeline import run_pipeline
+from posttrain.registry import RUN_CONFIG_FILE
 
 SECRET = "hf_exportSECRETtoken5e1d9a"
 INPUT_TEXT = "What is 47 + 38?"
@@ -106,8 +107,9 @@ def test_the_card_of_a_pipeline_stage_has_base_model_data_config_and_metrics(tra
 
 
 def test_the_card_says_what_was_not_recorded(trained, tmp_path):
-    """Outside a pipeline (or with the pipeline file edited since) only the adapter's base model
-    and metrics.jsonl are known; the full model's card names no base model."""
+    """With the pipeline file edited since, the card takes the config the trainer recorded next
+    to its model; without that record, only the adapter's base model and metrics.jsonl are known
+    and the full model's card names no base model."""
     copy = tmp_path / "runs" / "mini"
     shutil.copytree(trained, copy)
     pipeline = tmp_path / "mini.yaml"
@@ -117,6 +119,12 @@ def test_the_card_says_what_was_not_recorded(trained, tmp_path):
     assert "Training config (pipeline stage `sft_lora`)" in model_card(copy / "sft_lora", "t", "t", merged=True)
 
     pipeline.write_text(pipeline.read_text().replace("learning_rate: 0.01", "learning_rate: 0.02"))
+    card = model_card(copy / "sft_full", "t", "t", merged=False)
+    assert "Training config (`posttrain_config.json`)" in card and "learning_rate: 0.01" in card
+    assert f"- base model: `{trained / 'model'}`" in card and "- training data: `task:arithmetic`, split `train[:4]`" in card
+
+    for stage in ("sft_lora", "sft_full"):
+        (copy / stage / RUN_CONFIG_FILE).unlink()
     for stage, base in [("sft_lora", f"`{trained / 'model'}`"), ("sft_full", "not recorded")]:
         card = model_card(copy / stage, "t", "t", merged=stage == "sft_lora")
         assert f"- base model: {base}" in card

@@ -69,6 +69,20 @@ def test_base_model_mode_uses_few_shot_prompts_and_stops_at_end(tiny_model_dir, 
     assert all(row["contaminated"] for row in read_rows(tmp_path))
 
 
+def test_base_model_mode_with_zero_shots_prompts_as_sft_trained(tiny_model_dir, tmp_path, monkeypatch):
+    """few_shot: 0 is the prompt an SFT model of the base format was trained on and is evaluated with."""
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen["prompts"] = prompts
+        return [["8+7=15. Answer: 85"] for _ in prompts], [[5] for _ in prompts]
+
+    monkeypatch.setattr(rollouts_module, "generate", fake_generate)
+    run_rollout(rollout_config(tiny_model_dir, tmp_path, base_model_mode=True, few_shot=0, num_samples=1,
+                               dataset_split="train[:1]"))
+    assert seen["prompts"] == ["Instruction: What is 58 + 27?\nResponse:"]
+
+
 def test_jsonl_prompts_as_text_or_messages(tiny_model_dir, tmp_path, monkeypatch):
     data = tmp_path / "prompts.jsonl"
     write_jsonl(data, [{"prompt": "Say hi."}, {"prompt": [{"role": "system", "content": "Be brief."},

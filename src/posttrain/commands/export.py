@@ -10,8 +10,9 @@ and a model card (``README.md``) that says what the trainers recorded about the 
 * the base model: a LoRA adapter names it in ``adapter_config.json``;
 * the training data, the training config and the command: when the input is a finished stage of a
   ``posttrain run`` pipeline, from that pipeline's stage, used only while the pipeline file still
-  gives the fingerprint the manifest recorded (the file may have been edited since). A run
-  started by hand keeps no config in its directory, so the card says "not recorded";
+  gives the fingerprint the manifest recorded (the file may have been edited since); else from
+  ``posttrain_config.json``, which every training command writes next to its final model; without
+  either the card says "not recorded";
 * the final metrics: the last value of every metric in ``metrics.jsonl``, and, in a pipeline, the
   results of the ``eval`` stages that evaluated this model.
 
@@ -42,6 +43,7 @@ from posttrain.data.jsonl import iter_jsonl
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.models import free_model, load_model, load_tokenizer
 from posttrain.pipeline.runner import plan
+from posttrain.registry import RUN_CONFIG_FILE
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
@@ -151,7 +153,10 @@ def model_card(model_dir: Path, title: str, load_as: str, merged: bool) -> str:
     """The card (``README.md``) of an export of ``model_dir``: base model, training data, training
     config and final metrics, each from the artifact that records it, or "not recorded"."""
     stage, evals = _pipeline_records(model_dir)
-    config = dataclasses.asdict(stage.config) if stage else None
+    if stage:
+        command, config, source = stage.command, dataclasses.asdict(stage.config), f"pipeline stage `{stage.name}`"
+    else:
+        command, config, source = _run_record(model_dir)
     base = _adapter_base(model_dir) or (config or {}).get("model_name_or_path")
     data = None
     if config and config.get("dataset_mixture"):
@@ -161,19 +166,19 @@ def model_card(model_dir: Path, title: str, load_as: str, merged: bool) -> str:
         data = f"`{config['dataset_name']}`, split `{config.get('dataset_train_split', 'train')}`"
 
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- posttrain"]
-    if stage:
-        front.append(f"- {stage.command}")
+    if command:
+        front.append(f"- {command}")
     if base and not Path(base).expanduser().exists() and not base.startswith(("/", ".", "~")):
         front.append(f"base_model: {base}")  # the Hub links a hub id; a local path means nothing there
     lines = [*front, "---", "", f"# {title}", ""]
     kind = "a LoRA adapter merged into its base model" if merged else "a fully trained model"
     lines += [f"Exported by `posttrain export` from `{model_dir}` ({kind})."
-              + (f" Trained with `posttrain {stage.command}`." if stage else ""), ""]
-    not_recorded = "not recorded (known only for a finished stage of a `posttrain run` pipeline whose file is unchanged)"
+              + (f" Trained with `posttrain {command}`." if command else ""), ""]
+    not_recorded = f"not recorded (no {RUN_CONFIG_FILE} in the model directory, and not a finished pipeline stage)"
     lines += ["## Training", "", f"- base model: {f'`{base}`' if base else not_recorded}",
               f"- training data: {data or not_recorded}", ""]
-    if stage:
-        lines += [f"Training config (pipeline stage `{stage.name}`):", "", "```yaml",
+    if config:
+        lines += [f"Training config ({source}):", "", "```yaml",
                   yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     else:
         lines += [f"Training config: {not_recorded}.", ""]
@@ -192,6 +197,17 @@ def model_card(model_dir: Path, title: str, load_as: str, merged: bool) -> str:
               f'tokenizer = AutoTokenizer.from_pretrained("{load_as}")', "```", "",
               f"or chat with it in a terminal: `posttrain chat {load_as}`.", ""]
     return "\n".join(lines)
+
+
+def _run_record(model_dir: Path) -> tuple[str | None, dict | None, str | None]:
+    """``(command, config, source)`` from the record a training command leaves next to its model
+    (``posttrain_config.json``), or ``(None, None, None)`` without one."""
+    path = model_dir / RUN_CONFIG_FILE
+    try:
+        record = json.loads(path.read_text())
+        return record["command"], record["config"], f"`{RUN_CONFIG_FILE}`"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None, None
 
 
 def _adapter_base(model_dir: Path) -> str | None:

@@ -54,7 +54,10 @@ class RolloutConfig(ModelArguments):
     top_p: float = config_field(1.0, help="Nucleus sampling.", gt=0, le=1)
     max_new_tokens: int = config_field(64, help="Generation budget per completion.", ge=1)
     batch_size: int = config_field(16, help="Prompts per generate call (each with num_samples completions).", ge=1)
-    few_shot: int = config_field(3, help="Base-model mode: Instruction/Response/END examples before each prompt.", ge=1, le=4)
+    few_shot: int = config_field(
+        3, help="Base-model mode: Instruction/Response/END examples before each prompt; 0 for a model SFT-trained on the "
+                "format, which reads zero-shot prompts (examples it never saw in training derail its END).", ge=0, le=4
+    )
     backend: Literal["hf", "vllm"] = config_field("hf", help="hf: transformers generate (CPU/GPU); vllm: vLLM (GPU, if installed).")
     seed: int = config_field(0, help="Seeds sampling (each batch gets seed + its first prompt's index).")
 
@@ -99,9 +102,9 @@ def run_rollout(config: RolloutConfig) -> dict:
         def render(row: dict) -> str:
             if config.base_model_mode and isinstance(row["prompt"], str) and row["prompt"].startswith(HUMAN):
                 return row["prompt"]  # an HH-RLHF transcript is a completion prompt already
-            if config.base_model_mode:
+            if config.base_model_mode and config.few_shot:
                 return few_shot_prompt(row["prompt"], rng, config.few_shot)
-            return render_prompt(tokenizer, row["prompt"], False)
+            return render_prompt(tokenizer, row["prompt"], config.base_model_mode)
 
         sample = _sampler(config, tokenizer)
         with stoppable_loop():

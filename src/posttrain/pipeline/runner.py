@@ -375,7 +375,7 @@ def _run_stages(
         try:
             if stop_requested():  # SIGTERM arrived as the last stage finished: stop before this one
                 raise Preempted("stopped by SIGTERM before it started")
-            metrics = COMMANDS[stage.command].run(stage.config) or {}
+            metrics = COMMANDS[stage.command].execute(stage.config)
         except Preempted as err:
             entry.update(status="interrupted", error=str(err))
             write_json(manifest_path, manifest)
