@@ -51,6 +51,17 @@ def test_one_step_through_the_cli(capsys, tiny_model_dir, data, tmp_path, comman
     assert not (out / "margins").exists()  # the margin log belongs to posttrain's own losses
 
 
+def test_kto_evaluates_held_out_rows_of_a_mixture(capsys, tiny_model_dir, data, tmp_path):
+    """kto shares dpo's data and validation keys: a dataset_mixture, val_ratio, eval rows logged."""
+    out = tmp_path / "out"
+    mixture = f"[{{name: {data / 'labelled.jsonl'}}}, {{name: {data / 'pairs.jsonl'}, weight: 0.5}}]"
+    code, _, stderr = run_cli(capsys, "kto", "--model_name_or_path", tiny_model_dir, "--dataset_mixture", mixture,
+                              "--val_ratio", "0.25", "--output_dir", out, *ONE_STEP)
+    assert code == 0, stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in row for row in logged)
+
+
 @pytest.mark.parametrize(
     "argv, names",
     [

@@ -41,7 +41,7 @@ def pairs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "train.jsonl", root / "swapped.jsonl"
 
 
-@pytest.mark.parametrize("command", ["sft", "dpo", "sdpo", "grpo"])
+@pytest.mark.parametrize("command", ["sft", "dpo", "kto", "rm", "sdpo", "grpo"])
 def test_help_lists_the_validation_keys(capsys, command):
     with pytest.raises(SystemExit):
         main([command, "--help"])

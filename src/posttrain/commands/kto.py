@@ -16,22 +16,23 @@ from datasets import Dataset
 from trl import KTOConfig
 
 from posttrain.config import config_field
+from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.data.preference import normalize_unpaired
 from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
-from posttrain.tasks.sources import load_rows
+from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.kto import GuardedKTOTrainer
 from posttrain.trainers.loop import train_and_save
-from posttrain.trainers.settings import TrainingSettings
+from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
 
 log = get_logger(__name__)
 
 
 @dataclass
-class KTOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
+class KTOJobConfig(ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain kto`` needs."""
 
     dataset_name: str = config_field(
@@ -40,6 +41,7 @@ class KTOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
     )
     dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
     task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
+    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
     hh_format: Literal["messages", "text"] = config_field(
         "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
     )
@@ -59,6 +61,7 @@ class KTOJobConfig(TrainingSettings, LoraArguments, ModelArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture)
         if self.loss_type == "kto" and self.per_device_train_batch_size < 2:
             raise ConfigError(
                 "config key 'per_device_train_batch_size' must be >= 2 for loss_type kto: its KL reference point "
@@ -72,8 +75,9 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
     check_model_source(config.model_name_or_path)
     if config.ref_model_name_or_path:
         check_model_source(config.ref_model_name_or_path)
-    if not config.dataset_name:
-        raise ConfigError("config key 'dataset_name' is empty: give a .jsonl file of labelled completions or pairs, or a hub dataset id")
+    if not (config.dataset_name or config.dataset_mixture):
+        raise ConfigError("config key 'dataset_name' is empty: give a .jsonl file of labelled completions or pairs, "
+                          "or a hub dataset id (or a dataset_mixture)")
     trl_args = KTOConfig(**config.trl_kwargs(
         KTOConfig,
         loss_type=config.loss_type,
@@ -84,11 +88,12 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         precompute_ref_log_probs=config.precompute_ref_log_probs,
     ))
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    rows = load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=True)
+    rows, eval_rows = config.split_rows(load_train_rows(config, preference=True), config.task_options, preference=True)
     examples = normalize_unpaired(rows, config.base_model_mode, config.hh_format)
+    eval_examples = normalize_unpaired(eval_rows, config.base_model_mode, config.hh_format) if eval_rows else None
     desirable = sum(example["label"] for example in examples)
     log.info(f"KTO ({config.loss_type}) on {len(examples)} rows ({desirable} desirable, "
-             f"{len(examples) - desirable} undesirable) from {config.dataset_name}")
+             f"{len(examples) - desirable} undesirable) from {config.dataset_name or 'the dataset_mixture'}")
     ref_model = (
         load_model(config.ref_model_name_or_path, config.dtype, config.trust_remote_code)
         if config.ref_model_name_or_path
@@ -101,9 +106,10 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         # TRL reads the rows in order (its KL estimate pairs each row with its neighbour's
         # completion), so they are shuffled once here: unpaired pairs would otherwise sit side by side
         train_dataset=Dataset.from_list(examples).shuffle(seed=config.seed),
+        eval_dataset=Dataset.from_list(eval_examples).shuffle(seed=config.seed) if eval_examples else None,
         processing_class=tokenizer,
         peft_config=config.lora_config(),
-        callbacks=[MetricsFileCallback(config.output_dir)],
+        callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )
 

@@ -125,17 +125,19 @@ def normalize_unpaired(
     """Validated ``{"prompt", "completion", "label"}`` rows (``label`` true: a desirable completion),
     conversational in chat mode, for KTO.
 
-    Rows that carry ``label`` are unpaired data. A dataset of pairs instead (its first row has no
-    ``label``) goes through :func:`normalize_pairs`, and each pair becomes a desirable row (its
-    chosen response) and an undesirable one (its rejected response). Rows with an empty
-    completion are skipped, counted and reported.
+    Rows that carry ``label`` (or a ``completion``) are unpaired data. Any other row is a pair
+    (so a dataset_mixture may hold both): it goes through :func:`normalize_pairs` and becomes a
+    desirable row (its chosen response) and an undesirable one (its rejected response). Rows with
+    an empty completion are skipped, counted and reported.
     """
-    if located_rows and "label" not in located_rows[0][1]:
-        pairs = normalize_pairs(located_rows, base_model_mode, hh_format)
-        return [{"prompt": pair["prompt"], "completion": pair[response], "label": response == "chosen"}
-                for pair in pairs for response in ("chosen", "rejected")]
-    rows, skipped = [], 0
+    pairs = [(where, row) for where, row in located_rows if "label" not in row and "completion" not in row]
+    rows = [{"prompt": pair["prompt"], "completion": pair[response], "label": response == "chosen"}
+            for pair in (normalize_pairs(pairs, base_model_mode, hh_format) if pairs else [])
+            for response in ("chosen", "rejected")]
+    skipped = 0
     for where, row in located_rows:
+        if "label" not in row and "completion" not in row:
+            continue  # a pair, above
         for field in ("prompt", "completion", "label"):
             if field not in row:
                 raise DataError(f"{where}: missing field '{field}'")

@@ -52,3 +52,11 @@ def load_mixture(
         log.info(f"dataset_mixture: {len(weighted)} rows from {source.name} ({source.split}, {len(rows)} rows, weight {source.weight:g})")
         mixed += weighted
     return mixed
+
+
+def load_train_rows(config, preference: bool = False) -> list[tuple[str, dict]]:
+    """The rows a training job reads: its ``dataset_mixture`` when it has one, else the
+    ``dataset_train_split`` of its ``dataset_name`` (the keys every training config shares)."""
+    if config.dataset_mixture:
+        return load_mixture(config.dataset_mixture, config.seed, config.task_options, preference=preference)
+    return load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=preference)
