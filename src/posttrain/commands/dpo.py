@@ -244,9 +244,10 @@ def build_dpo_trainer(config: DPOJobConfig):
         else None
     )
     if not config.posttrain_computes_loss():
-        return GuardedDPOTrainer(ref_model=ref_model, **trainer_kwargs)
+        return GuardedDPOTrainer(ref_model=ref_model, base_model_mode=config.base_model_mode, **trainer_kwargs)
     return ScheduledDPOTrainer(
         ref_model=ref_model,
+        base_model_mode=config.base_model_mode,
         beta_schedule=config.make_schedule(),
         loss_type=config.loss_types()[0],
         label_smoothing=config.label_smoothing,
