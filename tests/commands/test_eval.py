@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import posttrain.commands.eval as eval_command
+import posttrain.judges.factory as judge_factory
 from posttrain.cli import main
 from posttrain.commands.eval import EvalConfig, run_eval
 from posttrain.config import load_config
@@ -252,8 +253,9 @@ def test_win_rate_under_the_logprob_judge_loads_one_model_at_a_time(tiny_model_d
             return function(*args, **kwargs)
         return call
 
-    for name, event in (("load_model", "load"), ("free_model", "free"), ("build_judge", "judge")):
+    for name, event in (("load_model", "load"), ("free_model", "free")):
         monkeypatch.setattr(eval_command, name, recorded(event, getattr(eval_command, name)))
+    monkeypatch.setattr(judge_factory, "build_judge", recorded("judge", judge_factory.build_judge))
     prompts = ["What is 47 + 38?", "What is 12 + 30?", "What is 99 + 1?"]
     model_says = {p: c for p, c in zip(prompts, ["Answer: 85", "The answer is 42.", "100"])}
     baseline_says = {p: c for p, c in zip(prompts, ["Answer: 84", "42", "The quick brown fox."])}

@@ -177,9 +177,9 @@ def test_negatives_not_applicable_are_counted(tmp_path, monkeypatch):
         def score(self, prompt, completion, /, **row):
             return float(len(completion))
 
-    import posttrain.commands.pairs as pairs
+    import posttrain.judges.factory as judge_factory
 
-    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: LengthJudge())
+    monkeypatch.setattr(judge_factory, "build_judge", lambda *a, **k: LengthJudge())
     summary, rows = _run(tmp_path, [row], negatives=["truncation", "wrong_answer", "off_topic"])
     assert [r["kind"] for r in rows] == ["judged"]
     assert rows[0]["chosen"] == "Hello there" and rows[0]["rejected"] == "nope"
@@ -302,10 +302,10 @@ def test_language_model_judges_are_the_pairwise_ones():
 
 
 def test_pairwise_judge_round_robin(tmp_path, monkeypatch):
-    import posttrain.commands.pairs as pairs
+    import posttrain.judges.factory as judge_factory
 
     judge = FakePairwiseJudge(disagree_on={frozenset(("aa", "aaaa"))})
-    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
+    monkeypatch.setattr(judge_factory, "build_judge", lambda *a, **k: judge)
     q1 = {"id": "q1", "prompt": "Q1?", "completions": ["aa", "a", "aaaa", "aaa"], "fields": {"answer": 1}}
     q2 = {"id": "q2", "prompt": "Q2?", "completions": ["bbb", "b", "bb"], "fields": {"answer": 2}}
     summary, rows = _run(tmp_path, [q1, q2], judge="logprob_ab")
@@ -331,10 +331,10 @@ def test_pairwise_judge_round_robin(tmp_path, monkeypatch):
 
 
 def test_pairwise_judge_all_equal_is_a_tie(tmp_path, monkeypatch):
-    import posttrain.commands.pairs as pairs
+    import posttrain.judges.factory as judge_factory
 
     judge = FakePairwiseJudge(disagree_on=set())
-    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
+    monkeypatch.setattr(judge_factory, "build_judge", lambda *a, **k: judge)
     q = {"id": "q", "prompt": "Q?", "completions": ["xy", "ab", "cd"]}  # no fields at all
     summary, rows = _run(tmp_path, [q], judge="logprob_ab")
     assert rows == [] and summary["ties"] == 1
@@ -343,7 +343,7 @@ def test_pairwise_judge_all_equal_is_a_tie(tmp_path, monkeypatch):
 
 def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
     """A judge without an order (orders_agree None) adds nothing to the agreement rate."""
-    import posttrain.commands.pairs as pairs
+    import posttrain.judges.factory as judge_factory
 
     class NoOrder(FakePairwiseJudge):
         def compare(self, prompt, a, b, /, **row):
@@ -351,7 +351,7 @@ def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
             verdict.orders_agree = None
             return verdict
 
-    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: NoOrder(set()))
+    monkeypatch.setattr(judge_factory, "build_judge", lambda *a, **k: NoOrder(set()))
     summary, rows = _run(tmp_path, [{"id": "q", "prompt": "Q?", "completions": ["a", "bbb"]}], judge="logprob_ab")
     assert rows[0]["chosen"] == "bbb"
     assert "judge_orders_agree" not in summary
@@ -359,10 +359,10 @@ def test_orders_agree_none_is_not_counted(tmp_path, monkeypatch):
 
 def test_pairwise_judge_with_arithmetic_fields(tmp_path, monkeypatch):
     """The rollouts rollout writes for the built-in task carry fields a, b, answer."""
-    import posttrain.commands.pairs as pairs
+    import posttrain.judges.factory as judge_factory
 
     judge = FakePairwiseJudge(disagree_on=set())
-    monkeypatch.setattr(pairs, "build_judge", lambda *a, **k: judge)
+    monkeypatch.setattr(judge_factory, "build_judge", lambda *a, **k: judge)
     row = _row("p1", 47, 38, ["Answer: 85", solve(47, 38, 2), "85"])
     summary, rows = _run(tmp_path, [row], judge="logprob_ab")
     assert rows[0]["chosen"] == solve(47, 38, 2) and rows[0]["rejected"] == "85"

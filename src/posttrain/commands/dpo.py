@@ -22,8 +22,7 @@ from datasets import Dataset
 from trl import DPOConfig
 
 from posttrain.config import config_field
-from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
-from posttrain.data.preference import normalize_pairs
+from posttrain.data.preference import PreferenceDataArguments, normalize_pairs
 from posttrain.errors import ConfigError
 from posttrain.losses import BetaDPOSchedule, ConstantBeta, QuantileBetaSchedule
 from posttrain.losses.dpo import DPO_LOSSES
@@ -53,16 +52,9 @@ TRL_LOSS_ARGS = ("ld_alpha", "f_divergence_type", "f_alpha_divergence_coef", "us
 
 
 @dataclass
-class DPOJobConfig(ValidationSettings, LoraArguments, ModelArguments):
+class DPOJobConfig(PreferenceDataArguments, ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain dpo`` needs."""
 
-    dataset_name: str = config_field("", help="Pairs: a .jsonl file (prompt/chosen/rejected), task:<name>, or a hub dataset id (e.g. Anthropic/hh-rlhf).")
-    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
-    task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
-    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
-    hh_format: Literal["messages", "text"] = config_field(
-        "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
-    )
     max_length: int = config_field(512, help="Longest prompt + response in tokens (TRL truncates beyond).", ge=8)
     loss_type: str | list[str] = config_field(
         "sigmoid",
@@ -101,7 +93,6 @@ class DPOJobConfig(ValidationSettings, LoraArguments, ModelArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture)
         if self.beta_schedule == "quantile" and not self.quantile_beta_min <= self.beta <= self.quantile_beta_max:
             raise ConfigError(f"config key 'beta' ({self.beta}) must lie in [quantile_beta_min, quantile_beta_max]")
         if self.loss_type == "robust" and self.label_smoothing >= 0.5:

@@ -16,8 +16,7 @@ from datasets import Dataset
 from trl import KTOConfig
 
 from posttrain.config import config_field
-from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
-from posttrain.data.preference import normalize_unpaired
+from posttrain.data.preference import PreferenceDataArguments, normalize_unpaired
 from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
@@ -32,18 +31,12 @@ log = get_logger(__name__)
 
 
 @dataclass
-class KTOJobConfig(ValidationSettings, LoraArguments, ModelArguments):
+class KTOJobConfig(PreferenceDataArguments, ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain kto`` needs."""
 
     dataset_name: str = config_field(
         "", help="Rows of prompt/completion/label (true: desirable), or pairs (prompt/chosen/rejected, HH-RLHF) split "
         "into a desirable and an undesirable row: a .jsonl file, task:<name> (its verifier-built pairs) or a hub dataset id."
-    )
-    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
-    task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
-    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
-    hh_format: Literal["messages", "text"] = config_field(
-        "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
     )
     max_length: int = config_field(512, help="Longest prompt + completion in tokens (TRL truncates beyond).", ge=8)
     loss_type: Literal["kto", "apo_zero_unpaired"] = config_field(
@@ -61,7 +54,6 @@ class KTOJobConfig(ValidationSettings, LoraArguments, ModelArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture)
         if self.loss_type == "kto" and self.per_device_train_batch_size < 2:
             raise ConfigError(
                 "config key 'per_device_train_batch_size' must be >= 2 for loss_type kto: its KL reference point "

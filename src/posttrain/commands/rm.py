@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from trl import RewardConfig
 
 from posttrain.config import config_field
-from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
-from posttrain.data.preference import normalize_pairs
+from posttrain.data.preference import PreferenceDataArguments, normalize_pairs
 from posttrain.data.reward import tokenize_reward_pairs
 from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
@@ -39,19 +37,12 @@ log = get_logger(__name__)
 
 
 @dataclass
-class RMJobConfig(ValidationSettings, LoraArguments, ModelArguments):
+class RMJobConfig(PreferenceDataArguments, ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain rm`` needs."""
 
     base_model_mode: bool = config_field(
         False, help="Drop the tokenizer's chat template: the model reads prompt and response joined by a newline, "
         "as the reward_model judge reads them with a template-less tokenizer."
-    )
-    dataset_name: str = config_field("", help="Pairs: a .jsonl file (prompt/chosen/rejected), task:<name>, or a hub dataset id (e.g. Anthropic/hh-rlhf).")
-    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
-    task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
-    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
-    hh_format: Literal["messages", "text"] = config_field(
-        "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
     )
     max_length: int = config_field(512, help="Longest prompt + response in tokens; longer pairs are dropped (as TRL does).", ge=8)
     center_rewards_coefficient: float | None = config_field(
@@ -60,7 +51,6 @@ class RMJobConfig(ValidationSettings, LoraArguments, ModelArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture)
         if self.load_in_4bit:
             raise ConfigError("config key 'load_in_4bit': posttrain rm does not train QLoRA reward models; use use_peft without it")
 

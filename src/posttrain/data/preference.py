@@ -16,14 +16,34 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Literal
 
+from posttrain.config import config_field
 from posttrain.data.base_format import base_prompt, base_response
+from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.data.sft import check_messages
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
+
+
+@dataclass
+class PreferenceDataArguments:
+    """The data keys of every command that trains on preference pairs (``dpo``, ``kto``, ``rm``)."""
+
+    dataset_name: str = config_field("", help="Pairs: a .jsonl file (prompt/chosen/rejected), task:<name>, or a hub dataset id (e.g. Anthropic/hh-rlhf).")
+    dataset_train_split: str = config_field("train", help="Split, optionally sliced: train, train[:1%].")
+    task_options: dict = config_field({}, help="Options of a task:<name> dataset (its pairs are built by the task's verifier).")
+    dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP)
+    hh_format: Literal["messages", "text"] = config_field(
+        "messages", help="HH-RLHF transcripts become chat messages, or stay as Human/Assistant text."
+    )
+
+    def __post_init__(self):
+        super().__post_init__()  # the training settings' checks
+        self.dataset_name = check_dataset_keys(self.dataset_name, self.dataset_train_split, self.dataset_mixture)
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
