@@ -79,9 +79,25 @@ def test_local_files_never_reach_the_hub(hub, tmp_path):
     assert not hub.calls
 
 
-def test_an_empty_streamed_slice_and_a_broken_stream_are_data_errors(hub, monkeypatch):
+def test_an_empty_streamed_slice_is_a_data_error(hub):
     with pytest.raises(DataError, match=r"org/big: split 'train\[4:4\]' selects no rows"):
         load_rows("org/big", "train[4:4]")
-    monkeypatch.setattr(datasets, "load_dataset", FakeHub(fail_while_streaming=True))
-    with pytest.raises(DataError, match="cannot load dataset org/big split train: stream interrupted"):
+
+
+def test_a_split_that_cannot_stream_is_loaded_whole_with_a_warning(monkeypatch, caplog):
+    fake = FakeHub(fail_while_streaming=True)
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    assert load_rows("org/big", "train[:5]") == [(f"org/big[{i}]", {"i": i}) for i in range(5)]
+    assert fake.calls[-1] == {"name": "org/big", "split": "train"}  # the whole split, after the stream failed
+    assert "cannot stream split train (stream interrupted)" in caplog.text
+
+
+def test_a_split_that_cannot_be_loaded_at_all_is_a_data_error(monkeypatch):
+    def unreachable(name, split, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    with pytest.raises(DataError, match="cannot load dataset org/big split train: no route to host"):
         load_rows("org/big", "train[:5]")

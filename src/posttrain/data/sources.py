@@ -8,11 +8,15 @@ any source.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
 from posttrain.data.jsonl import iter_jsonl
 from posttrain.errors import DataError
+from posttrain.runtime import get_logger
+
+log = get_logger(__name__)
 
 _SLICE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
@@ -38,8 +42,9 @@ def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
     pairs: a ``.jsonl`` file (one file is one split: the split name only carries the slice) or a
     hub dataset id (its split loaded with ``datasets.load_dataset``). A hub split sliced from the
     top by row counts (``train[:1000]``, ``train[100:200]``) is streamed, and only the rows up to
-    the slice's end are read rather than the whole split downloaded; offline, where nothing can
-    be streamed, the split comes from the local cache as before."""
+    the slice's end are read rather than the whole split downloaded (a dataset that cannot be
+    streamed is loaded whole); offline, where nothing can be streamed, the split comes from the
+    local cache as before."""
     name, part = split_slice(split)
     if dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
         located = [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
@@ -66,16 +71,23 @@ def _head_stop(part: slice) -> int | None:
 
 
 def _hub_rows(dataset_name: str, split_name: str, stop: int | None) -> list[tuple[str, dict]]:
-    """Every row of a hub split, or (``stop``) only its first ``stop`` rows, streamed."""
+    """Every row of a hub split, or (``stop``) only its first ``stop`` rows, streamed; a dataset
+    that cannot be streamed (some script or archive formats) is loaded whole, with a warning."""
     from datasets import load_dataset
 
-    try:
-        if stop is None:
-            rows = load_dataset(dataset_name, split=split_name)
-        else:
-            rows = load_dataset(dataset_name, split=split_name, streaming=True).take(stop)
+    def located(rows) -> list[tuple[str, dict]]:
         return [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(rows)]
-    except Exception as err:  # datasets raises many types, also while streaming; all mean "cannot load this"
+
+    try:
+        if stop is not None:
+            try:
+                return located(load_dataset(dataset_name, split=split_name, streaming=True).take(stop))
+            except Exception as err:  # datasets raises many types while streaming
+                log.warning(f"{dataset_name}: cannot stream split {split_name} ({str(err).splitlines()[0]}); "
+                            f"loading it whole for its first {stop} rows")
+        rows = load_dataset(dataset_name, split=split_name)
+        return located(rows if stop is None else itertools.islice(rows, stop))
+    except Exception as err:  # datasets raises many types; all mean "cannot load this"
         raise DataError(f"cannot load dataset {dataset_name} split {split_name}: {str(err).splitlines()[0]}") from None
 
 
