@@ -101,3 +101,22 @@ def test_report_shows_the_sdpo_premise_check(tmp_path):
     assert "| dpo |" not in report.split("## SDPO premise check")[1]  # only models that were checked
     summary = json.loads((root / "summary.json").read_text())
     assert summary["accuracy"]["sft"]["premise/demonstration"] == 0.75
+
+
+def test_judged_evaluations_are_tabled_with_their_win_rates(tmp_path):
+    """An eval by a judge (mean score, or a win rate against another stage's model) gets its own table."""
+    root = tmp_path / "judged"
+    entries = [stage(root, "sft", "sft", "00:00", "00:10"), stage(root, "dpo", "dpo", "00:10", "00:20"),
+               stage(root, "rm_score", "eval", "00:20", "00:21"), stage(root, "vs_sft", "eval", "00:21", "00:22")]
+    (root / "manifest.json").write_text(json.dumps({"pipeline": "judged", "stages": entries}))
+    (root / "rm_score" / "eval.json").write_text(json.dumps(
+        {"model": str(root / "dpo"), "scorer": "reward_model", "num_examples": 8, "mean_score": 1.25}))
+    (root / "vs_sft" / "eval.json").write_text(json.dumps(
+        {"model": str(root / "dpo"), "scorer": "logprob_ab", "num_examples": 8, "baseline_model": str(root / "sft"),
+         "win_rate": 0.6875, "wins": 5, "losses": 2, "ties": 1}))
+    report = write_report(root).read_text()
+    assert "| rm_score | dpo | reward_model | 1.25 | – | – | – |" in report
+    assert "| vs_sft | dpo | logprob_ab | – | 68.8% | 5 / 2 / 1 | sft |" in report
+    assert "Accuracy on held-out problems" not in report
+    judged = json.loads((root / "summary.json").read_text())["judged"]
+    assert judged["vs_sft"]["baseline"] == "sft" and judged["rm_score"]["mean_score"] == 1.25

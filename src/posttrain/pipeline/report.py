@@ -137,13 +137,23 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
 
     # accuracy of every evaluated model, keyed by the stage that produced the model
     accuracy: dict[str, dict] = {}
+    judged: dict[str, dict] = {}  # evaluations by a judge: a mean score, or a win rate against a baseline
     for entry in entries:
         if entry["command"] != "eval" or entry["status"] != "done":
             continue
         result = _read_json(Path(entry["output_dir"]) / "eval.json")
-        if result is None or "accuracy" not in result:  # a judge's mean score or a win rate is no accuracy
+        if result is None:
             continue
         model_stage = by_dir.get(str(Path(result["model"])), result["model"])
+        if "accuracy" not in result:  # a judge's mean score or a win rate is no accuracy
+            if "win_rate" in result or "mean_score" in result:
+                baseline = result.get("baseline_model")
+                judged[entry["name"]] = {
+                    "model": model_stage, "scorer": result.get("scorer"),
+                    "baseline": by_dir.get(str(Path(baseline)), baseline) if baseline else None,
+                    **{k: result[k] for k in ("mean_score", "win_rate", "wins", "losses", "ties", "num_examples") if k in result},
+                }
+            continue
         accuracy[model_stage] = {
             k: v for k, v in result.items() if k in ("accuracy", "format_compliance") or k.startswith(("pass@", "premise/"))
         }
@@ -183,7 +193,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
                 )
 
     summary = {"pipeline": manifest.get("pipeline"), "stages": stages, "accuracy": accuracy, "verdicts": verdicts,
-               "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}
+               "judged": judged, "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}
     write_json(root / "summary.json", summary)
     write_text(root / "report.md", _markdown(summary, plots, bool(accuracy)))
     return root / "report.md"
@@ -227,6 +237,17 @@ def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
             lines.append(f"- **{v['stage']}** {word} {v['started_from']}: {100 * v['change']:+.1f} points.")
         lines.append("")
         lines += _premise_lines(summary["accuracy"])
+
+    if summary["judged"]:
+        lines += ["## Judged evaluations", "", "| eval stage | model from stage | scorer | mean score | win rate | wins / losses / ties | "
+                  "against |", "|---|---|---|---|---|---|---|"]
+        for stage, j in summary["judged"].items():
+            score = f"{j['mean_score']:.3g}" if "mean_score" in j else "–"
+            record = f"{j['wins']} / {j['losses']} / {j['ties']}" if "wins" in j else "–"
+            lines.append(f"| {stage} | {j['model']} | {j['scorer']} | {score} | {_percent(j.get('win_rate'))} | {record} | "
+                         f"{j['baseline'] or '–'} |")
+        lines += ["", "Win rate: the share of prompts the judge prefers the model's answer, asked in both orders; a tie "
+                  "counts half.", ""]
 
     if plots:
         lines += ["## Training curves", ""]
