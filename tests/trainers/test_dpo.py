@@ -38,20 +38,6 @@ def test_reference_equals_initial_policy_at_step_one(tiny_model_dir, tmp_path, r
     assert rows[1]["margin"]["std"] > 0  # after one update the policy has moved
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "bco_pair"])
-def test_base_mode_responses_end_at_end_without_eos(tiny_model_dir, tmp_path, loss_type):
-    """Base-model mode trains on the SFT text, " Y\\nEND", with no EOS after it (TRL adds one to
-    plain-text responses)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    end = tokenizer(" 85\nEND", add_special_tokens=False)["input_ids"][-2:]
-    trainer = build_dpo_trainer(dpo_config(tiny_model_dir, tmp_path, base_model_mode=True,
-                                           dataset_train_split="train[:4]", loss_type=loss_type))
-    endings = {tuple(ids[-2:]) for key in ("chosen_ids", "rejected_ids") for ids in trainer.train_dataset[key]}
-    assert endings == {tuple(end)}
-
-
 def test_separate_reference_model(tiny_model_dir, tmp_path):
     from posttrain.commands.make_model import MakeModelConfig, make_model
 

@@ -92,6 +92,7 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         else None
     )
     return GuardedKTOTrainer(
+        base_model_mode=config.base_model_mode,
         model=load_model_for_training(config),
         ref_model=ref_model,
         args=trl_args,

@@ -29,36 +29,12 @@ from posttrain.artifacts import write_json
 from posttrain.errors import PosttrainError
 from posttrain.losses import dpo_loss
 from posttrain.losses.dpo import DPOLossType
+from posttrain.trainers.base_mode import NoEOSInBaseMode
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.margin_log import MarginLog
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 
 SCHEDULE_FILE = "beta_schedule.json"
-
-
-class NoEOSInBaseMode:
-    """Base-model mode: a response ends at ``END``, with no special token after it, as SFT trained
-    it (``Instruction: X\\nResponse: Y\\nEND``). TRL appends EOS to every plain-text response;
-    here it comes off again after tokenization. Left on, DPO's first lesson is a token the SFT
-    model never wrote: it raises P(EOS) right after ``END`` and, in a small model, after the
-    ``E`` that starts it, so greedy answers end ``\\nE`` (format compliance 100% → 86% on the
-    base-model route)."""
-
-    def __init__(self, *args, base_model_mode: bool = False, **kwargs):
-        self.base_model_mode = base_model_mode  # read by _prepare_dataset, which DPOTrainer.__init__ calls
-        super().__init__(*args, **kwargs)
-
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        if not self.base_model_mode:
-            return dataset
-        eos = processing_class.eos_token_id
-
-        def drop_eos(example: dict) -> dict:
-            return {key: ids[:-1] if ids and ids[-1] == eos else ids
-                    for key, ids in ((k, example[k]) for k in ("chosen_ids", "rejected_ids"))}
-
-        return dataset.map(drop_eos)
 
 
 class GuardedDPOTrainer(NoEOSInBaseMode, NonFiniteLossGuard, CompleteCheckpoints, DPOTrainer):

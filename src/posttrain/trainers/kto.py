@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from trl import KTOTrainer
 
+from posttrain.trainers.base_mode import NoEOSInBaseMode
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 
 
-class GuardedKTOTrainer(NonFiniteLossGuard, CompleteCheckpoints, KTOTrainer):
-    """TRL's KTOTrainer with posttrain's non-finite-loss guard and complete checkpoints."""
+class GuardedKTOTrainer(NoEOSInBaseMode, NonFiniteLossGuard, CompleteCheckpoints, KTOTrainer):
+    """TRL's KTOTrainer with posttrain's non-finite-loss guard and complete checkpoints; in
+    base-model mode responses end at END (:class:`~posttrain.trainers.base_mode.NoEOSInBaseMode`)."""
+
+    response_columns = ("completion_ids",)
