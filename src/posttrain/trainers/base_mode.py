@@ -9,7 +9,7 @@ class NoEOSInBaseMode:
     plain-text response; here it comes off again after tokenization. Left on, the first thing such
     a trainer teaches is a token the SFT model never wrote: on the base-model route DPO raised
     P(EOS) right after ``END`` and, in the 0.87M-parameter model, after the ``E`` that starts it,
-    so greedy answers ended ``\\nE`` (format compliance 100% -> 86%).
+    so greedy answers ended ``\\nE`` (format compliance 94.3% where SFT had 100%).
 
     ``response_columns`` are the tokenized response columns of the trainer's prepared dataset.
     """
