@@ -29,7 +29,6 @@ from posttrain.losses.dpo import DPO_LOSSES
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
-from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.dpo import GuardedDPOTrainer, ScheduledDPOTrainer
 from posttrain.trainers.loop import train_and_save
@@ -208,8 +207,7 @@ def build_dpo_trainer(config: DPOJobConfig):
         raise ConfigError("config key 'dataset_name' is empty: give a .jsonl file of pairs or a hub dataset id (or a dataset_mixture)")
     args = trl_args(config)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    rows = load_train_rows(config, preference=True)
-    rows, eval_rows = config.split_rows(rows, config.task_options, preference=True)
+    rows, eval_rows = config.training_rows(preference=True)
     pairs = normalize_pairs(rows, config.base_model_mode, config.hh_format)
     eval_pairs = normalize_pairs(eval_rows, config.base_model_mode, config.hh_format) if eval_rows else None
     log.info(f"DPO ({config.loss_type}, β schedule {config.beta_schedule}) on {len(pairs)} pairs from {config.dataset_name or 'the dataset_mixture'}")

@@ -21,7 +21,6 @@ from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
-from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.kto import GuardedKTOTrainer
 from posttrain.trainers.loop import train_and_save
@@ -80,7 +79,7 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         precompute_ref_log_probs=config.precompute_ref_log_probs,
     ))
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    rows, eval_rows = config.split_rows(load_train_rows(config, preference=True), config.task_options, preference=True)
+    rows, eval_rows = config.training_rows(preference=True)
     examples = normalize_unpaired(rows, config.base_model_mode, config.hh_format)
     eval_examples = normalize_unpaired(eval_rows, config.base_model_mode, config.hh_format) if eval_rows else None
     desirable = sum(example["label"] for example in examples)

@@ -26,7 +26,6 @@ from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_reward_model
 from posttrain.runtime import get_logger, seed_everything
-from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.checkpoints import checkpoint_step
 from posttrain.trainers.loop import train_and_save
@@ -74,8 +73,7 @@ def build_rm_trainer(config: RMJobConfig) -> RewardModelTrainer:
         center_rewards_coefficient=config.center_rewards_coefficient,
     ))
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
-    rows = load_train_rows(config, preference=True)
-    rows, eval_rows = config.split_rows(rows, config.task_options, preference=True)
+    rows, eval_rows = config.training_rows(preference=True)
     train_rows = reward_rows(rows, tokenizer, config)
     held_out_rows = reward_rows(eval_rows, tokenizer, config) if eval_rows else None
     log.info(f"reward model on {len(train_rows)} pairs from {config.dataset_name or 'the dataset_mixture'}")

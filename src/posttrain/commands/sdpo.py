@@ -27,7 +27,6 @@ from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
-from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
@@ -134,8 +133,7 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     """Validate, load prompts and reward functions, load the model, return a ready trainer."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
-    rows = load_train_rows(config)
-    rows, eval_rows = config.split_rows(rows, config.task_options)
+    rows, eval_rows = config.training_rows()
     dataset = prompt_dataset(rows)
     eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
     functions = reward_functions(config)

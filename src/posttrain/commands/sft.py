@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from posttrain.config import config_field
 from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.runtime import get_logger
-from posttrain.tasks.sources import load_train_rows
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.sft import GuardedSFTTrainer, SFTSettings, sft_trainer_for_rows
 from posttrain.trainers.validation import ValidationSettings
@@ -39,8 +38,7 @@ class SFTJobConfig(ValidationSettings, SFTSettings):
 
 def build_sft_trainer(config: SFTJobConfig) -> GuardedSFTTrainer:
     """Load and validate the configured dataset, and return a ready SFTTrainer."""
-    rows = load_train_rows(config)
-    rows, eval_rows = config.split_rows(rows, config.task_options)
+    rows, eval_rows = config.training_rows()
     trainer = sft_trainer_for_rows(config, rows, eval_rows)  # every row checked, so the counts below are what trains
     source = f"{config.dataset_name} ({config.dataset_train_split})" if config.dataset_name else "the dataset_mixture"
     log.info(f"SFT on {len(rows)} rows from {source}")

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from posttrain.config import config_field
 from posttrain.errors import ConfigError
-from posttrain.tasks.sources import load_rows
+from posttrain.tasks.sources import load_rows, load_train_rows
 from posttrain.trainers.settings import TrainingSettings
 
 # what transformers adds to every evaluation's metrics: timings, not something to select a model by
@@ -91,18 +91,22 @@ class ValidationSettings(TrainingSettings):
             evaluation.update(load_best_model_at_end=True, metric_for_best_model=self.metric_for_best_model)
         return super().trl_kwargs(trl_config_cls, **evaluation, **command_args)
 
+    def training_rows(self, preference: bool = False) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]] | None]:
+        """The job's rows (its dataset or dataset_mixture; a task's verifier-built pairs with
+        ``preference``), split into those to train on and the held-out ones (see :meth:`split_rows`)."""
+        return self.split_rows(load_train_rows(self, preference=preference), preference=preference)
+
     def split_rows(
-        self, rows: list[tuple[str, dict]], task_options: dict | None = None, preference: bool = False
+        self, rows: list[tuple[str, dict]], preference: bool = False
     ) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]] | None]:
-        """The rows to train on and the held-out rows (None without evaluation). ``task_options``
-        and ``preference`` are those the train rows were loaded with: a ``task:<name>`` eval
-        dataset is built the same way.
+        """The rows to train on and the held-out rows (None without evaluation). A ``task:<name>``
+        eval dataset is built as the train rows were (the job's ``task_options``, ``preference``).
 
         ``val_ratio`` holds out rows by location, so copies of a row (a ``dataset_mixture`` weight
         above 1 repeats rows) all stay on one side, and the held-out side keeps one copy: no row is
         both trained and evaluated on."""
         if self.eval_dataset_name:
-            return rows, load_rows(self.eval_dataset_name, self.eval_split, task_options, preference=preference)
+            return rows, load_rows(self.eval_dataset_name, self.eval_split, self.task_options, preference=preference)
         if self.val_ratio is None:
             return rows, None
         locations = list(dict.fromkeys(location for location, _ in rows))
