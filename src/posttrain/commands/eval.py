@@ -248,8 +248,6 @@ def _completions(model_name: str, prompts: list, config: EvalConfig, sample: boo
     return greedy, formatted, sampled
 
 
-
-
 def _row_scorer(config: EvalConfig):
     """``score(row, completion) -> (score, feedback)`` for a rule or a Python verifier."""
     if config.scorer in RULES:

@@ -150,14 +150,14 @@ def normalize_unpaired(
     desirable row (its chosen response) and an undesirable one (its rejected response). Rows with
     an empty completion are skipped, counted and reported.
     """
-    pairs = [(where, row) for where, row in located_rows if "label" not in row and "completion" not in row]
+    pairs, unpaired = [], []
+    for located in located_rows:
+        (unpaired if "label" in located[1] or "completion" in located[1] else pairs).append(located)
     rows = [{"prompt": pair["prompt"], "completion": pair[response], "label": response == "chosen"}
             for pair in (normalize_pairs(pairs, base_model_mode, hh_format) if pairs else [])
             for response in ("chosen", "rejected")]
     skipped = 0
-    for where, row in located_rows:
-        if "label" not in row and "completion" not in row:
-            continue  # a pair, above
+    for where, row in unpaired:
         for field in ("prompt", "completion", "label"):
             if field not in row:
                 raise DataError(f"{where}: missing field '{field}'")
