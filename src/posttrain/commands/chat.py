@@ -112,7 +112,8 @@ class ChatSession:
     def reply(self, message: str) -> str:
         """Stream the model's reply to ``message`` to stdout, remember the exchange, return the reply."""
         input_ids = self._fitted_input(message)
-        streamer = ReplyStreamer(self.tokenizer, END if self.config.base_model_mode else None)
+        stop = END if self.config.base_model_mode else None  # a chat model ends its turn by itself
+        streamer = ReplyStreamer(self.tokenizer, stop)
         sampling = {"do_sample": False}
         if self.config.temperature > 0:  # top_k 0: only temperature and top_p shape the distribution
             sampling = {"do_sample": True, "temperature": self.config.temperature, "top_p": self.config.top_p, "top_k": 0}
@@ -122,7 +123,7 @@ class ChatSession:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=self.config.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
-                stop_strings=[END] if self.config.base_model_mode else None,
+                stop_strings=[stop] if stop else None,
                 tokenizer=self.tokenizer,
                 streamer=streamer,
                 **sampling,
