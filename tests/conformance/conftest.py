@@ -1,0 +1,24 @@
+"""The conformance suite: real chat templates, every decoder architecture, the hub's dataset
+layouts, each tried against posttrain's commands.
+
+Every test names the cell of a matrix it fills with the ``cell`` fixture, e.g.
+``cell("templates", "qwen3", "system + two turns")``; ``benchmarks/conformance_report.py`` runs
+the suite and writes ``docs/conformance.md``: one table per matrix, a row per template,
+architecture or layout, a column per conversation shape or command, each cell the test's result.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def cell(record_property):
+    """``cell(matrix, row, column)`` records which cell of which matrix this test fills."""
+
+    def record(matrix: str, row: str, column: str) -> None:
+        record_property("matrix", matrix)
+        record_property("row", row)
+        record_property("column", column)
+
+    return record
