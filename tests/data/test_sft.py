@@ -18,8 +18,9 @@ def split(tokenizer, example):
 def test_prompt_completion_strings(tokenizer):
     example = tokenize_example(tokenizer, {"prompt": "What is 1 + 2?", "completion": "Answer: 3"}, "x", False)
     loss, rest = split(tokenizer, example)
-    assert loss == "Answer: 3<|im_end|>\n"
-    assert rest == "<|im_start|>user\nWhat is 1 + 2?<|im_end|>\n<|im_start|>assistant\n"
+    # the template's generation markers close on the end-of-turn token: its newline carries no loss
+    assert loss == "Answer: 3<|im_end|>"
+    assert rest == "<|im_start|>user\nWhat is 1 + 2?<|im_end|>\n<|im_start|>assistant\n\n"
 
 
 def test_messages_loss_on_every_assistant_turn_only(tokenizer):
@@ -33,7 +34,7 @@ def test_messages_loss_on_every_assistant_turn_only(tokenizer):
         ]
     }
     loss, rest = split(tokenizer, tokenize_example(tokenizer, row, "x", False))
-    assert loss == "hello<|im_end|>\nbye<|im_end|>\n"
+    assert loss == "hello<|im_end|>bye<|im_end|>"
     assert "Be brief." in rest and "and?" in rest and "hello" not in rest
 
 
@@ -47,7 +48,7 @@ def test_conversational_prompt_completion_ignores_assistant_turns_in_prompt(toke
         "completion": [{"role": "assistant", "content": "later"}],
     }
     loss, _ = split(tokenizer, tokenize_example(tokenizer, row, "x", False))
-    assert loss == "later<|im_end|>\n"
+    assert loss == "later<|im_end|>"
 
 
 def test_base_format_masks_through_response_marker(tiny_model_dir):
@@ -89,7 +90,7 @@ def test_plain_prompt_completion_is_one_text_with_loss_on_the_completion(tokeniz
     assert loss == " 1+2=3 carry 0. Answer: 3" + tokenizer.eos_token
     # the same row without plain is a chat exchange
     chat_loss, chat_rest = split(tokenizer, tokenize_example(tokenizer, row, "x", False))
-    assert chat_rest.startswith("<|im_start|>user\n") and chat_loss.endswith("<|im_end|>\n")
+    assert chat_rest.startswith("<|im_start|>user\n") and chat_loss.endswith("<|im_end|>")
     with pytest.raises(DataError, match="f.jsonl:2: field 'prompt' must be a string with prompt_completion_format: plain"):
         tokenize_example(tokenizer, {"prompt": [{"role": "user", "content": "x"}], "completion": "y"}, "f.jsonl:2", False, plain=True)
 

@@ -33,9 +33,11 @@ def test_trainer_labels_cover_only_the_response(tiny_model_dir, tmp_path):
     row = trainer.train_dataset[0]
     labelled = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
     masked = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
+    first_labelled = row["labels"].index(next(label for label in row["labels"] if label != -100))
     assert tokenizer.decode(masked).startswith("<|im_start|>user\nWhat is ")
-    assert tokenizer.decode(masked).endswith("<|im_start|>assistant\n")
-    assert "Answer:" in tokenizer.decode(labelled) and tokenizer.decode(labelled).endswith("<|im_end|>\n")
+    assert tokenizer.decode(row["input_ids"][:first_labelled]).endswith("<|im_start|>assistant\n")
+    # the reply through its end-of-turn token, which the template's generation markers close on
+    assert "Answer:" in tokenizer.decode(labelled) and tokenizer.decode(labelled).endswith("<|im_end|>")
     # the collator keeps the masking (and pads labels with -100)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     first = batch["labels"][0][: len(row["labels"])]

@@ -12,8 +12,10 @@ Formats (one row each):
     ``Instruction: X\\nResponse: Y\\nEND``, or ``{"text"}`` already in that form; everything up to
     and including ``Response:`` is masked, and no special token is added.
 
-Masks are computed on characters and mapped to tokens with the tokenizer's offsets, so they are
-exact whatever the tokenizer merges across the prompt/response boundary.
+Chat rows (with an optional ``tools`` column of function schemas and ``chat_template_kwargs``)
+are rendered and masked by :mod:`posttrain.data.chat`, on the one rendering that is trained. The
+other formats' masks are computed on characters and mapped to tokens with the tokenizer's
+offsets, so they are exact whatever the tokenizer merges across the prompt/response boundary.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from posttrain.data.base_format import RESPONSE_MARKER, base_format
+from posttrain.data.chat import check_messages, check_tools, render_for_training
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
@@ -34,41 +37,42 @@ class TokenizedExample:
     completion_mask: list[int]  # 1 where the token is part of the response (gets loss)
 
 
-def check_messages(messages: object, where: str, field: str) -> list[dict]:
-    """``messages`` if it is a non-empty list of {role, content} strings, else a DataError at ``where``."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: field '{field}' must be a non-empty list of messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
-            raise DataError(f"{where}: field '{field}'[{i}] must be an object with string 'role' and 'content'")
-    return messages
-
-
-def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict], where: str) -> tuple[str, list[tuple[int, int]]]:
-    """Render ``messages``; return the text and the character spans of the assistant turns."""
-    if tokenizer.chat_template is None:
-        raise DataError(f"{where}: chat data needs a tokenizer with a chat template (or set base_model_mode)")
-    spans, text = [], ""
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not through.startswith(before):
-            raise DataError(f"{where}: the chat template does not render turn {i} as a continuation of the earlier turns")
-        spans.append((len(before), len(through)))
-        text = through
-    if not spans:
+def _chat_example(tokenizer: PreTrainedTokenizerBase, row: dict, messages: list[dict], where: str,
+                  prompt_turns: int = 0) -> TokenizedExample:
+    """A conversation on its training rendering (:mod:`posttrain.data.chat`), the loss on every
+    assistant turn after the first ``prompt_turns`` messages (a prompt/completion row's prompt)."""
+    tools = check_tools(row.get("tools"), where)
+    kwargs = row.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise DataError(f"{where}: field 'chat_template_kwargs' must be an object")
+    ids, mask = render_for_training(tokenizer, messages, where, tools, kwargs)
+    prompt_replies = sum(m["role"] == "assistant" for m in messages[:prompt_turns])
+    if prompt_replies:  # assistant turns inside the prompt are context: their runs of the mask go
+        mask = _drop_runs(mask, prompt_replies, where)
+    if not any(mask):
         raise DataError(f"{where}: no assistant message to train on")
-    last_user = messages[-1]["role"] != "assistant"
-    if last_user:  # trailing non-assistant turns carry no loss but belong to the text
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-    return text, spans
+    return TokenizedExample(ids, mask)
+
+
+def _drop_runs(mask: list[int], count: int, where: str) -> list[int]:
+    """``mask`` with its first ``count`` runs of ones set to zero."""
+    mask, seen, inside = list(mask), 0, False
+    for i, bit in enumerate(mask):
+        if bit and not inside:
+            seen += 1
+        inside = bool(bit)
+        if bit and seen <= count:
+            mask[i] = 0
+    if seen <= count:
+        raise DataError(f"{where}: the completion's assistant turns cannot be told apart from the prompt's")
+    return mask
 
 
 def _row_text(
     tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool, plain: bool = False
-) -> tuple[str, list[tuple[int, int]]]:
+) -> tuple[str, list[tuple[int, int]]] | TokenizedExample:
+    """The text and its trained character spans of a template-free row, or (chat rows) the
+    tokenized example itself: a chat template's masks are computed on its own tokens."""
     if base_model_mode:
         if "text" in row:
             text = row["text"]
@@ -91,7 +95,7 @@ def _row_text(
         text = row["text"] + (tokenizer.eos_token or "")  # documents end, so the model learns to stop
         return text, [(0, len(text))]
     if "messages" in row:
-        return _chat_spans(tokenizer, check_messages(row["messages"], where, "messages"), where)
+        return _chat_example(tokenizer, row, check_messages(row["messages"], where, "messages"), where)
     for field in ("prompt", "completion"):
         if field not in row:
             raise DataError(f"{where}: missing field '{field}' (SFT rows need 'messages', 'prompt' and 'completion', or 'text')")
@@ -108,17 +112,17 @@ def _row_text(
         if isinstance(completion, str)
         else check_messages(completion, where, "completion")
     )
-    text, spans = _chat_spans(tokenizer, prompt + completion, where)
-    # only the completion's turns get loss, not assistant turns inside the prompt
-    prompt_end = len(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
-    return text, [(max(s, prompt_end), e) for s, e in spans if e > prompt_end]
+    return _chat_example(tokenizer, row, prompt + completion, where, prompt_turns=len(prompt))
 
 
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, row: dict, where: str, base_model_mode: bool, plain: bool = False
 ) -> TokenizedExample:
     """Token ids and the response-only mask of one row (see the module docstring for formats)."""
-    text, spans = _row_text(tokenizer, row, where, base_model_mode, plain)
+    rendered = _row_text(tokenizer, row, where, base_model_mode, plain)
+    if isinstance(rendered, TokenizedExample):
+        return rendered
+    text, spans = rendered
     # Chat templates already contain their special tokens; base mode must add none.
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(s <= start < e for s, e in spans) and end > start) for start, end in encoded["offset_mapping"]]
