@@ -96,6 +96,7 @@ class ChatSession:
         self.tokenizer = tokenizer
         self.config = config
         self.system_prompt = config.system_prompt
+        self.chat_template_kwargs = config.chat_template_kwargs
         self.history: list[tuple[str, str]] = []  # (message, reply)
 
     def render(self, message: str) -> str:
@@ -107,7 +108,8 @@ class ChatSession:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         for said, answered in self.history:
             messages += [{"role": "user", "content": said}, {"role": "assistant", "content": answered}]
-        return render_prompt(self.tokenizer, [*messages, {"role": "user", "content": message}], False)
+        return render_prompt(self.tokenizer, [*messages, {"role": "user", "content": message}], False,
+                             self.chat_template_kwargs)
 
     def reply(self, message: str) -> str:
         """Stream the model's reply to ``message`` to stdout, remember the exchange, return the reply."""

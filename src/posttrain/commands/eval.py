@@ -135,7 +135,7 @@ def _premise_check(model, tokenizer, task, rows: list[dict], config: EvalConfig)
         contexts["feedback"] = [task.feedback_prompt(row, rng) for row in rows]
     result = {}
     for name, prompts in contexts.items():
-        rendered = [render_prompt(tokenizer, prompt, False) for prompt in prompts]
+        rendered = [render_prompt(tokenizer, prompt, False, config.chat_template_kwargs) for prompt in prompts]
         texts = generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                          desc=f"premise: {name}")
         result[f"premise/{name}"] = sum(reward for reward, _ in _score_all(task, rows, [t[0] for t in texts])) / len(rows)
@@ -165,7 +165,7 @@ def _render(tokenizer, prompts: list, config: EvalConfig) -> tuple[list[str], li
         rendered = [few_shot_prompt(prompt, rng, config.few_shot) for prompt in prompts]
         stop.append("\nInstruction:")  # a base model that does not close with END writes the next example next
     else:
-        rendered = [render_prompt(tokenizer, prompt, config.base_model_mode) for prompt in prompts]
+        rendered = [render_prompt(tokenizer, prompt, config.base_model_mode, config.chat_template_kwargs) for prompt in prompts]
     return rendered, stop
 
 

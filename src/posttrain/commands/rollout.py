@@ -104,7 +104,7 @@ def run_rollout(config: RolloutConfig) -> dict:
                 return row["prompt"]  # an HH-RLHF transcript is a completion prompt already
             if config.base_model_mode and config.few_shot:
                 return few_shot_prompt(row["prompt"], rng, config.few_shot)
-            return render_prompt(tokenizer, row["prompt"], config.base_model_mode)
+            return render_prompt(tokenizer, row["prompt"], config.base_model_mode, config.chat_template_kwargs)
 
         sample = _sampler(config, tokenizer)
         with stoppable_loop():

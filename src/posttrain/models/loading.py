@@ -25,6 +25,7 @@ from transformers import (
 
 from posttrain.config import config_field
 from posttrain.data.base_format import base_prompt
+from posttrain.data.chat import render_generation_prompt
 from posttrain.errors import PosttrainError
 from posttrain.runtime import get_logger
 
@@ -44,6 +45,9 @@ class ModelArguments:
     trust_remote_code: bool = config_field(False, help="Allow model code from the hub (off: only transformers' own code runs).")
     base_model_mode: bool = config_field(
         False, help="Base (not chat-tuned) model: Instruction/Response/END format, no chat template, no special tokens."
+    )
+    chat_template_kwargs: dict = config_field(
+        {}, help="Extra chat-template arguments for every conversation rendered (e.g. enable_thinking: false)."
     )
 
 
@@ -139,17 +143,18 @@ def free_model(model: PreTrainedModel | None) -> None:
         torch.cuda.empty_cache()
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], base_model_mode: bool) -> str:
-    """The text a model is asked to continue: the chat template with a generation prompt, or
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], base_model_mode: bool, chat_template_kwargs: dict | None = None
+) -> str:
+    """The text a model is asked to continue: the chat template with a generation prompt (system
+    turns kept, ``chat_template_kwargs`` such as ``enable_thinking`` passed on), or
     ``Instruction: X\\nResponse:`` in base-model mode."""
     if base_model_mode:
         if not isinstance(prompt, str):
             raise PosttrainError("base_model_mode needs plain-text prompts, got a list of messages")
         return base_prompt(prompt)
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    if tokenizer.chat_template is None:
-        raise PosttrainError("the tokenizer has no chat template; set base_model_mode: true for a base model")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_generation_prompt(tokenizer, messages, chat_template_kwargs=chat_template_kwargs)
 
 
 def _is_adapter(name_or_path: str) -> bool:
