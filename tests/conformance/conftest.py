@@ -14,11 +14,14 @@ import pytest
 
 @pytest.fixture
 def cell(record_property):
-    """``cell(matrix, row, column)`` records which cell of which matrix this test fills."""
+    """``cell(matrix, row, column)`` records which cell of which matrix this test fills; it returns
+    ``outcome(text)``, for a test that records what it observed beyond pass or fail (e.g. "refused:
+    <the one-line error>" where the input cannot be trained and posttrain says so)."""
 
-    def record(matrix: str, row: str, column: str) -> None:
+    def record(matrix: str, row: str, column: str):
         record_property("matrix", matrix)
         record_property("row", row)
         record_property("column", column)
+        return lambda text: record_property("outcome", " ".join(str(text).split())[:300])
 
     return record

@@ -21,6 +21,7 @@ import trl
 from jinja2 import TemplateError
 from transformers import AutoTokenizer
 
+from posttrain.data.chat import training_rendering
 from posttrain.data.sft import tokenize_example
 from posttrain.errors import DataError
 
@@ -156,7 +157,7 @@ def check_trained_tokens(tokenizer, ids: list[int], mask: list[int], messages: l
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_sft_trains_exactly_the_replies_or_refuses(template, shape, tiny_model_dir, cell):
     """sft on a conversation rendered with a real template: loss on the replies and their end-of-turn tokens only."""
-    cell("templates", template, shape)
+    outcome = cell("templates", template, shape)
     template_text = (TEMPLATES_DIR / f"{template}.jinja").read_text(encoding="utf-8")
     tokenizer = tokenizer_with(tiny_model_dir, template_text)
     row = SHAPES[shape]
@@ -165,8 +166,10 @@ def test_sft_trains_exactly_the_replies_or_refuses(template, shape, tiny_model_d
             tokenize_example(tokenizer, row, "data.jsonl:1", base_model_mode=False)
         message = str(refused.value)
         assert "\n" not in message and template in message, message
+        outcome(f"refused: {message}")
         return
     example = tokenize_example(tokenizer, row, "data.jsonl:1", base_model_mode=False)
     trained_from = len(row["prompt"]) if "prompt" in row else 0
     check_trained_tokens(tokenizer, example.input_ids, example.completion_mask, conversation(row), trained_from,
                          end_of_turn(template))
+    outcome(f"trained ({training_rendering(tokenizer).route})")
