@@ -173,3 +173,52 @@ def test_sft_trains_exactly_the_replies_or_refuses(template, shape, tiny_model_d
     check_trained_tokens(tokenizer, example.input_ids, example.completion_mask, conversation(row), trained_from,
                          end_of_turn(template))
     outcome(f"trained ({training_rendering(tokenizer).route})")
+
+
+@pytest.fixture(scope="module")
+def qwen3_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model with Qwen3's chat template (its special tokens are the tiny tokenizer's own)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("qwen3-template") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.chat_template = (TEMPLATES_DIR / "qwen3.jinja").read_text(encoding="utf-8")
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["dpo", "kto"])
+def test_preference_rows_split_prompt_and_response_on_a_real_template(command, qwen3_model_dir, tmp_path):
+    """dpo and kto on Qwen3 with a system turn, an earlier exchange and enable_thinking: false: the
+    prompt keeps every earlier turn and ends with the generation prompt the template makes, and the
+    response is the reply and its end-of-turn token, nothing of the prompt twice."""
+    import json as json_module
+
+    from posttrain.commands.dpo import DPOJobConfig, build_dpo_trainer
+    from posttrain.commands.kto import KTOJobConfig, build_kto_trainer
+    from posttrain.config import load_config
+
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"},
+              {"role": "assistant", "content": "It is 5."}, {"role": "user", "content": "And 4+4?"}]
+    rows = [{"prompt": prompt, "chosen": [{"role": "assistant", "content": f"It is {8 + i}."}],
+             "rejected": [{"role": "assistant", "content": "No idea."}]} for i in range(4)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json_module.dumps(row) + "\n" for row in rows))
+    values = dict(model_name_or_path=qwen3_model_dir, dataset_name=str(data), output_dir=str(tmp_path / "out"),
+                  max_steps=1, per_device_train_batch_size=2, chat_template_kwargs={"enable_thinking": False})
+    if command == "dpo":
+        trainer = build_dpo_trainer(load_config(DPOJobConfig, values=values))
+    else:
+        trainer = build_kto_trainer(load_config(KTOJobConfig, values=values))
+    tokenizer = trainer.processing_class
+    example = trainer.train_dataset[0]
+    prompt_text = tokenizer.decode(example["prompt_ids"])
+    response_key = "chosen_ids" if command == "dpo" else "completion_ids"
+    response = tokenizer.decode(example[response_key])
+    expected_prompt = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n"
+                       "<|im_start|>assistant\nIt is 5.<|im_end|>\n<|im_start|>user\nAnd 4+4?<|im_end|>\n"
+                       "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert prompt_text == expected_prompt
+    assert re.fullmatch(r"(It is \d+\.|No idea\.)<\|im_end\|>\n", response), response

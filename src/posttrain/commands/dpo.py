@@ -22,6 +22,7 @@ from datasets import Dataset
 from trl import DPOConfig
 
 from posttrain.config import config_field
+from posttrain.data.chat import with_template_arguments
 from posttrain.data.preference import PreferenceDataArguments, normalize_pairs
 from posttrain.errors import ConfigError
 from posttrain.losses import BetaDPOSchedule, ConstantBeta, QuantileBetaSchedule
@@ -208,8 +209,9 @@ def build_dpo_trainer(config: DPOJobConfig):
     args = trl_args(config)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     rows, eval_rows = config.training_rows(preference=True)
-    pairs = normalize_pairs(rows, config.base_model_mode, config.hh_format)
-    eval_pairs = normalize_pairs(eval_rows, config.base_model_mode, config.hh_format) if eval_rows else None
+    pairs = with_template_arguments(normalize_pairs(rows, config.base_model_mode, config.hh_format), config.chat_template_kwargs)
+    eval_pairs = (with_template_arguments(normalize_pairs(eval_rows, config.base_model_mode, config.hh_format),
+                                          config.chat_template_kwargs) if eval_rows else None)
     log.info(f"DPO ({config.loss_type}, β schedule {config.beta_schedule}) on {len(pairs)} pairs from {config.dataset_name or 'the dataset_mixture'}")
     if eval_pairs:
         log.info(f"evaluating on {len(eval_pairs)} held-out pairs every {config.every} steps (β and the margin log follow training only)")

@@ -16,6 +16,7 @@ from datasets import Dataset
 from trl import KTOConfig
 
 from posttrain.config import config_field
+from posttrain.data.chat import with_template_arguments
 from posttrain.data.preference import PreferenceDataArguments, normalize_unpaired
 from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
@@ -80,8 +81,10 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
     ))
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     rows, eval_rows = config.training_rows(preference=True)
-    examples = normalize_unpaired(rows, config.base_model_mode, config.hh_format)
-    eval_examples = normalize_unpaired(eval_rows, config.base_model_mode, config.hh_format) if eval_rows else None
+    examples = with_template_arguments(normalize_unpaired(rows, config.base_model_mode, config.hh_format),
+                                       config.chat_template_kwargs)
+    eval_examples = (with_template_arguments(normalize_unpaired(eval_rows, config.base_model_mode, config.hh_format),
+                                             config.chat_template_kwargs) if eval_rows else None)
     desirable = sum(example["label"] for example in examples)
     log.info(f"KTO ({config.loss_type}) on {len(examples)} rows ({desirable} desirable, "
              f"{len(examples) - desirable} undesirable) from {config.dataset_name or 'the dataset_mixture'}")

@@ -275,6 +275,14 @@ def _runs(ids: list[int], mask: list[int]) -> list[list[int]]:
     return runs + ([current] if current else [])
 
 
+def with_template_arguments(rows: list[dict], chat_template_kwargs: dict) -> list[dict]:
+    """Rows for TRL's preference trainers, which read a row's ``chat_template_kwargs`` column each
+    time they render it; the job's arguments go on every row (a row's own win)."""
+    if not chat_template_kwargs:
+        return rows
+    return [{**row, "chat_template_kwargs": {**chat_template_kwargs, **(row.get("chat_template_kwargs") or {})}} for row in rows]
+
+
 def render_generation_prompt(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[dict],
