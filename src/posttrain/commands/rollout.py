@@ -28,7 +28,7 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.data.preference import ASSISTANT, HUMAN, hh_prompt, hh_to_messages
-from posttrain.data.sft import check_messages
+from posttrain.data.chat import check_messages
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
 from posttrain.generation.sampling import generate

@@ -21,7 +21,7 @@ from trl import GRPOConfig
 
 from posttrain.config import config_field
 from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
-from posttrain.data.sft import check_messages
+from posttrain.data.chat import check_messages
 from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training

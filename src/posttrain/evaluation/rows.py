@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from posttrain.data.jsonl import iter_jsonl
-from posttrain.data.sft import check_messages
+from posttrain.data.chat import check_messages
 from posttrain.errors import DataError
 
 
