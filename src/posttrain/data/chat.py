@@ -293,6 +293,7 @@ def render_generation_prompt(
     conversation, system turns kept, with the generation prompt."""
     if tokenizer.chat_template is None:
         raise DataError("the tokenizer has no chat template; set base_model_mode: true for a base model")
+    messages = [{key: value for key, value in m.items() if value is not None} for m in messages]  # Arrow's None keys
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True,
                                              **(chat_template_kwargs or {}))
