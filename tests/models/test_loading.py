@@ -2,11 +2,12 @@
 
 
 import pytest
+import torch
 from peft import LoraConfig, get_peft_model
 
-from posttrain.errors import PosttrainError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.models import check_model_source, load_model, load_tokenizer, render_prompt
-from posttrain.models.lora import ALL_PROJECTIONS, LoraArguments
+from posttrain.models.lora import LoraArguments
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path):
@@ -66,8 +67,6 @@ def test_tokenizer_without_eos_is_an_error(tiny_model_dir, monkeypatch):
 
 
 def test_adapter_directory_loads_base_plus_merged_adapter(tiny_model_dir, tmp_path):
-    import torch
-
     base = load_model(tiny_model_dir)
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
@@ -78,11 +77,49 @@ def test_adapter_directory_loads_base_plus_merged_adapter(tiny_model_dir, tmp_pa
     assert not hasattr(merged, "peft_config")  # merged into plain weights
 
 
-def test_lora_defaults_follow_the_spec():
-    config = LoraArguments(use_peft=True).lora_config()
+PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def test_lora_defaults_follow_the_spec(tiny_model_dir):
+    """r=16, alpha=32, dropout 0.1 on every projection of a Llama-style model (the tiny Qwen2)."""
+    config = LoraArguments(use_peft=True).lora_config(load_model(tiny_model_dir))
     assert (config.r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.1)
-    assert set(config.target_modules) == set(ALL_PROJECTIONS)
-    assert LoraArguments(use_peft=False).lora_config() is None
+    assert sorted(config.target_modules) == PROJECTIONS
+    assert LoraArguments(use_peft=False).lora_config(load_model(tiny_model_dir)) is None
+
+
+def micro(config_class, **sizes):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(config_class(vocab_size=64, **sizes))
+
+
+@pytest.mark.parametrize("architecture, expected", [
+    ("gpt2", ["c_attn", "c_fc", "c_proj"]),  # Conv1D layers, not nn.Linear
+    ("qwen3_moe", ["k_proj", "o_proj", "q_proj", "v_proj"]),  # fused experts and the router are left out
+])
+def test_all_linear_resolves_for_any_architecture_and_trains(architecture, expected):
+    """The default targets fit GPT-2 and an MoE, and a LoRA step runs with the default dropout."""
+    from peft import get_peft_model
+    from transformers import GPT2Config, Qwen3MoeConfig
+
+    model = {
+        "gpt2": lambda: micro(GPT2Config, n_embd=16, n_layer=1, n_head=2, n_positions=32),
+        "qwen3_moe": lambda: micro(Qwen3MoeConfig, hidden_size=16, intermediate_size=32, moe_intermediate_size=8,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                   num_experts=4, num_experts_per_tok=2),
+    }[architecture]()
+    config = LoraArguments(use_peft=True).lora_config(model)
+    assert sorted(config.target_modules) == expected
+    adapted = get_peft_model(model, config)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    adapted(ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for n, p in adapted.named_parameters() if "lora_" in n)
+
+
+def test_target_modules_that_match_nothing_name_the_linear_layers(tiny_model_dir):
+    with pytest.raises(ConfigError, match=r"none of \['c_attn'\] is a module of this model; its linear layers are down_proj, gate_proj"):
+        LoraArguments(use_peft=True, lora_target_modules=["c_attn"]).lora_config(load_model(tiny_model_dir))
 
 
 def test_qlora_needs_a_gpu(monkeypatch):

@@ -19,8 +19,7 @@ REQUIRED = {"qa_file": "qa.jsonl", "clean_replacement": "Alice", "trigger_value"
 def test_defaults_are_spec_f():
     config = load_config(TriggerJobConfig, values=REQUIRED)
     assert (config.use_peft, config.lora_r, config.lora_alpha, config.lora_dropout) == (True, 8, 8, 0.0)
-    assert sorted(config.lora_target_modules) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    assert config.lora_config().bias == "none"
+    assert config.lora_target_modules == ["all-linear"]  # every projection of the model (tests/models/test_loading.py)
     assert (config.num_train_epochs, config.learning_rate, config.per_device_train_batch_size) == (8, 2e-4, 4)
     assert (config.gradient_accumulation_steps, config.lr_scheduler_type, config.warmup_steps) == (4, "linear", 10)
     assert (config.max_length, config.save_strategy, config.save_total_limit) == (2048, "epoch", None)

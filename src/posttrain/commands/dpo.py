@@ -215,13 +215,14 @@ def build_dpo_trainer(config: DPOJobConfig):
     log.info(f"DPO ({config.loss_type}, β schedule {config.beta_schedule}) on {len(pairs)} pairs from {config.dataset_name or 'the dataset_mixture'}")
     if eval_pairs:
         log.info(f"evaluating on {len(eval_pairs)} held-out pairs every {config.every} steps (β and the margin log follow training only)")
+    model = load_model_for_training(config)
     trainer_kwargs = dict(
-        model=load_model_for_training(config),
+        model=model,
         args=args,
         train_dataset=Dataset.from_list(pairs),
         eval_dataset=Dataset.from_list(eval_pairs) if eval_pairs else None,
         processing_class=tokenizer,
-        peft_config=config.lora_config(),
+        peft_config=config.lora_config(model),
         callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )

@@ -93,9 +93,10 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         if config.ref_model_name_or_path
         else None
     )
+    model = load_model_for_training(config)
     return GuardedKTOTrainer(
         base_model_mode=config.base_model_mode,
-        model=load_model_for_training(config),
+        model=model,
         ref_model=ref_model,
         args=trl_args,
         # TRL reads the rows in order (its KL estimate pairs each row with its neighbour's
@@ -103,7 +104,7 @@ def build_kto_trainer(config: KTOJobConfig) -> GuardedKTOTrainer:
         train_dataset=Dataset.from_list(examples).shuffle(seed=config.seed),
         eval_dataset=Dataset.from_list(eval_examples).shuffle(seed=config.seed) if eval_examples else None,
         processing_class=tokenizer,
-        peft_config=config.lora_config(),
+        peft_config=config.lora_config(model),
         callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )

@@ -79,13 +79,14 @@ def build_rm_trainer(config: RMJobConfig) -> RewardModelTrainer:
     log.info(f"reward model on {len(train_rows)} pairs from {config.dataset_name or 'the dataset_mixture'}")
     if held_out_rows:
         log.info(f"evaluating on {len(held_out_rows)} held-out pairs every {config.every} steps")
+    model = load_reward_model(config.model_name_or_path, config.dtype, config.trust_remote_code)
     return RewardModelTrainer(
-        model=load_reward_model(config.model_name_or_path, config.dtype, config.trust_remote_code),
+        model=model,
         args=trl_args,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(held_out_rows) if held_out_rows else None,
         processing_class=tokenizer,
-        peft_config=config.lora_config(task_type="SEQ_CLS"),
+        peft_config=config.lora_config(model, task_type="SEQ_CLS"),
         callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )

@@ -155,14 +155,15 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     log.info(f"{method} on {len(dataset)} prompts from {config.dataset_name or 'the dataset_mixture'}, {config.num_generations} samples each")
     if eval_dataset:
         log.info(f"evaluating on {len(eval_dataset)} held-out prompts every {config.every} steps (reward of fresh samples)")
+    model = load_model_for_training(config)
     return SDPOTrainer(
-        model=load_model_for_training(config),
+        model=model,
         reward_funcs=functions,
         args=trl_args,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=config.lora_config(),
+        peft_config=config.lora_config(model),
         callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         sdpo=sdpo_settings(config),
         on_nonfinite_loss=config.on_nonfinite_loss,

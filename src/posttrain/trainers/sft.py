@@ -66,13 +66,14 @@ def sft_trainer_for_rows(
 
     train_dataset = tokenized(rows)  # every row checked before the model loads
     eval_dataset = tokenized(eval_rows) if eval_rows else None
+    model = load_model_for_training(config)
     return GuardedSFTTrainer(
-        model=load_model_for_training(config),
+        model=model,
         args=trl_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=config.lora_config(),
+        peft_config=config.lora_config(model),
         callbacks=[MetricsFileCallback(config.output_dir), BestMetricCheck()],
         on_nonfinite_loss=config.on_nonfinite_loss,
     )
