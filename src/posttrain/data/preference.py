@@ -83,6 +83,40 @@ def hh_to_messages(transcript: str, where: str) -> list[dict]:
     return messages
 
 
+def split_implicit_prompt(row: dict, where: str) -> dict:
+    """A pair of whole conversations with no ``prompt`` (trl-lib/ultrafeedback_binarized): the
+    prompt is the messages both share, the responses what follows, from an assistant turn on."""
+    chosen = check_messages(row["chosen"], where, "chosen")
+    rejected = check_messages(row["rejected"], where, "rejected")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared and chosen[shared - 1]["role"] == "assistant":  # a response starts at an assistant turn
+        shared -= 1
+    if not shared:
+        raise DataError(f"{where}: 'chosen' and 'rejected' share no leading messages, so there is no prompt "
+                        "(give a 'prompt' field)")
+    return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
+
+
+def drop_repeated_prompt(row: dict, where: str) -> dict:
+    """A ``prompt`` beside whole conversations that repeat it (HuggingFaceH4/ultrafeedback_binarized):
+    the repeated messages come off the responses, so the prompt is trained once, not twice. A string
+    prompt is one user turn."""
+    prompt = [{"role": "user", "content": row["prompt"]}] if isinstance(row["prompt"], str) else row["prompt"]
+    prompt = check_messages(prompt, where, "prompt")
+    sides = {side: check_messages(row[side], where, side) for side in ("chosen", "rejected")}
+    repeats = [side for side, messages in sides.items() if messages[0]["role"] != "assistant"]
+    if not repeats:
+        return row  # the responses are the assistant turns alone, as TRL's conversational layout has them
+    for side in ("chosen", "rejected"):
+        head = [{k: m[k] for k in ("role", "content")} for m in sides[side][: len(prompt)]]
+        if head != [{k: m[k] for k in ("role", "content")} for m in prompt]:
+            raise DataError(f"{where}: field '{side}' starts with messages that are not the 'prompt' "
+                            "(a whole conversation must begin with the prompt's turns)")
+    return {**row, "prompt": prompt, **{side: sides[side][len(prompt):] for side in ("chosen", "rejected")}}
+
+
 def _text_of(value: object, where: str, field: str) -> str:
     """The text of a response (string, or the contents of a message list) for emptiness checks."""
     if isinstance(value, str):
@@ -107,6 +141,10 @@ def normalize_pairs(
         for field in ("chosen", "rejected"):
             if field not in row:
                 raise DataError(f"{where}: missing field '{field}'")
+        if "prompt" not in row and isinstance(row["chosen"], list) and isinstance(row["rejected"], list):
+            row = split_implicit_prompt(row, where)
+        elif "prompt" in row and isinstance(row["chosen"], list) and isinstance(row["rejected"], list):
+            row = drop_repeated_prompt(row, where)
         if "prompt" not in row:
             if not (isinstance(row["chosen"], str) and isinstance(row["rejected"], str)):
                 raise DataError(f"{where}: missing field 'prompt'")

@@ -39,14 +39,19 @@ def _resolve(bound: str | None, total: int) -> int | None:
 
 def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
     """The rows of ``dataset_name`` that ``split`` (``train[:1%]``) selects, as ``(location, row)``
-    pairs: a ``.jsonl`` file (one file is one split: the split name only carries the slice) or a
-    hub dataset id (its split loaded with ``datasets.load_dataset``). A hub split sliced from the
+    pairs: a local ``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file (one file is one split: the
+    split name only carries the slice), a ``save_to_disk`` directory (a saved DatasetDict's split is
+    the split name), or a hub dataset id (its split loaded with ``datasets.load_dataset``). A hub split sliced from the
     top by row counts (``train[:1000]``, ``train[100:200]``) is streamed, and only the rows up to
     the slice's end are read rather than the whole split downloaded (a dataset that cannot be
     streamed is loaded whole); offline, where nothing can be streamed, the split comes from the
     local cache as before."""
     name, part = split_slice(split)
-    if dataset_name.endswith((".jsonl", ".json")) or Path(dataset_name).exists():
+    if Path(dataset_name).is_dir():
+        return slice_rows(_saved_rows(dataset_name, name), dataset_name, split)
+    if dataset_name.endswith(tuple(LOCAL_FORMATS)):
+        return slice_rows(_local_file_rows(dataset_name), dataset_name, split)
+    if dataset_name.endswith(".jsonl") or Path(dataset_name).exists():
         located = [(f"{dataset_name}:{number}", row) for number, row in iter_jsonl(dataset_name)]
         return slice_rows(located, dataset_name, split)
     import datasets
@@ -59,6 +64,46 @@ def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
     if not located:
         raise DataError(f"{dataset_name}: split '{split}' selects no rows")
     return located
+
+
+LOCAL_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json"}  # suffix -> how it is read
+
+
+def _local_file_rows(path: str) -> list[tuple[str, dict]]:
+    """The rows of a local ``.parquet``, ``.csv`` or ``.json`` file (a JSON array, or JSON lines).
+    A CSV row is located by its line and keeps every cell as text (``"2"`` stays the string an
+    answer needs); parquet and JSON are read with ``datasets``, row N (from 1) as ``path:N``."""
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such file")
+    builder = next(b for suffix, b in LOCAL_FORMATS.items() if path.endswith(suffix))
+    if builder == "csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            return [(f"{path}:{reader.line_num}", dict(row)) for row in reader]
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset(builder, data_files=path, split="train")
+    except Exception as err:  # pyarrow and datasets raise many types; all mean "cannot read this file"
+        raise DataError(f"{path}: cannot read it as {builder} ({str(err).splitlines()[0]})") from None
+    return [(f"{path}:{number}", dict(row)) for number, row in enumerate(rows, start=1)]
+
+
+def _saved_rows(path: str, split_name: str) -> list[tuple[str, dict]]:
+    """The rows of a ``Dataset.save_to_disk`` directory, or of the named split of a saved ``DatasetDict``."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        saved = load_from_disk(path)
+    except FileNotFoundError:
+        raise DataError(f"{path} is a directory but not a dataset saved with save_to_disk") from None
+    if isinstance(saved, DatasetDict):
+        if split_name not in saved:
+            raise DataError(f"{path}: no split '{split_name}' (it has {', '.join(saved)})")
+        saved = saved[split_name]
+    return [(f"{path}[{index}]", dict(row)) for index, row in enumerate(saved)]
 
 
 def _head_stop(part: slice) -> int | None:
