@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from posttrain.data.base_format import RESPONSE_MARKER, base_format
-from posttrain.data.chat import check_messages, check_tools, render_for_training
+from posttrain.data.chat import check_messages, check_tools, render_for_training, with_template_arguments
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
@@ -136,13 +136,16 @@ def build_sft_examples(
     max_length: int,
     overlong: str = "truncate",
     plain: bool = False,
+    chat_template_kwargs: dict | None = None,
 ) -> list[dict]:
-    """Tokenize every row; enforce ``max_length`` (``truncate`` with a warning, or ``error``).
+    """Tokenize every row (chat rows with the job's ``chat_template_kwargs``, a row's own column
+    winning); enforce ``max_length`` (``truncate`` with a warning, or ``error``).
 
     Returns dicts with ``input_ids`` and ``completion_mask``, ready for TRL's SFTTrainer.
     """
     examples, truncated, dropped = [], 0, 0
     for where, row in located_rows:
+        (row,) = with_template_arguments([row], chat_template_kwargs or {})
         example = tokenize_example(tokenizer, row, where, base_model_mode, plain)
         if len(example.input_ids) > max_length:
             if overlong == "error":

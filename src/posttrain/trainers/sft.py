@@ -62,7 +62,8 @@ def sft_trainer_for_rows(
 
     def tokenized(part: list[tuple[str, dict]]) -> Dataset:
         return Dataset.from_list(build_sft_examples(tokenizer, part, config.base_model_mode, config.max_length,
-                                                    config.overlong, plain=config.prompt_completion_format == "plain"))
+                                                    config.overlong, plain=config.prompt_completion_format == "plain",
+                                                    chat_template_kwargs=config.chat_template_kwargs))
 
     train_dataset = tokenized(rows)  # every row checked before the model loads
     eval_dataset = tokenized(eval_rows) if eval_rows else None
