@@ -73,3 +73,15 @@ def test_generation_prompts_keep_system_turns_and_pass_template_arguments(tokeni
     text = render_prompt(custom, messages, False, {"enable_thinking": False})
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and text.endswith("<|im_start|>assistant\n<think></think>")
     assert render_prompt(custom, messages, False).endswith("<|im_start|>assistant\n")
+
+
+def test_sft_rows_get_the_jobs_template_arguments_and_a_rows_own_win(tokenizer):
+    from posttrain.data.sft import build_sft_examples
+
+    custom = with_template(tokenizer, tokenizer.chat_template.replace(
+        "{% generation %}", "{% generation %}{% if style %}[{{ style }}]{% endif %}", 1))
+    rows = [("f.jsonl:1", {"messages": TWO_TURNS[:2]}),
+            ("f.jsonl:2", {"messages": TWO_TURNS[:2], "chat_template_kwargs": {"style": "own"}})]
+    job, own = build_sft_examples(custom, rows, False, 64, chat_template_kwargs={"style": "job"})
+    trained = [custom.decode([t for t, m in zip(e["input_ids"], e["completion_mask"]) if m]) for e in (job, own)]
+    assert trained == ["[job]b<|im_end|>", "[own]b<|im_end|>"]
