@@ -82,23 +82,27 @@ def render(rows: dict[str, dict], wall: float) -> str:
     return "\n".join(lines)
 
 
+def run_and_write(test_paths: list[str], render_rows, out: Path, pytest_args: list[str]) -> int:
+    """Run ``test_paths`` (relative to the repository) with pytest, render what the tests recorded
+    with ``render_rows(rows, wall_seconds)`` and write it to ``out`` atomically; pytest's exit code."""
+    collector = Collector()
+    start = time.perf_counter()
+    os.chdir(ROOT)
+    code = pytest.main(["-q", "-p", "no:cacheprovider", *test_paths, *pytest_args], plugins=[collector])
+    text = render_rows(collector.rows, time.perf_counter() - start)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text + "\n")
+    os.replace(handle.name, out)
+    print(f"wrote {out} ({len(collector.rows)} tests)")
+    return int(code)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "reliability.md"))
     args, pytest_args = parser.parse_known_args()
-    collector = Collector()
-    paths = [str(ROOT / path) for _, path in SUITES if (ROOT / path).exists()]
-    start = time.perf_counter()
-    os.chdir(ROOT)
-    code = pytest.main(["-q", "-p", "no:cacheprovider", *[os.path.relpath(p, ROOT) for p in paths], *pytest_args],
-                       plugins=[collector])
-    text = render(collector.rows, time.perf_counter() - start)
-    out = Path(args.out)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text + "\n")
-    os.replace(handle.name, out)
-    print(f"wrote {out} ({len(collector.rows)} cases)")
-    return int(code)
+    paths = [path for _, path in SUITES if (ROOT / path).exists()]
+    return run_and_write(paths, render, Path(args.out), pytest_args)
 
 
 if __name__ == "__main__":

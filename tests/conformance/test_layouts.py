@@ -83,3 +83,13 @@ def test_whole_conversations_that_do_not_start_with_the_prompt_are_refused():
         normalize_pairs([("d.jsonl:3", {"prompt": "Other?", "chosen": [USER, GOOD], "rejected": [USER, BAD]})])
     with pytest.raises(DataError, match="d.jsonl:4: 'chosen' and 'rejected' share no leading messages"):
         normalize_pairs([("d.jsonl:4", {"chosen": [GOOD], "rejected": [BAD]})])
+
+
+def test_a_pairs_tools_column_goes_to_the_trainer_as_json():
+    """TRL's preference trainers render a row's tools with its prompt; posttrain keeps them (as JSON
+    text, so rows with different schemas share one column) and drops nothing."""
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    (pair,) = normalize_pairs([("d.jsonl:1", {**PAIR_LAYOUTS["conversational prompt/chosen/rejected"], "tools": [tool]})])
+    assert json.loads(pair.pop("tools")) == [tool] and pair == EXPECTED
+    with pytest.raises(DataError, match="d.jsonl:2: field 'tools' must be a list of function schemas"):
+        normalize_pairs([("d.jsonl:2", {**EXPECTED, "tools": {"name": "lookup"}})])

@@ -72,7 +72,7 @@ def test_degenerate_pairs_are_counted_and_skipped(caplog):
 
 @pytest.mark.parametrize("row, message", [
     ({"prompt": "a", "chosen": "b"}, "p:9: missing field 'rejected'"),
-    ({"chosen": ["x"], "rejected": ["y"]}, "p:9: field 'chosen'\\[0\\] must be an object with a string 'role'"),
+    ({"chosen": ["x"], "rejected": ["y"]}, "p:9: field 'chosen'\\[0\\] must be an object with string 'role'"),
     ({"prompt": "a", "chosen": 3, "rejected": "b"}, "p:9: field 'chosen' must be a string or a list of messages"),
     ({"chosen": "no markers", "rejected": "x"}, r"p:9: field 'chosen' has no '\\n\\nAssistant:' turn"),
 ])

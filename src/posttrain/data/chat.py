@@ -57,14 +57,14 @@ def check_messages(messages: object, where: str, field: str) -> list[dict]:
     cleaned = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise DataError(f"{where}: field '{field}'[{i}] must be an object with a string 'role' and 'content'")
+            raise DataError(f"{where}: field '{field}'[{i}] must be an object with string 'role' and 'content'")
         message = {key: value for key, value in message.items() if value is not None}
         if message.get("tool_calls") is not None:
             message.setdefault("content", "")
             if not isinstance(message["tool_calls"], list):
                 raise DataError(f"{where}: field '{field}'[{i}].tool_calls must be a list")
         if not isinstance(message.get("content"), str):
-            raise DataError(f"{where}: field '{field}'[{i}] must be an object with a string 'role' and 'content'")
+            raise DataError(f"{where}: field '{field}'[{i}] must be an object with string 'role' and 'content'")
         cleaned.append(message)
     return cleaned
 

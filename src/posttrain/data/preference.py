@@ -14,6 +14,7 @@ are skipped, counted and reported; malformed rows are errors naming the location
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from typing import Literal
 
 from posttrain.config import config_field
 from posttrain.data.base_format import base_prompt, base_response
+from posttrain.data.chat import check_messages, check_tools
 from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
-from posttrain.data.sft import check_messages
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
@@ -228,4 +229,8 @@ def _format_row(row: dict, responses: tuple[str, ...], base_model_mode: bool, wh
     def as_messages(value: str | list[dict], role: str) -> list[dict]:
         return [{"role": role, "content": value}] if isinstance(value, str) else value
 
-    return {"prompt": as_messages(row["prompt"], "user"), **{field: as_messages(row[field], "assistant") for field in responses}}
+    formatted = {"prompt": as_messages(row["prompt"], "user"), **{field: as_messages(row[field], "assistant") for field in responses}}
+    tools = check_tools(row.get("tools"), where)
+    if tools:  # TRL's trainers render them with the prompt; JSON text, as one Arrow column holds any schema
+        formatted["tools"] = json.dumps(tools)
+    return formatted
