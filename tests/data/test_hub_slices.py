@@ -8,7 +8,7 @@ import datasets
 import pytest
 
 from posttrain.data.jsonl import write_jsonl
-from posttrain.errors import DataError
+from posttrain.errors import ConfigError, DataError
 from posttrain.tasks.sources import load_rows
 
 
@@ -101,3 +101,32 @@ def test_a_split_that_cannot_be_loaded_at_all_is_a_data_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     with pytest.raises(DataError, match="cannot load dataset org/big split train: no route to host"):
         load_rows("org/big", "train[:5]")
+
+
+def test_a_hub_subset_and_data_files_reach_load_dataset(monkeypatch, tmp_path):
+    """openai/gsm8k needs its subset: dataset_config (and data_files) go to load_dataset, from
+    every training job's config, a dataset_mixture entry and rollout's config."""
+    from posttrain.commands.rollout import RolloutConfig
+    from posttrain.commands.sft import SFTJobConfig
+    from posttrain.config import load_config
+    from posttrain.tasks.sources import load_mixture, load_train_rows
+
+    calls = []
+
+    def fake(path, name=None, split=None, **kwargs):
+        calls.append({"path": path, "name": name, "split": split, **kwargs})
+        return [{"question": "q", "answer": "#### 1"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # the whole-split path: nothing is streamed
+    config = load_config(SFTJobConfig, values={"model_name_or_path": str(tmp_path), "dataset_name": "openai/gsm8k",
+                                               "dataset_config": "main", "data_files": {"train": "main/train-*.parquet"}})
+    assert load_train_rows(config) == [("openai/gsm8k (main)[0]", {"question": "q", "answer": "#### 1"})]
+    assert calls[-1] == {"path": "openai/gsm8k", "name": "main", "split": "train", "data_files": {"train": "main/train-*.parquet"}}
+    load_mixture([{"name": "openai/gsm8k", "config": "socratic", "split": "test"}], seed=0)
+    assert calls[-1] == {"path": "openai/gsm8k", "name": "socratic", "split": "test"}
+    rollout = load_config(RolloutConfig, values={"model_name_or_path": str(tmp_path), "dataset_name": "openai/gsm8k",
+                                                 "dataset_config": "main", "output_dir": str(tmp_path / "r")})
+    assert (rollout.dataset_config, rollout.data_files) == ("main", None)
+    with pytest.raises(ConfigError, match=r"dataset_mixture\[0\].config': expected a hub dataset's subset name"):
+        load_mixture([{"name": "openai/gsm8k", "config": 3}], seed=0)

@@ -48,6 +48,10 @@ class RolloutConfig(ModelArguments):
         "messages) or HH-RLHF 'chosen' transcripts (prompted through their last Assistant turn)."
     )
     dataset_split: str = config_field("train[:256]", help="Split, optionally sliced.")
+    dataset_config: str = config_field("", help="The subset (config) of a hub dataset_name: e.g. main for openai/gsm8k.")
+    data_files: str | list[str] | dict | None = config_field(
+        None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
+    )
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
     num_samples: int = config_field(4, help="Completions per prompt (N).", ge=1)
     temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
@@ -66,7 +70,8 @@ def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
     """The rows to sample, each with its ``prompt``. An HH-RLHF row (``chosen``/``rejected``
     transcripts, no prompt) is prompted with its chosen transcript through the last
     ``"\\n\\nAssistant:"``: as chat messages, or in base-model mode as the transcript itself."""
-    rows = load_rows(config.dataset_name, config.dataset_split, config.task_options)
+    rows = load_rows(config.dataset_name, config.dataset_split, config.task_options,
+                     dataset_config=config.dataset_config, data_files=config.data_files)
     for where, row in rows:
         if "prompt" not in row and isinstance(row.get("chosen"), str):
             prompt = hh_prompt(row["chosen"], where, "chosen")

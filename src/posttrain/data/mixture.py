@@ -1,6 +1,7 @@
 """Several datasets in one training set: the ``dataset_mixture`` config key and its weights.
 
-A mixture is a list of ``{name, split, weight}`` entries; ``name`` is anything ``dataset_name``
+A mixture is a list of ``{name, split, weight}`` entries (and, for a hub dataset, its subset
+``config`` and ``data_files``); ``name`` is anything ``dataset_name``
 accepts (a ``.jsonl`` file, ``task:<name>``, a hub dataset id) and ``split`` is sliced as usual.
 The weight multiplies a source's rows: a source with N rows (after its slice) gives
 ``round(weight × N)`` of them, so 1 takes every row once, 0.5 a random half, 2 every row twice
@@ -29,7 +30,7 @@ T = TypeVar("T")
 MIXTURE_HELP = (
     "Instead of dataset_name: several datasets mixed, a list of {name, split, weight} (split default train, "
     "weight default 1). A source of N rows gives round(weight × N): 1 every row once, 0.5 a seeded random half, "
-    "2 every row twice."
+    "2 every row twice. An entry may name a hub subset (config) and data_files."
 )
 
 
@@ -40,6 +41,8 @@ class MixtureSource:
     name: str
     split: str = "train"
     weight: float = 1.0
+    config: str | None = None  # a hub dataset's subset (dataset_config)
+    data_files: str | list | dict | None = None
 
 
 _FIELDS = [f.name for f in fields(MixtureSource)]
@@ -85,7 +88,12 @@ def mixture_sources(mixture: list) -> list[MixtureSource]:
             raise ConfigError(f"config key '{key}.split': {err}") from None
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
             raise ConfigError(f"config key '{key}.weight' must be a number > 0, got {weight!r}")
-        sources.append(MixtureSource(name, split, float(weight)))
+        config, data_files = entry.get("config"), entry.get("data_files")
+        if config is not None and not isinstance(config, str):
+            raise ConfigError(f"config key '{key}.config': expected a hub dataset's subset name, got {config!r}")
+        if data_files is not None and not isinstance(data_files, (str, list, dict)):
+            raise ConfigError(f"config key '{key}.data_files': expected a path, a list or a mapping, got {data_files!r}")
+        sources.append(MixtureSource(name, split, float(weight), config, data_files))
     return sources
 
 

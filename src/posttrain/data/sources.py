@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from posttrain.data.jsonl import iter_jsonl
@@ -37,7 +38,9 @@ def _resolve(bound: str | None, total: int) -> int | None:
     return int(bound)
 
 
-def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
+def read_rows(
+    dataset_name: str, split: str, dataset_config: str | None = None, data_files: str | list[str] | dict | None = None
+) -> list[tuple[str, dict]]:
     """The rows of ``dataset_name`` that ``split`` (``train[:1%]``) selects, as ``(location, row)``
     pairs: a local ``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file (one file is one split: the
     split name only carries the slice), a ``save_to_disk`` directory (a saved DatasetDict's split is
@@ -45,7 +48,8 @@ def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
     top by row counts (``train[:1000]``, ``train[100:200]``) is streamed, and only the rows up to
     the slice's end are read rather than the whole split downloaded (a dataset that cannot be
     streamed is loaded whole); offline, where nothing can be streamed, the split comes from the
-    local cache as before."""
+    local cache as before. ``dataset_config`` names a hub dataset's subset (``openai/gsm8k``:
+    ``main``) and ``data_files`` its files, as ``datasets.load_dataset`` takes them."""
     name, part = split_slice(split)
     if Path(dataset_name).is_dir():
         return slice_rows(_saved_rows(dataset_name, name), dataset_name, split)
@@ -56,11 +60,12 @@ def read_rows(dataset_name: str, split: str) -> list[tuple[str, dict]]:
         return slice_rows(located, dataset_name, split)
     import datasets
 
+    hub = HubSource(dataset_name, dataset_config or None, data_files or None)
     head = _head_stop(part)
     if head is None or datasets.config.HF_HUB_OFFLINE:
-        located = _hub_rows(dataset_name, name, stop=None)
+        located = _hub_rows(hub, name, stop=None)
         return slice_rows(located, dataset_name, split)
-    located = _hub_rows(dataset_name, name, stop=head)[_resolve(part.start, head) :]
+    located = _hub_rows(hub, name, stop=head)[_resolve(part.start, head) :]
     if not located:
         raise DataError(f"{dataset_name}: split '{split}' selects no rows")
     return located
@@ -115,10 +120,25 @@ def _head_stop(part: slice) -> int | None:
     return int(part.stop)
 
 
-def _hub_rows(dataset_name: str, split_name: str, stop: int | None) -> list[tuple[str, dict]]:
+@dataclass(frozen=True)
+class HubSource:
+    """A hub dataset as ``datasets.load_dataset`` names it: id, subset (config) and files."""
+
+    name: str
+    config: str | None = None
+    data_files: str | list[str] | dict | None = None
+
+    def load(self, split: str, streaming: bool = False):
+        from datasets import load_dataset
+
+        chosen = {"name": self.config, "data_files": self.data_files, "streaming": streaming or None}
+        return load_dataset(self.name, split=split, **{key: value for key, value in chosen.items() if value is not None})
+
+
+def _hub_rows(hub: HubSource, split_name: str, stop: int | None) -> list[tuple[str, dict]]:
     """Every row of a hub split, or (``stop``) only its first ``stop`` rows, streamed; a dataset
     that cannot be streamed (some script or archive formats) is loaded whole, with a warning."""
-    from datasets import load_dataset
+    dataset_name = hub.name + (f" ({hub.config})" if hub.config else "")
 
     def located(rows) -> list[tuple[str, dict]]:
         return [(f"{dataset_name}[{i}]", dict(row)) for i, row in enumerate(rows)]
@@ -126,11 +146,11 @@ def _hub_rows(dataset_name: str, split_name: str, stop: int | None) -> list[tupl
     try:
         if stop is not None:
             try:
-                return located(load_dataset(dataset_name, split=split_name, streaming=True).take(stop))
+                return located(hub.load(split_name, streaming=True).take(stop))
             except Exception as err:  # datasets raises many types while streaming
                 log.warning(f"{dataset_name}: cannot stream split {split_name} ({str(err).splitlines()[0]}); "
                             f"loading it whole for its first {stop} rows")
-        rows = load_dataset(dataset_name, split=split_name)
+        rows = hub.load(split_name)
         return located(rows if stop is None else itertools.islice(rows, stop))
     except Exception as err:  # datasets raises many types; all mean "cannot load this"
         raise DataError(f"cannot load dataset {dataset_name} split {split_name}: {str(err).splitlines()[0]}") from None

@@ -18,7 +18,8 @@ log = get_logger(__name__)
 
 
 def load_rows(
-    dataset_name: str, split: str = "train", task_options: dict | None = None, preference: bool = False
+    dataset_name: str, split: str = "train", task_options: dict | None = None, preference: bool = False,
+    dataset_config: str | None = None, data_files: str | list[str] | dict | None = None,
 ) -> list[tuple[str, dict]]:
     """Rows of ``dataset_name`` as ``(location, row)`` pairs.
 
@@ -26,10 +27,11 @@ def load_rows(
     the slice), ``task:<name>`` (a built-in task's split), or a hub dataset id (loaded with
     ``datasets.load_dataset``; a slice of its top rows is streamed). ``split`` may carry a
     slice: ``train[:1%]``. With ``preference``, a ``task:<name>`` source yields the task's
-    verifier-built pairs (prompt/chosen/rejected) instead of its SFT rows.
+    verifier-built pairs (prompt/chosen/rejected) instead of its SFT rows. ``dataset_config``
+    (a hub subset) and ``data_files`` go to ``datasets.load_dataset``.
     """
     if not dataset_name.startswith("task:"):
-        return read_rows(dataset_name, split)
+        return read_rows(dataset_name, split, dataset_config, data_files)
     name, _ = split_slice(split)
     task = get_task(dataset_name.removeprefix("task:"), **(task_options or {}))
     rows = task.make_pairs(name) if preference else task.make_dataset(name)
@@ -45,7 +47,7 @@ def load_mixture(
     locations, so a row that does not fit its command's format is an error naming its source."""
     mixed = []
     for index, source in enumerate(mixture_sources(mixture)):
-        rows = load_rows(source.name, source.split, task_options, preference)
+        rows = load_rows(source.name, source.split, task_options, preference, source.config, source.data_files)
         weighted = weigh_rows(rows, source.weight, seed, index)
         if not weighted:
             raise DataError(f"dataset_mixture[{index}] {source.name}: weight {source.weight} of its {len(rows)} rows selects none")
@@ -59,4 +61,5 @@ def load_train_rows(config, preference: bool = False) -> list[tuple[str, dict]]:
     ``dataset_train_split`` of its ``dataset_name`` (the keys every training config shares)."""
     if config.dataset_mixture:
         return load_mixture(config.dataset_mixture, config.seed, config.task_options, preference=preference)
-    return load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=preference)
+    return load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=preference,
+                     dataset_config=config.dataset_config, data_files=config.data_files)

@@ -35,6 +35,12 @@ _EVAL_TIMINGS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_seco
 class ValidationSettings(TrainingSettings):
     """The training settings plus held-out evaluation (a job config lists it before its other bases)."""
 
+    dataset_config: str = config_field(
+        "", help="The subset (config) of a hub dataset_name, as TRL names it: e.g. main for openai/gsm8k."
+    )
+    data_files: str | list[str] | dict | None = config_field(
+        None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
+    )
     eval_dataset_name: str | None = config_field(
         None, help="Held-out data to evaluate on during training: a .jsonl file, task:<name> or a hub dataset id, "
         "in the train data's format."
