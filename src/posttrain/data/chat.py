@@ -42,9 +42,6 @@ from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
 
-OPTIONAL_MESSAGE_KEYS = ("reasoning_content", "tool_calls", "name", "tool_call_id", "thinking")
-
-
 def check_messages(messages: object, where: str, field: str) -> list[dict]:
     """``messages`` cleaned for a template, or a DataError at ``where``.
 
@@ -58,7 +55,7 @@ def check_messages(messages: object, where: str, field: str) -> list[dict]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise DataError(f"{where}: field '{field}'[{i}] must be an object with string 'role' and 'content'")
-        message = {key: value for key, value in message.items() if value is not None}
+        message = _without_none(message)
         if message.get("tool_calls") is not None:
             message.setdefault("content", "")
             if not isinstance(message["tool_calls"], list):
@@ -67,6 +64,11 @@ def check_messages(messages: object, where: str, field: str) -> list[dict]:
             raise DataError(f"{where}: field '{field}'[{i}] must be an object with string 'role' and 'content'")
         cleaned.append(message)
     return cleaned
+
+
+def _without_none(message: dict) -> dict:
+    """The message without the keys an Arrow table filled with ``None``."""
+    return {key: value for key, value in message.items() if value is not None}
 
 
 def check_tools(tools: object, where: str) -> list[dict] | None:
@@ -190,7 +192,7 @@ def render_for_training(
     """``(input_ids, mask)`` of a conversation, the mask 1 on every assistant turn (its reply and
     end-of-turn token) and 0 elsewhere, on the one rendering that is trained."""
     rendering = training_rendering(tokenizer)
-    kwargs = dict(chat_template_kwargs or {})
+    kwargs = chat_template_kwargs or {}
     try:
         if rendering.route == "incremental":
             text, spans = _incremental(tokenizer, messages, where, tools, kwargs, rendering.name)
@@ -293,7 +295,7 @@ def render_generation_prompt(
     conversation, system turns kept, with the generation prompt."""
     if tokenizer.chat_template is None:
         raise DataError("the tokenizer has no chat template; set base_model_mode: true for a base model")
-    messages = [{key: value for key, value in m.items() if value is not None} for m in messages]  # Arrow's None keys
+    messages = [_without_none(m) for m in messages]
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True,
                                              **(chat_template_kwargs or {}))

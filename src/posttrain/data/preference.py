@@ -107,8 +107,7 @@ def drop_repeated_prompt(row: dict, where: str) -> dict:
     prompt = [{"role": "user", "content": row["prompt"]}] if isinstance(row["prompt"], str) else row["prompt"]
     prompt = check_messages(prompt, where, "prompt")
     sides = {side: check_messages(row[side], where, side) for side in ("chosen", "rejected")}
-    repeats = [side for side, messages in sides.items() if messages[0]["role"] != "assistant"]
-    if not repeats:
+    if all(messages[0]["role"] == "assistant" for messages in sides.values()):
         return row  # the responses are the assistant turns alone, as TRL's conversational layout has them
     for side in ("chosen", "rejected"):
         head = [{k: m[k] for k in ("role", "content")} for m in sides[side][: len(prompt)]]
