@@ -67,3 +67,30 @@ def test_tokenizer_corpus_does_not_follow_the_tasks_wording(monkeypatch):
     monkeypatch.setattr(ArithmeticTask, "hinted_prompt", reworded)
     assert command._tokenizer_corpus() == before
     assert any(line.endswith("is wrong; combine the column sums and the last carry.") for line in before)
+
+
+def test_every_architecture_is_its_transformers_family_with_the_shared_tokenizer(tmp_path):
+    """--architecture builds that family's model class at the preset's sizes; the tokenizer is the
+    same except that Llama, Mistral and GPT-2 ship without a pad token, as their real ones do."""
+    from posttrain.commands.make_model import ARCHITECTURES, MakeModelConfig, make_model
+
+    classes = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+               "qwen3_moe": "Qwen3MoeForCausalLM", "mistral": "MistralForCausalLM", "gemma2": "Gemma2ForCausalLM",
+               "gemma3": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM", "gpt2": "GPT2LMHeadModel",
+               "gpt_oss": "GptOssForCausalLM", "olmo2": "Olmo2ForCausalLM"}
+    assert set(classes) == set(ARCHITECTURES)
+    reference = None
+    for architecture, class_name in classes.items():
+        out = tmp_path / architecture
+        make_model(MakeModelConfig(out=str(out), architecture=architecture, preset="micro"))
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+        assert type(model).__name__ == class_name
+        assert model.config.get_text_config().hidden_size == 16
+        assert (tokenizer.pad_token is None) == (architecture in ("llama", "mistral", "gpt2")), architecture
+        vocabulary = tokenizer.get_vocab()
+        assert reference is None or vocabulary == reference
+        reference = vocabulary
+        ids = tokenizer("What is 1 + 2?", return_tensors="pt")["input_ids"]
+        assert torch.isfinite(model(ids).logits).all()
+        tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        assert tied == (architecture in ("qwen2", "gemma2", "gemma3", "gpt2")), architecture

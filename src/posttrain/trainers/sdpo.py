@@ -111,15 +111,19 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         self.add_callback(TeacherStepCallback(teacher, self.model))
         return teacher
 
-    def _completion_logits(self, model, prefix: str, inputs: dict) -> torch.Tensor:
+    def _completion_logits(self, model, prefix: str, inputs: dict, router_loss: list | None = None) -> torch.Tensor:
         """``(B, n, V)`` temperature-scaled logits for the batch's ``n`` completion tokens, after
-        the left-padded ``{prefix}_ids`` / ``{prefix}_mask`` (the student's or the teacher's prompt)."""
+        the left-padded ``{prefix}_ids`` / ``{prefix}_mask`` (the student's or the teacher's prompt).
+        ``router_loss``, when given, receives a Mixture-of-Experts model's load-balancing loss."""
         input_ids = torch.cat([inputs[f"{prefix}_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs[f"{prefix}_mask"], inputs["completion_mask"]], dim=1)
         n = inputs["completion_ids"].size(1)
+        routed = {"output_router_logits": True} if router_loss is not None else {}
         with self.accelerator.autocast():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1, use_cache=False).logits
-        return logits[:, :-1].float() / self.temperature
+            outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1, use_cache=False, **routed)
+        if router_loss is not None:
+            router_loss.append(outputs.aux_loss)
+        return outputs.logits[:, :-1].float() / self.temperature
 
     @torch.no_grad()
     def _teacher_logits(self, model, inputs: dict) -> torch.Tensor:
@@ -201,7 +205,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         completion_mask = inputs["completion_mask"] * (positions[None, :] < inputs["self_distillation_tokens"][:, None])
         topk = self.sdpo.distillation_topk
 
-        student = torch.log_softmax(self._completion_logits(model, "prompt", inputs), dim=-1)  # (B, n, V), with gradient
+        # A Mixture-of-Experts student keeps its load-balancing loss, weighted as TRL's GRPO weights it
+        # (router_aux_loss_coef); without it distillation alone would let the router collapse.
+        router_loss = [] if self.aux_loss_enabled else None
+        student = torch.log_softmax(self._completion_logits(model, "prompt", inputs, router_loss), dim=-1)  # (B, n, V), with gradient
         sampled = completion_ids.unsqueeze(-1)
         student_log_probs = student.gather(-1, sampled).squeeze(-1)  # (B, n)
         indices = student.detach().topk(topk, dim=-1).indices if topk else None  # (B, n, K), chosen by the student
@@ -226,6 +233,9 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         )
         self._log_distillation(inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics)
         mode = "train" if self.model.training else "eval"
+        if router_loss:
+            loss = loss + self.router_aux_loss_coef * router_loss[0]
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(router_loss[0].detach()).mean().item())
         return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
     def _log_distillation(self, inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics) -> None:
