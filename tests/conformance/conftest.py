@@ -25,3 +25,26 @@ def cell(record_property):
         return lambda text: record_property("outcome", " ".join(str(text).split())[:300])
 
     return record
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory) -> str:
+    """The micro Qwen2 (``make-model --preset micro``): every code path, in a fraction of a second a step."""
+    from posttrain.commands.make_model import MakeModelConfig, make_model
+
+    out = tmp_path_factory.mktemp("micro-qwen2")
+    make_model(MakeModelConfig(out=str(out), preset="micro"))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def sft_trained_texts():
+    """``sft_trained_texts(trainer)``: the text of the tokens with loss in each row of one batch of
+    all the trainer's rows (the collator's ``labels``, decoded), sorted."""
+
+    def texts(trainer) -> list[str]:
+        batch = next(iter(trainer.get_train_dataloader()))
+        decode = trainer.processing_class.decode
+        return sorted(decode(ids[labels != -100]) for ids, labels in zip(batch["input_ids"], batch["labels"]))
+
+    return texts

@@ -105,18 +105,6 @@ def adapter_moved(out: Path) -> None:
     assert lora_b and any(w.abs().sum() > 0 for w in lora_b)
 
 
-def trained_texts(model_dir: Path, rows: Path, out: Path) -> list[str]:
-    """The text of the tokens with loss in the first batch SFT's collator makes of ``rows`` (all of them, shuffled)."""
-    from posttrain.commands.sft import SFTJobConfig, build_sft_trainer
-    from posttrain.config import load_config
-
-    config = load_config(SFTJobConfig, values={"model_name_or_path": str(model_dir), "dataset_name": str(rows),
-                                               "output_dir": str(out / "batch"), "per_device_train_batch_size": len(CONVERSATIONS)})
-    trainer = build_sft_trainer(config)
-    batch = next(iter(trainer.get_train_dataloader()))
-    return [trainer.processing_class.decode(ids[labels != -100]) for ids, labels in zip(batch["input_ids"], batch["labels"])]
-
-
 _lora_runs: dict[str, Path] = {}
 
 
@@ -137,7 +125,7 @@ COMMANDS = ["sft (full)", "sft (LoRA)", "dpo", "kto", "rm", "sdpo frozen", "sdpo
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("architecture", [pytest.param(a, marks=pytest.mark.xdist_group(f"architecture-{a}")) for a in ARCHITECTURES])
 def test_every_command_runs_on_every_architecture(architecture, command, model_dir, data, tmp_path, tmp_path_factory, capsys,
-                                                  monkeypatch, cell):
+                                                  monkeypatch, cell, sft_trained_texts):
     cell("architectures", architecture, command)
     out = tmp_path / "out"
     model = ["--model_name_or_path", model_dir, "--output_dir", out]
@@ -148,7 +136,13 @@ def test_every_command_runs_on_every_architecture(architecture, command, model_d
         assert moved(model_dir, out)
         # What the step trained: every reply and its end-of-turn token, nothing else, also where
         # the pad token is the end-of-turn token (Llama, Mistral, GPT-2 here).
-        assert sorted(trained_texts(model_dir, data / "conversations.jsonl", out)) == sorted(
+        from posttrain.commands.sft import SFTJobConfig, build_sft_trainer
+        from posttrain.config import load_config
+
+        config = load_config(SFTJobConfig, values={"model_name_or_path": str(model_dir), "output_dir": str(out / "batch"),
+                                                   "dataset_name": str(data / "conversations.jsonl"),
+                                                   "per_device_train_batch_size": len(CONVERSATIONS)})
+        assert sft_trained_texts(build_sft_trainer(config)) == sorted(
             "".join(m["content"] + "<|im_end|>" for m in row["messages"] if m["role"] == "assistant") for row in CONVERSATIONS)
     elif command == "sft (LoRA)":
         lora = sft_lora(capsys, model_dir, data, architecture, tmp_path_factory)

@@ -92,7 +92,10 @@ def test_last_number(text, expected):
 @pytest.mark.parametrize(
     "value, expected",
     [(42, 42.0), (-1.5, -1.5), ("42", 42.0), (" 1,000 ", 1000.0), ("3e2", 300.0),
-     ("42 apples", None), ("", None), (True, None), (None, None), ([42], None)],
+     ("42 apples", None), ("", None), (True, None), (None, None), ([42], None),
+     # GSM8K's gold answers: a worked solution, then "#### <answer>" on the last line
+     ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", 72.0), ("It costs 1,200.\n#### 1,200", 1200.0),
+     ("#### -3", -3.0), ("a\n#### 72 apples", None), ("a #### b", None), ("score 3\n####", None)],
 )
 def test_parse_number(value, expected):
     assert parse_number(value) == expected
@@ -109,6 +112,8 @@ def test_parse_number(value, expected):
         ("Answer: 84.98", 85, 0.01, 0.0),  # just outside
         ("Answer: 85, not 84", 85, 0.0, 0.0),  # the last number decides
         ("no number", 85, 100.0, 0.0),
+        ("48 + 24 = 72", "48/2 = <<48/2=24>>24\n#### 72", 0.0, 1.0),  # GSM8K: the number after ####, not 24
+        ("so 24", "48/2 = <<48/2=24>>24\n#### 72", 0.0, 0.0),
     ],
 )
 def test_numeric_match(completion, reference, tolerance, expected):

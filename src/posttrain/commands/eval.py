@@ -56,7 +56,8 @@ class EvalConfig(JudgeArguments, ModelArguments):
     output_dir: str = config_field("runs/eval", help="Where eval.json and predictions.jsonl go.")
     task: str = config_field("arithmetic", help="Built-in task to evaluate on (unless data_file is set).")
     task_options: dict = config_field({}, help="Task options (must match those used for training).")
-    split: str = config_field("test", help="Task split to evaluate.")
+    split: str = config_field("test", help="Split of the task or of data_file, optionally sliced: test, test[:200] (a local "
+                              "file is one split: only the slice applies).")
     num_examples: int | None = config_field(None, help="Evaluate the first N problems (None: all).", ge=1)
     batch_size: int = config_field(64, help="Prompts per generate call.", ge=1)
     max_new_tokens: int = config_field(64, help="Generation budget per completion.", ge=1)
@@ -71,7 +72,11 @@ class EvalConfig(JudgeArguments, ModelArguments):
     few_shot: int = config_field(
         0, help="Base-model mode: Instruction/Response/END examples (the rollouts' varied pool) before each prompt; 0: zero-shot.", ge=0, le=4
     )
-    data_file: str = config_field("", help="Evaluate on this JSONL instead of the task: one row per prompt, with its reference.")
+    data_file: str = config_field(
+        "", help="Evaluate on this dataset instead of the task, one row per prompt with its reference: a local .jsonl, .json, "
+        ".parquet or .csv file, a save_to_disk directory or a hub dataset id."
+    )
+    dataset_config: str = config_field("", help="The subset (config) of a hub data_file: e.g. main for openai/gsm8k.")
     prompt_field: str = config_field("prompt", help="data_file: the field holding the prompt (a string, or a list of chat messages).")
     reference_field: str = config_field("reference", help="data_file: the field holding the reference the scorer compares with.")
     scorer: str = config_field(
@@ -272,7 +277,7 @@ def _eval_data_file(config: EvalConfig) -> tuple[dict, list[dict]]:
     rows = read_eval_rows(
         config.data_file, config.prompt_field, config.reference_field, needs_reference=not judged,
         reference_problem=partial(reference_problem, config.scorer) if config.scorer in RULES else None,
-        plain_prompts=config.base_model_mode,
+        plain_prompts=config.base_model_mode, split=config.split, dataset_config=config.dataset_config or None,
     )[: config.num_examples]
     score = None if judged else _row_scorer(config)
     local_models = [config.baseline_model]

@@ -28,6 +28,7 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.data.preference import ASSISTANT, HUMAN, hh_prompt, hh_to_messages
+from posttrain.data.sources import COLUMNS_HELP, check_columns
 from posttrain.data.chat import check_messages
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
@@ -52,6 +53,7 @@ class RolloutConfig(ModelArguments):
     data_files: str | list[str] | dict | None = config_field(
         None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
     )
+    dataset_columns: dict = config_field({}, help=COLUMNS_HELP)
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
     num_samples: int = config_field(4, help="Completions per prompt (N).", ge=1)
     temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
@@ -65,13 +67,16 @@ class RolloutConfig(ModelArguments):
     backend: Literal["hf", "vllm"] = config_field("hf", help="hf: transformers generate (CPU/GPU); vllm: vLLM (GPU, if installed).")
     seed: int = config_field(0, help="Seeds sampling (each batch gets seed + its first prompt's index).")
 
+    def __post_init__(self):
+        self.dataset_columns = check_columns(self.dataset_columns)
+
 
 def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:
     """The rows to sample, each with its ``prompt``. An HH-RLHF row (``chosen``/``rejected``
     transcripts, no prompt) is prompted with its chosen transcript through the last
     ``"\\n\\nAssistant:"``: as chat messages, or in base-model mode as the transcript itself."""
     rows = load_rows(config.dataset_name, config.dataset_split, config.task_options,
-                     dataset_config=config.dataset_config, data_files=config.data_files)
+                     dataset_config=config.dataset_config, data_files=config.data_files, columns=config.dataset_columns)
     for where, row in rows:
         if "prompt" not in row and isinstance(row.get("chosen"), str):
             prompt = hh_prompt(row["chosen"], where, "chosen")

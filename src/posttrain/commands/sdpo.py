@@ -29,7 +29,9 @@ from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
-from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
+from posttrain.evaluation.scorers import RULES
+from posttrain.trainers.rewards import (FeedbackReward, TaskReward, check_references, feedback_reward, import_reward_function,
+                                        reference_reward)
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
 
@@ -48,7 +50,8 @@ class SDPOJobConfig(SDPOSettings, ValidationSettings, LoraArguments, ModelArgume
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
     dataset_mixture: list[dict] = config_field([], help=MIXTURE_HELP + " Every source needs the same columns.")
     reward_functions: list[str] = config_field(
-        [], help="Reward functions as 'package.module:function' (default for task datasets: the task's verifier)."
+        [], help="Reward functions as 'package.module:function', or a scorer rule (exact, contains, regex, numeric) against "
+        "each row's reference column (default for task datasets: the task's verifier)."
     )
     num_generations: int = config_field(8, help="G: completions sampled per prompt.", ge=2)
     max_completion_length: int = config_field(256, help="Longest sampled completion in tokens.", ge=1)
@@ -98,7 +101,8 @@ def prompt_dataset(rows: list[tuple[str, dict]]) -> Dataset:
 
 
 def reward_functions(config: SDPOJobConfig) -> list[Callable]:
-    functions: list[Callable] = [import_reward_function(path) for path in config.reward_functions]
+    functions: list[Callable] = [reference_reward(path) if path in RULES else import_reward_function(path)
+                                 for path in config.reward_functions]
     # a task's verifier is the default reward when every prompt comes from that task
     names = {entry["name"] for entry in config.dataset_mixture} or {config.dataset_name}
     if not functions and len(names) == 1 and (name := names.pop()).startswith("task:"):
@@ -134,9 +138,11 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
     rows, eval_rows = config.training_rows()
+    functions = reward_functions(config)
+    for rule_name in set(config.reward_functions) & set(RULES):
+        check_references(rule_name, rows + (eval_rows or []))
     dataset = prompt_dataset(rows)
     eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
-    functions = reward_functions(config)
     check_rewards(functions, dataset)
     trl_args = GRPOConfig(**{
         # an evaluation batch holds whole groups of num_generations samples (trainer_args may set another multiple)

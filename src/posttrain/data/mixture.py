@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
-from posttrain.data.sources import split_slice
+from posttrain.data.sources import check_columns, split_slice
 from posttrain.errors import ConfigError, DataError
 
 T = TypeVar("T")
@@ -30,7 +30,7 @@ T = TypeVar("T")
 MIXTURE_HELP = (
     "Instead of dataset_name: several datasets mixed, a list of {name, split, weight} (split default train, "
     "weight default 1). A source of N rows gives round(weight × N): 1 every row once, 0.5 a seeded random half, "
-    "2 every row twice. An entry may name a hub subset (config) and data_files."
+    "2 every row twice. An entry may name a hub subset (config), data_files and its columns (as dataset_columns)."
 )
 
 
@@ -43,6 +43,7 @@ class MixtureSource:
     weight: float = 1.0
     config: str | None = None  # a hub dataset's subset (dataset_config)
     data_files: str | list | dict | None = None
+    columns: dict | None = None  # the dataset's column names (dataset_columns)
 
 
 _FIELDS = [f.name for f in fields(MixtureSource)]
@@ -93,7 +94,8 @@ def mixture_sources(mixture: list) -> list[MixtureSource]:
             raise ConfigError(f"config key '{key}.config': expected a hub dataset's subset name, got {config!r}")
         if data_files is not None and not isinstance(data_files, (str, list, dict)):
             raise ConfigError(f"config key '{key}.data_files': expected a path, a list or a mapping, got {data_files!r}")
-        sources.append(MixtureSource(name, split, float(weight), config, data_files))
+        columns = check_columns(entry.get("columns"), f"{key}.columns")
+        sources.append(MixtureSource(name, split, float(weight), config, data_files, columns))
     return sources
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posttrain.data.jsonl import iter_jsonl
-from posttrain.errors import DataError
+from posttrain.errors import ConfigError, DataError
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
@@ -86,7 +86,11 @@ def _local_file_rows(path: str) -> list[tuple[str, dict]]:
 
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            return [(f"{path}:{reader.line_num}", dict(row)) for row in reader]
+            located, start = [], 2  # the line a row starts on: a quoted cell may hold newlines
+            for row in reader:
+                located.append((f"{path}:{start}", dict(row)))
+                start = reader.line_num + 1
+            return located
     from datasets import load_dataset
 
     try:
@@ -166,3 +170,43 @@ def slice_rows(located: list[tuple[str, dict]], dataset_name: str, split: str) -
     if not located:
         raise DataError(f"{dataset_name}: split '{split}' selects none of its {total} rows")
     return located
+
+
+COLUMNS_HELP = (
+    "Column names of a dataset whose columns are named otherwise, as {posttrain field: dataset column}: e.g. "
+    "{prompt: question, completion: answer} (openai/gsm8k), {reference: answer} for a reward or scorer."
+)
+
+
+def check_columns(columns: dict | None, key: str = "dataset_columns") -> dict[str, str]:
+    """A ``dataset_columns`` value, checked: a mapping of field names to distinct column names."""
+    if not columns:
+        return {}
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in columns.items()):
+        raise ConfigError(f"config key '{key}': expected a mapping of field names to column names, e.g. "
+                          f"{{prompt: question, completion: answer}}, got {columns!r}")
+    repeated = sorted({v for v in columns.values() if list(columns.values()).count(v) > 1})
+    if repeated:
+        raise ConfigError(f"config key '{key}': column '{repeated[0]}' is mapped to more than one field")
+    return dict(columns)
+
+
+def rename_columns(located: list[tuple[str, dict]], columns: dict[str, str]) -> list[tuple[str, dict]]:
+    """Each row with its mapped columns under posttrain's field names (``columns``: field -> the
+    dataset's column); the other columns stay as they are. A row without a mapped column, or one
+    that also has a column of the field's own name (which of the two is meant?), is a DataError
+    naming the row, the column and the columns the row has."""
+    if not columns:
+        return located
+    renamed = []
+    for where, row in located:
+        for field, column in columns.items():
+            if column not in row:
+                raise DataError(f"{where}: no column '{column}' (dataset_columns maps {field} to it); "
+                                f"the row's columns are {', '.join(row) or 'none'}")
+            if field in row and field not in columns.values():
+                raise DataError(f"{where}: has both '{field}' and '{column}', which dataset_columns maps to {field}: "
+                                f"rename or drop one of them")
+        moved = {field: row[column] for field, column in columns.items()}
+        renamed.append((where, {**{k: v for k, v in row.items() if k not in columns.values()}, **moved}))
+    return renamed

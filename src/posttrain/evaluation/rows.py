@@ -1,12 +1,14 @@
-"""The rows of a user's JSONL that ``posttrain eval`` evaluates on, read and checked up front.
+"""The rows of a user's dataset that ``posttrain eval`` evaluates on, read and checked up front.
 
 A row holds a prompt (a string, or a chat as a list of ``{role, content}`` messages) and, for
 scorers that compare with one, a reference::
 
     {"prompt": "What is 6 x 7?", "reference": "42"}
 
-Every row is checked before any model loads; a bad one is a :class:`DataError` naming the file,
-the line and the field (``data.jsonl:3: missing field 'reference'``).
+The dataset is anything a training job reads (:func:`posttrain.data.sources.read_rows`): a local
+``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file, a ``save_to_disk`` directory or a hub id. Every
+row is checked before any model loads; a bad one is a :class:`DataError` naming the file, the line
+and the field (``data.jsonl:3: missing field 'reference'``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from posttrain.data.jsonl import iter_jsonl
 from posttrain.data.chat import check_messages
+from posttrain.data.sources import read_rows
 from posttrain.errors import DataError
 
 
@@ -34,16 +36,18 @@ def read_eval_rows(
     needs_reference: bool = True,
     reference_problem: Callable[[Any], str | None] | None = None,
     plain_prompts: bool = False,
+    split: str = "test",
+    dataset_config: str | None = None,
 ) -> list[EvalRow]:
-    """Every row of ``path``, checked.
+    """Every row of ``path`` that ``split`` selects (a local file is one split: only its slice
+    applies), checked. ``dataset_config``: a hub dataset's subset.
 
     ``needs_reference``: every row must have a reference (judges need none). ``reference_problem``
     says what is wrong with one (None when it is fine). ``plain_prompts`` refuses chat prompts (a
     base model reads text only).
     """
     rows = []
-    for number, row in iter_jsonl(path):
-        where = f"{path}:{number}"
+    for where, row in read_rows(path, split, dataset_config):
         if prompt_field not in row:
             raise DataError(f"{where}: missing field '{prompt_field}'")
         prompt = row[prompt_field]
@@ -58,8 +62,6 @@ def read_eval_rows(
         if problem:
             raise DataError(f"{where}: field '{reference_field}' {problem}")
         rows.append(EvalRow(where, prompt, row.get(reference_field), row))
-    if not rows:
-        raise DataError(f"{path}: no rows (the file is empty)")
     return rows
 
 

@@ -7,7 +7,8 @@ Four rules, each a pure function returning 1.0 (right) or 0.0 (wrong):
 * ``contains``: the reference appears in the completion (``normalize`` as for ``exact``);
 * ``regex``: the reference is a regular expression found anywhere in the completion
   (``re.search``; anchor it, ``^…$``, to match the whole completion);
-* ``numeric``: the last number in the completion is within ``tolerance`` of the reference.
+* ``numeric``: the last number in the completion is within ``tolerance`` of the reference (a
+  number, or a worked solution ending in GSM8K's ``#### 42``, whose gold answer is that number).
 
 A Python verifier, named ``module:function``, decides for itself: it is called with the prompt,
 the completion, the reference and the whole row, and returns a reward in [0, 1] (a bool counts
@@ -56,15 +57,22 @@ def regex_match(completion: str, pattern: str) -> float:
     return float(re.search(pattern, completion) is not None)
 
 
+# GSM8K's answers (openai/gsm8k) are a worked solution whose last line is "#### <the answer>".
+_GSM8K_ANSWER = re.compile(r"\n?#### *(?P<answer>\S+)\s*$")
+
+
 def parse_number(value: Any) -> float | None:
-    """A reference as a number: a JSON number, or a string holding exactly one number ("1,234")."""
+    """A reference as a number: a JSON number, a string holding exactly one number ("1,234"), or
+    a GSM8K solution ending in ``#### 1,234`` (Cobbe et al., 2021, https://arxiv.org/abs/2110.14168)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value.strip().replace(",", ""))
-    return None
+    if not isinstance(value, str):
+        return None
+    gsm8k = _GSM8K_ANSWER.search(value)
+    text = gsm8k["answer"] if gsm8k else value.strip()
+    return float(text.replace(",", "")) if _NUMBER.fullmatch(text) else None
 
 
 def last_number(text: str) -> float | None:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from posttrain.data.mixture import mixture_sources, weigh_rows
-from posttrain.data.sources import read_rows, slice_rows, split_slice
+from posttrain.data.sources import read_rows, rename_columns, slice_rows, split_slice
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 from posttrain.tasks import get_task
@@ -19,7 +19,7 @@ log = get_logger(__name__)
 
 def load_rows(
     dataset_name: str, split: str = "train", task_options: dict | None = None, preference: bool = False,
-    dataset_config: str | None = None, data_files: str | list[str] | dict | None = None,
+    dataset_config: str | None = None, data_files: str | list[str] | dict | None = None, columns: dict[str, str] | None = None,
 ) -> list[tuple[str, dict]]:
     """Rows of ``dataset_name`` as ``(location, row)`` pairs.
 
@@ -28,10 +28,11 @@ def load_rows(
     ``datasets.load_dataset``; a slice of its top rows is streamed). ``split`` may carry a
     slice: ``train[:1%]``. With ``preference``, a ``task:<name>`` source yields the task's
     verifier-built pairs (prompt/chosen/rejected) instead of its SFT rows. ``dataset_config``
-    (a hub subset) and ``data_files`` go to ``datasets.load_dataset``.
+    (a hub subset) and ``data_files`` go to ``datasets.load_dataset``. ``columns`` (``dataset_columns``)
+    renames the dataset's columns to posttrain's fields: ``{prompt: question}``.
     """
     if not dataset_name.startswith("task:"):
-        return read_rows(dataset_name, split, dataset_config, data_files)
+        return rename_columns(read_rows(dataset_name, split, dataset_config, data_files), columns or {})
     name, _ = split_slice(split)
     task = get_task(dataset_name.removeprefix("task:"), **(task_options or {}))
     rows = task.make_pairs(name) if preference else task.make_dataset(name)
@@ -47,7 +48,7 @@ def load_mixture(
     locations, so a row that does not fit its command's format is an error naming its source."""
     mixed = []
     for index, source in enumerate(mixture_sources(mixture)):
-        rows = load_rows(source.name, source.split, task_options, preference, source.config, source.data_files)
+        rows = load_rows(source.name, source.split, task_options, preference, source.config, source.data_files, source.columns)
         weighted = weigh_rows(rows, source.weight, seed, index)
         if not weighted:
             raise DataError(f"dataset_mixture[{index}] {source.name}: weight {source.weight} of its {len(rows)} rows selects none")
@@ -62,4 +63,4 @@ def load_train_rows(config, preference: bool = False) -> list[tuple[str, dict]]:
     if config.dataset_mixture:
         return load_mixture(config.dataset_mixture, config.seed, config.task_options, preference=preference)
     return load_rows(config.dataset_name, config.dataset_train_split, config.task_options, preference=preference,
-                     dataset_config=config.dataset_config, data_files=config.data_files)
+                     dataset_config=config.dataset_config, data_files=config.data_files, columns=config.dataset_columns)

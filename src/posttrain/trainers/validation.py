@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from transformers import TrainerCallback
 
 from posttrain.config import config_field
+from posttrain.data.sources import COLUMNS_HELP, check_columns
 from posttrain.errors import ConfigError
 from posttrain.tasks.sources import load_rows, load_train_rows
 from posttrain.trainers.settings import TrainingSettings
@@ -41,9 +42,11 @@ class ValidationSettings(TrainingSettings):
     data_files: str | list[str] | dict | None = config_field(
         None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
     )
+    dataset_columns: dict = config_field({}, help=COLUMNS_HELP + " The held-out data is read with the same names.")
     eval_dataset_name: str | None = config_field(
         None, help="Held-out data to evaluate on during training: a .jsonl file, task:<name> or a hub dataset id, "
-        "in the train data's format."
+        "in the train data's format (the same dataset_columns; the same dataset_config and data_files when it is "
+        "dataset_name itself, e.g. its test split)."
     )
     eval_split: str = config_field("test", help="Split of eval_dataset_name, optionally sliced: test, test[:200].")
     val_ratio: float | None = config_field(
@@ -62,6 +65,7 @@ class ValidationSettings(TrainingSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        self.dataset_columns = check_columns(self.dataset_columns)
         if self.val_ratio is not None and not 0 < self.val_ratio < 1:
             raise ConfigError(f"config key 'val_ratio' must be in (0, 1), got {self.val_ratio}")
         if self.val_ratio is not None and self.eval_dataset_name:
@@ -112,7 +116,9 @@ class ValidationSettings(TrainingSettings):
         above 1 repeats rows) all stay on one side, and the held-out side keeps one copy: no row is
         both trained and evaluated on."""
         if self.eval_dataset_name:
-            return rows, load_rows(self.eval_dataset_name, self.eval_split, self.task_options, preference=preference)
+            same = {"dataset_config": self.dataset_config, "data_files": self.data_files} if self.eval_dataset_name == self.dataset_name else {}
+            return rows, load_rows(self.eval_dataset_name, self.eval_split, self.task_options, preference=preference,
+                                   columns=self.dataset_columns, **same)
         if self.val_ratio is None:
             return rows, None
         locations = list(dict.fromkeys(location for location, _ in rows))
