@@ -38,7 +38,7 @@ def test_entries_default_to_the_train_split_and_weight_one():
     "entry, message",
     [
         ({"name": "a.jsonl", "wieght": 2}, "config key 'dataset_mixture[1]': unknown field 'wieght' (did you mean 'weight'?)"),
-        ({"name": "a.jsonl", "rows": 2}, "config key 'dataset_mixture[1]': unknown field 'rows' (fields: name, split, weight, config, data_files)"),
+        ({"name": "a.jsonl", "rows": 2}, "config key 'dataset_mixture[1]': unknown field 'rows' (fields: name, split, weight, config, data_files, columns)"),
         ({"split": "train"}, "config key 'dataset_mixture[1].name': expected a .jsonl file, task:<name> or a hub dataset id, got None"),
         ({"name": "a.jsonl", "weight": 0}, "config key 'dataset_mixture[1].weight' must be a number > 0, got 0"),
         ({"name": "a.jsonl", "weight": -0.5}, "config key 'dataset_mixture[1].weight' must be a number > 0, got -0.5"),
@@ -46,7 +46,7 @@ def test_entries_default_to_the_train_split_and_weight_one():
         ({"name": "a.jsonl", "weight": float("inf")}, "config key 'dataset_mixture[1].weight' must be a number > 0, got inf"),
         ({"name": "a.jsonl", "split": "train[:5"}, "config key 'dataset_mixture[1].split': cannot read split 'train[:5' "
          "(expected e.g. train, train[:100], train[10%:20%])"),
-        ("a.jsonl", "config key 'dataset_mixture[1]': expected a mapping with name, split, weight, config, data_files, got 'a.jsonl'"),
+        ("a.jsonl", "config key 'dataset_mixture[1]': expected a mapping with name, split, weight, config, data_files, columns, got 'a.jsonl'"),
     ],
 )
 def test_a_bad_entry_names_itself_and_its_field(entry, message):

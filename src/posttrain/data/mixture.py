@@ -94,7 +94,7 @@ def mixture_sources(mixture: list) -> list[MixtureSource]:
             raise ConfigError(f"config key '{key}.config': expected a hub dataset's subset name, got {config!r}")
         if data_files is not None and not isinstance(data_files, (str, list, dict)):
             raise ConfigError(f"config key '{key}.data_files': expected a path, a list or a mapping, got {data_files!r}")
-        columns = check_columns(entry.get("columns"), f"{key}.columns")
+        columns = check_columns(entry.get("columns"), f"{key}.columns") or None
         sources.append(MixtureSource(name, split, float(weight), config, data_files, columns))
     return sources
 
