@@ -129,6 +129,9 @@ COMMAND_ROWS = {
     "conversational prompt/chosen/rejected": (
         [{"prompt": [SYSTEM, user(q)], "chosen": [assistant(str(a))], "rejected": [assistant(f"{a + 1} or so")]}
          for q, a in QUESTIONS], ["dpo", "kto", "rm"], {}),
+    "string prompt, conversational responses": (
+        [{"prompt": q, "chosen": [assistant(str(a))], "rejected": [assistant(f"{a + 1} or so")]} for q, a in QUESTIONS],
+        ["dpo", "kto", "rm"], {}),
     "implicit-prompt conversations (trl-lib/ultrafeedback_binarized)": (
         [{"chosen": [user(q), assistant(str(a))], "rejected": [user(q), assistant(f"{a + 1} or so")]} for q, a in QUESTIONS],
         ["dpo", "kto", "rm"], {}),
@@ -263,7 +266,7 @@ FORMAT_ROWS = {  # command -> string-valued rows (a CSV holds text) and the conf
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [k for k in LOCAL_KINDS if k != "jsonl"])  # JSONL: the section above
+@pytest.mark.parametrize("kind", LOCAL_KINDS)
 @pytest.mark.parametrize("command", list(FORMAT_ROWS))
 def test_each_local_format_trains_with_each_command(kind, command, micro_model_dir, tmp_path, cell, sft_trained_texts):
     cell("layouts", f"local {kind}", command)
