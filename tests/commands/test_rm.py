@@ -134,3 +134,32 @@ def test_an_adapter_directory_is_refused(tiny_model_dir, tmp_path, capsys):
     assert main(rm_argv(str(adapter), data, tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("posttrain rm: error: ") and "LoRA adapter" in err and "posttrain export" in err
+
+
+@pytest.mark.slow
+def test_chat_template_kwargs_render_training_and_judging_alike(tiny_model_dir, tmp_path, capsys):
+    """``chat_template_kwargs`` reach every pair's text, and the judge renders with the ones the model
+    was trained with (saved beside it): otherwise it would score text it never saw."""
+    import shutil
+
+    from posttrain.data.reward import RENDERING_FILE, reward_model_text
+
+    model = tmp_path / "thinking-model"
+    shutil.copytree(tiny_model_dir, model)
+    template = model / "chat_template.jinja"
+    template.write_text("{%- if enable_thinking is defined and not enable_thinking %}no-think {% endif %}" + template.read_text())
+    out = tmp_path / "out"
+    argv = rm_argv(str(model), write_rows(tmp_path / "pairs.jsonl", PAIRS), out, "--chat_template_kwargs", "{enable_thinking: false}")
+    argv[argv.index("--max_steps") + 1] = "1"
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / RENDERING_FILE).read_text()) == {"chat_template_kwargs": {"enable_thinking": False}}
+    judge = RewardModelJudge(str(out))
+    text = reward_model_text(judge.tokenizer, "q", "a", judge.chat_template_kwargs)
+    assert text.startswith("no-think <|im_start|>user\nq")
+    config = load_config(RMJobConfig, values={"model_name_or_path": str(model), "dataset_name": str(tmp_path / "pairs.jsonl"),
+                                              "chat_template_kwargs": {"enable_thinking": False}})
+    from posttrain.commands.rm import reward_rows
+    from posttrain.tasks.sources import load_rows
+
+    (row,) = reward_rows(load_rows(str(tmp_path / "pairs.jsonl"), "train[:1]"), judge.tokenizer, config)
+    assert judge.tokenizer.decode(row["chosen_ids"]).startswith("no-think ")

@@ -10,6 +10,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.evaluation.scorers import (
+    check_references,
     contains_match,
     exact_match,
     last_number,
@@ -17,6 +18,7 @@ from posttrain.evaluation.scorers import (
     normalize_text,
     numeric_match,
     parse_number,
+    reference_reward,
     reference_problem,
     regex_match,
     rule,
@@ -236,3 +238,24 @@ def test_verifier_result_accepts_rewards_bools_and_feedback(value, expected):
 def test_verifier_result_rejects_anything_else(value, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         verifier_result(value)
+
+
+def test_a_scorer_rule_is_a_reward_against_each_rows_reference():
+
+    numeric = reference_reward("numeric")
+    completions = [[{"role": "assistant", "content": "48 + 24 = 72"}], [{"role": "assistant", "content": "so 24"}], "72"]
+    gold = "48/2 = <<48/2=24>>24\n#### 72"  # GSM8K: the answer is the number after ####
+    assert numeric(prompts=["q"] * 3, completions=completions, reference=[gold, gold, "71"]) == [1.0, 0.0, 0.0]
+    assert numeric.__name__ == "numeric"
+    assert reference_reward("contains")(prompts=["q"], completions=["it is Paris"], reference=["Paris"]) == [1.0]
+
+
+def test_references_are_checked_row_by_row_before_training():
+    from posttrain.errors import DataError
+
+    check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "x\n#### 3"})])
+    with pytest.raises(DataError, match=r"d.jsonl:2: no field 'reference', which reward function 'numeric' compares each "
+                                        r"completion with \(the row's columns are prompt, answer; name one with dataset_columns"):
+        check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "3"}), ("d.jsonl:2", {"prompt": "q", "answer": "3"})])
+    with pytest.raises(DataError, match=r"d.jsonl:1: field 'reference' must be a number for the numeric scorer, got 'three'"):
+        check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "three"})])

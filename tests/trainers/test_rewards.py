@@ -247,25 +247,3 @@ def test_import_reward_function_bad_paths(path, message):
     with pytest.raises(ConfigError, match=message):
         import_reward_function(path)
 
-
-def test_a_scorer_rule_is_a_reward_against_each_rows_reference():
-    from posttrain.trainers.rewards import reference_reward
-
-    numeric = reference_reward("numeric")
-    completions = [[{"role": "assistant", "content": "48 + 24 = 72"}], [{"role": "assistant", "content": "so 24"}], "72"]
-    gold = "48/2 = <<48/2=24>>24\n#### 72"  # GSM8K: the answer is the number after ####
-    assert numeric(prompts=["q"] * 3, completions=completions, reference=[gold, gold, "71"]) == [1.0, 0.0, 0.0]
-    assert numeric.__name__ == "numeric"
-    assert reference_reward("contains")(prompts=["q"], completions=["it is Paris"], reference=["Paris"]) == [1.0]
-
-
-def test_references_are_checked_row_by_row_before_training():
-    from posttrain.errors import DataError
-    from posttrain.trainers.rewards import check_references
-
-    check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "x\n#### 3"})])
-    with pytest.raises(DataError, match=r"d.jsonl:2: no field 'reference', which reward function 'numeric' compares each "
-                                        r"completion with \(the row's columns are prompt, answer; name one with dataset_columns"):
-        check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "3"}), ("d.jsonl:2", {"prompt": "q", "answer": "3"})])
-    with pytest.raises(DataError, match=r"d.jsonl:1: field 'reference' must be a number for the numeric scorer, got 'three'"):
-        check_references("numeric", [("d.jsonl:1", {"prompt": "q", "reference": "three"})])

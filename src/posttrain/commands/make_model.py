@@ -47,7 +47,7 @@ PRESETS = {
     "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384),
     # ~4.6M parameters: for longer CPU runs.
     "small": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, intermediate_size=768),
-    # ~10K parameters, most of them the embeddings: for tests that only need every code path to run.
+    # 10-30K parameters (by family), most of them the embeddings: for tests that only need every code path to run.
     "micro": dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32),
 }
 
@@ -63,7 +63,7 @@ class Architecture:
 
     def config(self, sizes: dict, **common):
         """The config of this family at ``sizes`` (a PRESETS entry); ``common`` as every family gets it."""
-        values = dict(sizes)
+        values, positions = dict(sizes), common["max_position_embeddings"]
         if self.model_type == "gpt2":  # GPT-2 names its sizes differently and has no grouped-query attention
             values = {"n_embd": sizes["hidden_size"], "n_layer": sizes["num_hidden_layers"],
                       "n_head": sizes["num_attention_heads"], "n_inner": sizes["intermediate_size"],
@@ -74,7 +74,7 @@ class Architecture:
         if "original_max_position_embeddings" in rope:
             # A long-context family's YaRN scaling (GPT-OSS) keeps its factor over the shorter
             # context built here: the context before scaling shrinks with it.
-            rope["original_max_position_embeddings"] = max(1, common["max_position_embeddings"] // int(rope["factor"]))
+            rope["original_max_position_embeddings"] = max(1, positions // int(rope["factor"]))
             values["rope_parameters"] = rope
         return AutoConfig.for_model(self.model_type, **values, **common, **dict(self.extra))
 

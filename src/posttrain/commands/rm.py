@@ -21,7 +21,7 @@ from trl import RewardConfig
 
 from posttrain.config import config_field
 from posttrain.data.preference import PreferenceDataArguments, normalize_pairs
-from posttrain.data.reward import tokenize_reward_pairs
+from posttrain.data.reward import save_rendering, tokenize_reward_pairs
 from posttrain.errors import ConfigError
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_reward_model
@@ -58,7 +58,7 @@ def reward_rows(located_rows: list[tuple[str, dict]], tokenizer: PreTrainedToken
     """Pairs checked and normalised as for dpo, each side rendered and tokenized as the judge reads
     it. Never in the Instruction/Response form: here base_model_mode only drops the template."""
     pairs = normalize_pairs(located_rows, base_model_mode=False, hh_format=config.hh_format)
-    return tokenize_reward_pairs(tokenizer, pairs, config.max_length)
+    return tokenize_reward_pairs(tokenizer, pairs, config.max_length, config.chat_template_kwargs)
 
 
 def build_rm_trainer(config: RMJobConfig) -> RewardModelTrainer:
@@ -108,4 +108,5 @@ def run_rm(config: RMJobConfig) -> dict:
     pairs, the saved model's preference accuracy and margin on them (``eval_accuracy``, ``eval_margin``)."""
     trainer = build_rm_trainer(config)
     metrics = train_and_save(trainer, config.output_dir, config.resume)
+    save_rendering(config.output_dir, config.chat_template_kwargs)  # the judge renders its texts the same way
     return {**metrics, **saved_model_evaluation(trainer)}

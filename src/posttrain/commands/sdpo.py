@@ -29,9 +29,8 @@ from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
-from posttrain.evaluation.scorers import RULES
-from posttrain.trainers.rewards import (FeedbackReward, TaskReward, check_references, feedback_reward, import_reward_function,
-                                        reference_reward)
+from posttrain.evaluation.scorers import RULES, check_references, reference_reward
+from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
 
@@ -138,11 +137,11 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
     rows, eval_rows = config.training_rows()
+    dataset = prompt_dataset(rows)
+    eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
     functions = reward_functions(config)
     for rule_name in set(config.reward_functions) & set(RULES):
         check_references(rule_name, rows + (eval_rows or []))
-    dataset = prompt_dataset(rows)
-    eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
     check_rewards(functions, dataset)
     trl_args = GRPOConfig(**{
         # an evaluation batch holds whole groups of num_generations samples (trainer_args may set another multiple)

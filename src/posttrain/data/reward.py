@@ -4,17 +4,36 @@
 A sequence-classification reward model reads its score at the last token of the text, so a model
 trained on one rendering and asked about another (a different template, a missing end token)
 scores text it never saw. Both sides therefore go through :func:`reward_model_text`, tokenized
-without adding special tokens (the template holds any the model needs).
+without adding special tokens (the template holds any the model needs), with the same
+``chat_template_kwargs``: ``posttrain rm`` saves its own beside the model (:data:`RENDERING_FILE`)
+and the judge reads them from there.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from transformers import PreTrainedTokenizerBase
 
+from posttrain.artifacts import write_json
 from posttrain.errors import DataError
 from posttrain.runtime import get_logger
 
 log = get_logger(__name__)
+
+RENDERING_FILE = "reward_model_rendering.json"  # in a reward model's directory: how its texts were rendered
+
+
+def save_rendering(directory: str | Path, chat_template_kwargs: dict) -> None:
+    """Record beside a reward model the ``chat_template_kwargs`` its texts were rendered with."""
+    write_json(Path(directory) / RENDERING_FILE, {"chat_template_kwargs": chat_template_kwargs})
+
+
+def load_rendering(directory: str | Path) -> dict:
+    """The ``chat_template_kwargs`` a reward model was trained with ({} for one posttrain did not train)."""
+    path = Path(directory) / RENDERING_FILE
+    return json.loads(path.read_text())["chat_template_kwargs"] if path.is_file() else {}
 
 
 def _messages(value: str | list[dict], role: str) -> list[dict]:
@@ -33,15 +52,21 @@ def _plain(value: str | list[dict], field: str) -> str:
     )
 
 
-def reward_model_text(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict]) -> str:
+def reward_model_text(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict], chat_template_kwargs: dict | None = None
+) -> str:
     """The tokenizer's chat template over the prompt (a string is one user turn) and the response
-    (a string is one assistant turn); without a template, prompt and response joined by a newline."""
+    (a string is one assistant turn), with ``chat_template_kwargs`` (``enable_thinking``); without
+    a template, prompt and response joined by a newline."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(_messages(prompt, "user") + _messages(response, "assistant"), tokenize=False)
+        messages = _messages(prompt, "user") + _messages(response, "assistant")
+        return tokenizer.apply_chat_template(messages, tokenize=False, **(chat_template_kwargs or {}))
     return f"{_plain(prompt, 'prompt')}\n{_plain(response, 'response')}"
 
 
-def tokenize_reward_pairs(tokenizer: PreTrainedTokenizerBase, pairs: list[dict], max_length: int) -> list[dict]:
+def tokenize_reward_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[dict], max_length: int, chat_template_kwargs: dict | None = None
+) -> list[dict]:
     """``{"chosen_ids", "rejected_ids"}`` per ``{"prompt", "chosen", "rejected"}`` pair (TRL's
     RewardTrainer takes such rows as they are). A pair with a side longer than ``max_length``
     tokens is dropped, as TRL would drop it: cutting the text would cut off the token the score
@@ -50,7 +75,8 @@ def tokenize_reward_pairs(tokenizer: PreTrainedTokenizerBase, pairs: list[dict],
     rows = []
     for pair in pairs:
         chosen, rejected = (
-            tokenizer(reward_model_text(tokenizer, pair["prompt"], pair[side]), add_special_tokens=False)["input_ids"]
+            tokenizer(reward_model_text(tokenizer, pair["prompt"], pair[side], chat_template_kwargs),
+                      add_special_tokens=False)["input_ids"]
             for side in ("chosen", "rejected")
         )
         if len(chosen) <= max_length and len(rejected) <= max_length:

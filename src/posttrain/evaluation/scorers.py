@@ -27,7 +27,7 @@ import sys
 from functools import partial
 from typing import Any, Callable
 
-from posttrain.errors import ConfigError
+from posttrain.errors import ConfigError, DataError
 
 RULES = ("exact", "regex", "numeric", "contains")
 
@@ -117,6 +117,33 @@ def reference_problem(name: str, reference: Any) -> str | None:
         except re.error as err:
             return f"is not a valid regular expression ({err})"
     return None
+
+
+def reference_reward(rule_name: str) -> Callable[..., list]:
+    """The rule ``rule_name`` as a GRPO/SDPO reward function (``reward_functions: [numeric]``):
+    1.0 for a completion that matches its row's ``reference`` column, else 0.0. On openai/gsm8k,
+    with ``dataset_columns: {prompt: question, reference: answer}``."""
+    score = rule(rule_name)
+
+    def reward(prompts, completions, reference, **kwargs) -> list[float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]  # TRL: text or [assistant message]
+        return [score(text, ref) for text, ref in zip(texts, reference)]
+
+    reward.__name__ = rule_name
+    return reward
+
+
+def check_references(rule_name: str, rows: list[tuple[str, dict]]) -> None:
+    """Every prompt row has a ``reference`` the rule can use: a DataError names the first row that
+    has none (and its columns) or whose reference the rule cannot use."""
+    for where, row in rows:
+        if "reference" not in row:
+            raise DataError(f"{where}: no field 'reference', which reward function '{rule_name}' compares each completion "
+                            f"with (the row's columns are {', '.join(row)}; name one with dataset_columns, e.g. "
+                            "{reference: answer})")
+        problem = reference_problem(rule_name, row["reference"])
+        if problem:
+            raise DataError(f"{where}: field 'reference' {problem}")
 
 
 def load_verifier(spec: str) -> Callable[..., Any]:

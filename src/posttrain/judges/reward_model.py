@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from posttrain.data.reward import reward_model_text
+from posttrain.data.reward import load_rendering, reward_model_text
 from posttrain.errors import PosttrainError
 from posttrain.judges.base import Judge
 from posttrain.models import check_model_source, load_tokenizer
@@ -16,7 +16,7 @@ class RewardModelJudge(Judge):
 
     The text is the tokenizer's chat template over a user and an assistant turn when it has one,
     else ``prompt`` and ``completion`` joined by a newline: :func:`posttrain.data.reward.reward_model_text`,
-    what ``posttrain rm`` trains on. A one-label head's logit is the score; a two-label head
+    what ``posttrain rm`` trains on, with the ``chat_template_kwargs`` it was trained with. A one-label head's logit is the score; a two-label head
     (bad, good) scores ``logit[1] − logit[0]``.
     """
 
@@ -34,6 +34,7 @@ class RewardModelJudge(Judge):
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.eval()
         self.batch_size = batch_size
+        self.chat_template_kwargs = load_rendering(model_name_or_path)
 
     def score(self, prompt: str, completion: str, /, **row) -> float:
         return self.score_many(prompt, [completion])[0]
@@ -41,7 +42,8 @@ class RewardModelJudge(Judge):
     def score_many(self, prompt: str, completions: list[str], /, **row) -> list[float]:
         scores: list[float] = []
         for start in range(0, len(completions), self.batch_size):
-            texts = [reward_model_text(self.tokenizer, prompt, c) for c in completions[start : start + self.batch_size]]
+            texts = [reward_model_text(self.tokenizer, prompt, c, self.chat_template_kwargs)
+                     for c in completions[start : start + self.batch_size]]
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():
                 logits = self.model(**encoded).logits.float()  # (batch, num_labels)

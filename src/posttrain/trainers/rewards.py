@@ -8,10 +8,7 @@ posttrain reward function may return, per completion, either a float or ``(rewar
 trainer to put into each sample's teacher prompt.
 
 :class:`TaskReward` is the reward of a built-in task (``task:arithmetic``, ``task:python_code``):
-its verifier's score, and its feedback for wrong answers. :func:`reference_reward` makes one of
-``posttrain eval``'s scorer rules (exact, contains, regex, numeric) a reward against each row's
-``reference`` column: ``reward_functions: [numeric]`` on openai/gsm8k with
-``dataset_columns: {prompt: question, reference: answer}``.
+its verifier's score, and its feedback for wrong answers.
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ from typing import Any, Callable
 
 from trl.trainer.utils import get_callable_name, is_async_callable
 
-from posttrain.errors import ConfigError, DataError, PosttrainError
-from posttrain.evaluation.scorers import RULES, reference_problem, rule
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.tasks import Task
 
 # Keyword arguments TRL adds to every reward call that are not per-sample dataset columns
@@ -119,31 +115,6 @@ class TaskReward:
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(score, range(len(completions))))
-
-
-def reference_reward(rule_name: str) -> Callable[..., list]:
-    """The scorer rule ``rule_name`` (:mod:`posttrain.evaluation.scorers`) as a reward function:
-    1.0 for a completion that matches its row's ``reference``, else 0.0."""
-    score = rule(rule_name)
-
-    def reward(prompts, completions, reference, **kwargs) -> list[float]:
-        return [score(message_text(completion), ref) for completion, ref in zip(completions, reference)]
-
-    reward.__name__ = rule_name
-    return reward
-
-
-def check_references(rule_name: str, rows: list[tuple[str, dict]]) -> None:
-    """Every prompt row has a ``reference`` the rule can use: a DataError names the first row that
-    has none (and its columns) or whose reference the rule cannot use."""
-    for where, row in rows:
-        if "reference" not in row:
-            raise DataError(f"{where}: no field 'reference', which reward function '{rule_name}' compares each completion "
-                            f"with (the row's columns are {', '.join(row)}; name one with dataset_columns, e.g. "
-                            "{reference: answer})")
-        problem = reference_problem(rule_name, row["reference"])
-        if problem:
-            raise DataError(f"{where}: field 'reference' {problem}")
 
 
 def import_reward_function(path: str) -> Callable[..., list]:
