@@ -779,3 +779,66 @@ def test_shapes_topk_mode(B, T):
         loss.backward()
         assert st.grad.shape == (B, T, K)
         assert torch.isfinite(st.grad).all()
+
+
+# -- chunked inputs: no (B, T, V) tensor, the same numbers -------------------------------------------
+
+
+def unchunked_inputs(hidden, head, teacher_logits, completion_ids, topk):
+    """The reference: full-vocabulary log-probs of every position at once, as SDPO computed them before."""
+    student = torch.log_softmax(head(hidden).float(), dim=-1)  # (B, T, V)
+    teacher = torch.log_softmax(teacher_logits.float(), dim=-1)
+    sampled = completion_ids.unsqueeze(-1)
+    indices = student.detach().topk(topk, dim=-1).indices if topk else None
+    return {
+        "student_log_probs": student.gather(-1, sampled).squeeze(-1),
+        "teacher_log_probs": teacher.gather(-1, sampled).squeeze(-1),
+        "student_topk_log_probs": student.gather(-1, indices) if topk else None,
+        "teacher_topk_log_probs": teacher.gather(-1, indices) if topk else None,
+    }
+
+
+@pytest.mark.parametrize("topk, add_tail, alpha, stale", [
+    (4, True, 0.5, False), (4, True, 0.0, False), (4, True, 1.0, True), (4, False, 0.5, True), (4, False, 0.25, False),
+    (None, True, 1.0, False), (None, True, 1.0, True),
+], ids=["topk-tail-jsd", "topk-tail-forward", "topk-tail-reverse-is", "topk-renorm-jsd-is", "topk-renorm-skewed",
+        "sampled-token", "sampled-token-is"])
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 50])
+def test_chunked_inputs_give_the_unchunked_loss_and_gradients(topk, add_tail, alpha, stale, chunk_size):
+    """Every mode (top-k with and without the tail bucket, every α, the sampled-token estimator,
+    importance weights): the chunked inputs give the loss and the gradients (hidden states and LM
+    head) of the full-vocabulary computation, for chunk sizes that do and do not divide T."""
+    from posttrain.losses.self_distillation import distillation_inputs_in_chunks
+
+    generator = torch.Generator().manual_seed(chunk_size)
+    B, T, H, V, temperature = 3, 7, 5, 11, 0.7
+    hidden = torch.randn(B, T, H, generator=generator, dtype=torch.float64)
+    weight = torch.randn(V, H, generator=generator, dtype=torch.float64)
+    teacher_logits = torch.randn(B, T, V, generator=generator, dtype=torch.float64)
+    completion_ids = torch.randint(0, V, (B, T), generator=generator)
+    mask = (torch.rand(B, T, generator=generator) > 0.2).long()
+    old = -torch.rand(B, T, generator=generator, dtype=torch.float64) * 3 if stale else None
+    options = dict(alpha=alpha, add_tail=add_tail, is_clip=2.0, old_log_probs=old, sample_mask=torch.tensor([1, 0, 1]))
+
+    results = []
+    for chunked in (False, True):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        head = lambda states: states @ w.T / temperature  # noqa: E731
+        if chunked:
+            inputs = distillation_inputs_in_chunks(h, head, lambda positions: teacher_logits[:, positions], completion_ids, topk, chunk_size)
+        else:
+            inputs = unchunked_inputs(h, head, teacher_logits, completion_ids, topk)
+        loss, metrics = self_distillation_loss(inputs["student_log_probs"], inputs["teacher_log_probs"], mask,
+                                               inputs["student_topk_log_probs"], inputs["teacher_topk_log_probs"], **options)
+        loss.backward()
+        results.append((loss.detach(), metrics, h.grad, w.grad, inputs))
+    (loss, metrics, h_grad, w_grad, inputs), (chunked_loss, chunked_metrics, chunked_h_grad, chunked_w_grad, chunked_inputs) = results
+    assert loss != 0 and h_grad.abs().sum() > 0
+    assert_close(chunked_loss, loss, rtol=1e-12, atol=1e-12)
+    assert chunked_metrics == pytest.approx(metrics, rel=1e-12)
+    assert_close(chunked_h_grad, h_grad, rtol=1e-10, atol=1e-12)
+    assert_close(chunked_w_grad, w_grad, rtol=1e-10, atol=1e-12)
+    for name, value in inputs.items():
+        assert (value is None) == (chunked_inputs[name] is None)
+        if value is not None:
+            assert_close(chunked_inputs[name].detach(), value.detach(), rtol=0, atol=0)  # position-wise ops: bit-equal

@@ -32,6 +32,7 @@ weighted by the truncated importance ratio ``min(exp(clamp(log s − log old, �
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -133,3 +134,66 @@ def self_distillation_loss(
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+def distillation_inputs_in_chunks(
+    student_hidden: torch.Tensor,
+    student_head: Callable[[torch.Tensor], torch.Tensor],
+    teacher_logits: Callable[[slice], torch.Tensor],
+    completion_ids: torch.Tensor,
+    topk: int | None,
+    chunk_size: int,
+) -> dict[str, torch.Tensor | None]:
+    """The inputs of :func:`self_distillation_loss`, computed ``chunk_size`` positions at a time so
+    that no ``(B, T, V)`` tensor ever exists: memory grows with ``B·T·k`` plus one chunk's
+    ``B·chunk_size·V``, not with ``B·T·V``.
+
+    Each chunk projects the student's hidden states to logits (``student_head``: ``(B, c, H)`` ->
+    ``(B, c, V)``, temperature included), takes their log-softmax, the sampled tokens' log-probs and
+    (``topk``) the student's top-k tokens and log-probs; then the teacher's logits for the same
+    positions (``teacher_logits(positions)``, no gradient), gathered at the sampled tokens and the
+    student's top-k. The student's part runs under activation checkpointing: its chunk of
+    full-vocabulary log-probs is freed after the forward and recomputed in the backward pass.
+    Log-softmax and top-k act on each position alone, so the values are those of the unchunked
+    computation, and the loss on them is the same.
+
+    Args:
+        student_hidden: ``(B, T, H)`` the student's last hidden states at the T completion positions
+            (each predicting the next completion token), with gradient.
+        completion_ids: ``(B, T)`` the sampled tokens.
+
+    Returns:
+        ``student_log_probs`` and ``teacher_log_probs`` ``(B, T)``; with ``topk``,
+        ``student_topk_log_probs`` and ``teacher_topk_log_probs`` ``(B, T, K)`` (else None).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def student_chunk(hidden: torch.Tensor, sampled: torch.Tensor):
+        log_probs = torch.log_softmax(student_head(hidden).float(), dim=-1)  # (B, c, V), recomputed in backward
+        sampled_log_probs = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        if not topk:
+            return sampled_log_probs, None, None
+        indices = log_probs.detach().topk(topk, dim=-1).indices
+        return sampled_log_probs, log_probs.gather(-1, indices), indices
+
+    parts: dict[str, list[torch.Tensor]] = {"student": [], "teacher": [], "student_topk": [], "teacher_topk": []}
+    for start in range(0, completion_ids.size(1), chunk_size):
+        positions = slice(start, start + chunk_size)
+        sampled = completion_ids[:, positions]
+        student, student_topk, indices = checkpoint(student_chunk, student_hidden[:, positions], sampled, use_reentrant=False)
+        with torch.no_grad():
+            teacher = torch.log_softmax(teacher_logits(positions).float(), dim=-1)  # (B, c, V), freed after this chunk
+            parts["teacher"].append(teacher.gather(-1, sampled.unsqueeze(-1)).squeeze(-1))
+            if topk:
+                parts["teacher_topk"].append(teacher.gather(-1, indices))
+            del teacher
+        parts["student"].append(student)
+        if topk:
+            parts["student_topk"].append(student_topk)
+    joined = {name: torch.cat(values, dim=1) if values else None for name, values in parts.items()}
+    return {
+        "student_log_probs": joined["student"],
+        "teacher_log_probs": joined["teacher"],
+        "student_topk_log_probs": joined["student_topk"],
+        "teacher_topk_log_probs": joined["teacher_topk"],
+    }
