@@ -59,7 +59,7 @@ COMMANDS: dict[str, Command] = {
     for command in [
         Command(
             "make-model",
-            "Build the tiny offline Qwen2 model and tokenizer.",
+            "Build a tiny offline model (Qwen2, or another decoder family) and its tokenizer.",
             "posttrain.commands.make_model:MakeModelConfig",
             "posttrain.commands.make_model:make_model",
             "out",
