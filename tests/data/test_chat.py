@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from posttrain.data.chat import render_for_training, training_rendering
+from posttrain.data.chat import message_text, render_for_training, training_rendering
 from posttrain.data.sft import tokenize_example
 from posttrain.errors import DataError
 from posttrain.models import render_prompt
@@ -85,3 +85,15 @@ def test_sft_rows_get_the_jobs_template_arguments_and_a_rows_own_win(tokenizer):
     job, own = build_sft_examples(custom, rows, False, 64, chat_template_kwargs={"style": "job"})
     trained = [custom.decode([t for t, m in zip(e["input_ids"], e["completion_mask"]) if m]) for e in (job, own)]
     assert trained == ["[job]b<|im_end|>", "[own]b<|im_end|>"]
+
+
+def test_message_text():
+    assert message_text("plain") == "plain"
+    conversation = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "last question"},
+    ]
+    assert message_text(conversation) == "last question"
+    assert message_text([{"role": "assistant", "content": "the completion"}]) == "the completion"

@@ -7,6 +7,7 @@ import operator
 import pytest
 from trl.trainer.utils import get_callable_name
 
+from posttrain.data.chat import message_text
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.tasks import get_task
 from posttrain.tasks.arithmetic import solve
@@ -14,7 +15,6 @@ from posttrain.trainers.rewards import (
     FeedbackReward,
     TaskReward,
     import_reward_function,
-    message_text,
 )
 
 
@@ -210,24 +210,12 @@ def test_task_reward_passes_only_dataset_columns():
     assert reward.__name__ == "recording_verifier"
 
 
-def test_message_text():
-    assert message_text("plain") == "plain"
-    conversation = [
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "reply"},
-        {"role": "user", "content": "last question"},
-    ]
-    assert message_text(conversation) == "last question"
-    assert message_text([{"role": "assistant", "content": "the completion"}]) == "the completion"
-
-
 # -- import_reward_function ----------------------------------------------------------------------
 
 
 def test_import_reward_function_resolves_module_and_attribute():
     assert import_reward_function("operator:add") is operator.add
-    assert import_reward_function("posttrain.trainers.rewards:message_text") is message_text
+    assert import_reward_function("posttrain.data.chat:message_text") is message_text
 
 
 @pytest.mark.parametrize(

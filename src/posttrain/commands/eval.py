@@ -277,7 +277,7 @@ def _eval_data_file(config: EvalConfig) -> tuple[dict, list[dict]]:
     rows = read_eval_rows(
         config.data_file, config.prompt_field, config.reference_field, needs_reference=not judged,
         reference_problem=partial(reference_problem, config.scorer) if config.scorer in RULES else None,
-        plain_prompts=config.base_model_mode, split=config.split, dataset_config=config.dataset_config or None,
+        plain_prompts=config.base_model_mode, split=config.split, dataset_config=config.dataset_config,
     )[: config.num_examples]
     score = None if judged else _row_scorer(config)
     local_models = [config.baseline_model]

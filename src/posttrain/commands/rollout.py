@@ -28,7 +28,7 @@ from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import append_jsonl, iter_jsonl
 from posttrain.data.preference import ASSISTANT, HUMAN, hh_prompt, hh_to_messages
-from posttrain.data.sources import COLUMNS_HELP, check_columns
+from posttrain.data.sources import DatasetReadArguments
 from posttrain.data.chat import check_messages
 from posttrain.errors import DataError, PosttrainError
 from posttrain.generation.few_shot import few_shot_prompt, has_chat_markup
@@ -42,18 +42,13 @@ log = get_logger(__name__)
 
 
 @dataclass
-class RolloutConfig(ModelArguments):
+class RolloutConfig(DatasetReadArguments, ModelArguments):
     output_dir: str = config_field("runs/rollouts", help="Where rollouts.jsonl and summary.json go.")
     dataset_name: str = config_field(
         "task:arithmetic", help="Prompts: task:<name>, or a .jsonl / hub dataset with a 'prompt' field (string or "
         "messages) or HH-RLHF 'chosen' transcripts (prompted through their last Assistant turn)."
     )
     dataset_split: str = config_field("train[:256]", help="Split, optionally sliced.")
-    dataset_config: str = config_field("", help="The subset (config) of a hub dataset_name: e.g. main for openai/gsm8k.")
-    data_files: str | list[str] | dict | None = config_field(
-        None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
-    )
-    dataset_columns: dict = config_field({}, help=COLUMNS_HELP)
     task_options: dict = config_field({}, help="Options of a task:<name> dataset.")
     num_samples: int = config_field(4, help="Completions per prompt (N).", ge=1)
     temperature: float = config_field(1.0, help="Sampling temperature.", gt=0)
@@ -66,9 +61,6 @@ class RolloutConfig(ModelArguments):
     )
     backend: Literal["hf", "vllm"] = config_field("hf", help="hf: transformers generate (CPU/GPU); vllm: vLLM (GPU, if installed).")
     seed: int = config_field(0, help="Seeds sampling (each batch gets seed + its first prompt's index).")
-
-    def __post_init__(self):
-        self.dataset_columns = check_columns(self.dataset_columns)
 
 
 def _prompt_rows(config: RolloutConfig) -> list[tuple[str, dict]]:

@@ -23,13 +23,13 @@ from posttrain.config import config_field
 from posttrain.data.mixture import MIXTURE_HELP, check_dataset_keys
 from posttrain.data.chat import check_messages
 from posttrain.errors import ConfigError, DataError, PosttrainError
+from posttrain.evaluation.scorers import RULES, check_references, reference_reward
 from posttrain.models import LoraArguments, ModelArguments, load_tokenizer
 from posttrain.models.loading import check_model_source, load_model_for_training
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
 from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
-from posttrain.evaluation.scorers import RULES, check_references, reference_reward
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 from posttrain.trainers.validation import BestMetricCheck, ValidationSettings

@@ -71,6 +71,14 @@ def _without_none(message: dict) -> dict:
     return {key: value for key, value in message.items() if value is not None}
 
 
+def message_text(value: str | list[dict]) -> str:
+    """A prompt's last user turn, or a completion's text, from a string or chat messages."""
+    if isinstance(value, str):
+        return value
+    users = [m["content"] for m in value if m["role"] == "user"]
+    return users[-1] if users else value[-1]["content"]
+
+
 def check_tools(tools: object, where: str) -> list[dict] | None:
     """A row's ``tools`` column: a list of function schemas, or its JSON text (hub datasets often
     store it as a string); None or empty means no tools."""

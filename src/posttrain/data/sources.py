@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posttrain.data.jsonl import iter_jsonl
+from posttrain.config import config_field
 from posttrain.errors import ConfigError, DataError
 from posttrain.runtime import get_logger
 
@@ -176,6 +177,26 @@ COLUMNS_HELP = (
     "Column names of a dataset whose columns are named otherwise, as {posttrain field: dataset column}: e.g. "
     "{prompt: question, completion: answer} (openai/gsm8k), {reference: answer} for a reward or scorer."
 )
+
+
+@dataclass
+class DatasetReadArguments:
+    """How a command's ``dataset_name`` is read beyond its name and split (every training job and
+    ``rollout``): a hub dataset's subset and files, and the dataset's own column names."""
+
+    dataset_config: str = config_field(
+        "", help="The subset (config) of a hub dataset_name, as TRL names it: e.g. main for openai/gsm8k."
+    )
+    data_files: str | list[str] | dict | None = config_field(
+        None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
+    )
+    dataset_columns: dict = config_field({}, help=COLUMNS_HELP)
+
+    def __post_init__(self):
+        self.dataset_columns = check_columns(self.dataset_columns)
+        later = getattr(super(), "__post_init__", None)  # the next config base's own checks, if it has any
+        if later:
+            later()
 
 
 def check_columns(columns: dict | None, key: str = "dataset_columns") -> dict[str, str]:

@@ -27,6 +27,7 @@ import sys
 from functools import partial
 from typing import Any, Callable
 
+from posttrain.data.chat import message_text
 from posttrain.errors import ConfigError, DataError
 
 RULES = ("exact", "regex", "numeric", "contains")
@@ -126,8 +127,7 @@ def reference_reward(rule_name: str) -> Callable[..., list]:
     score = rule(rule_name)
 
     def reward(prompts, completions, reference, **kwargs) -> list[float]:
-        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]  # TRL: text or [assistant message]
-        return [score(text, ref) for text, ref in zip(texts, reference)]
+        return [score(message_text(completion), ref) for completion, ref in zip(completions, reference)]
 
     reward.__name__ = rule_name
     return reward

@@ -20,19 +20,12 @@ from typing import Any, Callable
 
 from trl.trainer.utils import get_callable_name, is_async_callable
 
+from posttrain.data.chat import message_text
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.tasks import Task
 
 # Keyword arguments TRL adds to every reward call that are not per-sample dataset columns
 TRL_CONTROL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments", "completion_ids")
-
-
-def message_text(value: str | list[dict]) -> str:
-    """A prompt's last user turn, or a completion's text, from a string or chat messages."""
-    if isinstance(value, str):
-        return value
-    users = [m["content"] for m in value if m["role"] == "user"]
-    return users[-1] if users else value[-1]["content"]
 
 
 class FeedbackReward:

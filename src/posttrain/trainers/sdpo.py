@@ -40,13 +40,14 @@ from trl.trainer.utils import pad
 
 from posttrain.artifacts import atomic_open, write_json
 from posttrain.config import config_field
+from posttrain.data.chat import message_text
 from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import self_distillation_loss
 from posttrain.runtime import get_logger
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
-from posttrain.trainers.rewards import FeedbackReward, feedback_reward, message_text
+from posttrain.trainers.rewards import FeedbackReward, feedback_reward
 from posttrain.trainers.teachers import TEACHERS, Teacher, TeacherKind, TeacherStepCallback
 
 log = get_logger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from transformers import TrainerCallback
 
 from posttrain.config import config_field
-from posttrain.data.sources import COLUMNS_HELP, check_columns
+from posttrain.data.sources import DatasetReadArguments
 from posttrain.errors import ConfigError
 from posttrain.tasks.sources import load_rows, load_train_rows
 from posttrain.trainers.settings import TrainingSettings
@@ -33,16 +33,9 @@ _EVAL_TIMINGS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_seco
 
 
 @dataclass
-class ValidationSettings(TrainingSettings):
+class ValidationSettings(DatasetReadArguments, TrainingSettings):
     """The training settings plus held-out evaluation (a job config lists it before its other bases)."""
 
-    dataset_config: str = config_field(
-        "", help="The subset (config) of a hub dataset_name, as TRL names it: e.g. main for openai/gsm8k."
-    )
-    data_files: str | list[str] | dict | None = config_field(
-        None, help="Files of a hub or local dataset_name to read, as datasets.load_dataset takes them."
-    )
-    dataset_columns: dict = config_field({}, help=COLUMNS_HELP + " The held-out data is read with the same names.")
     eval_dataset_name: str | None = config_field(
         None, help="Held-out data to evaluate on during training: a .jsonl file, task:<name> or a hub dataset id, "
         "in the train data's format (the same dataset_columns; the same dataset_config and data_files when it is "
@@ -65,7 +58,6 @@ class ValidationSettings(TrainingSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        self.dataset_columns = check_columns(self.dataset_columns)
         if self.val_ratio is not None and not 0 < self.val_ratio < 1:
             raise ConfigError(f"config key 'val_ratio' must be in (0, 1), got {self.val_ratio}")
         if self.val_ratio is not None and self.eval_dataset_name:
