@@ -20,6 +20,7 @@ from posttrain.commands.sdpo import GRPOJobConfig, SDPOJobConfig, build_sdpo_tra
 from posttrain.config import load_config
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError, DataError, PosttrainError
+from posttrain.losses import self_distillation_loss
 from posttrain.models import load_model, load_tokenizer
 from posttrain.tasks.sources import load_rows
 from posttrain.trainers.rewards import FeedbackReward, message_text
@@ -333,18 +334,24 @@ def test_distillation_span_stops_at_the_first_token_that_leaves_the_demonstratio
         assert any(e < len(own) for e, own in zip(expected, ids))  # some samples are cut short
 
     seen = {}
-    original = sdpo_module.self_distillation_loss
+    chunked, loss = sdpo_module.distillation_inputs_in_chunks, sdpo_module.self_distillation_loss
 
-    def spy(student_log_probs, teacher_log_probs, response_mask, **kwargs):
-        seen["mask"] = response_mask.clone()
-        return original(student_log_probs, teacher_log_probs, response_mask, **kwargs)
+    def chunked_spy(student_states, student_logits, teacher_logits, completion_ids, **kwargs):
+        seen["tokens"] = completion_ids.tolist()
+        return chunked(student_states, student_logits, teacher_logits, completion_ids, **kwargs)
 
-    monkeypatch.setattr(sdpo_module, "self_distillation_loss", spy)
+    def loss_spy(student_log_probs, teacher_log_probs, response_mask, **kwargs):
+        seen["mask"] = response_mask.tolist()
+        return loss(student_log_probs, teacher_log_probs, response_mask, **kwargs)
+
+    monkeypatch.setattr(sdpo_module, "distillation_inputs_in_chunks", chunked_spy)
+    monkeypatch.setattr(sdpo_module, "self_distillation_loss", loss_spy)
     trainer.current_gradient_accumulation_steps = 1
     trainer._self_distillation_loss(trainer.model, batch)
-    assert seen["mask"].sum(dim=1).tolist() == expected  # the loss sees exactly those leading tokens
-    for row, count in zip(seen["mask"].tolist(), expected):
-        assert row[:count] == [1] * count and not any(row[count:])
+    # The loss sees exactly those leading tokens of each sample that has a teacher, in batch order
+    distilled = [token for i, own in enumerate(ids) if i % G for token in own[: expected[i]]]
+    assert seen["tokens"] == [distilled]
+    assert seen["mask"] == [[1] * len(distilled)]
 
 
 # -- the distillation loss: student log-probs, live teacher, mixing with GRPO -----------------------
@@ -371,11 +378,116 @@ def test_student_log_probs_match_trls(tiny_model_dir, tmp_path, prompts, monkeyp
     n = batch["completion_ids"].size(1)
     with torch.no_grad():
         trl_log_probs, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, n)
-        logits = trainer._completion_logits(trainer.model, "prompt", batch)
-    ours = torch.log_softmax(logits, dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
-    keep = batch["completion_mask"].bool()
-    torch.testing.assert_close(ours[keep], trl_log_probs[keep], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(seen["student"][keep], trl_log_probs[keep], atol=1e-5, rtol=1e-5)
+    assert trainer._head_outside_forward  # the chunked path ran: the head was reproduced outside the forward
+    keep = batch["completion_mask"].bool() & batch["self_distillation_mask"].bool()[:, None]
+    assert keep.sum() > 0
+    torch.testing.assert_close(seen["student"], trl_log_probs[keep][None], atol=1e-5, rtol=1e-5)
+
+
+def full_logits_loss(trainer, batch):
+    """The distillation loss as it was before chunking, written out here: both models' whole
+    ``(B, n, V)`` completion logits, the student's top-k from them, the (B, n) masks."""
+    n = batch["completion_ids"].size(1)
+
+    def completion_logits(weights, prefix):
+        ids = torch.cat([batch[f"{prefix}_ids"], batch["completion_ids"]], dim=1)
+        mask = torch.cat([batch[f"{prefix}_mask"], batch["completion_mask"]], dim=1)
+        return weights(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -(n + 1):-1].float() / trainer.temperature
+
+    settings, sampled = trainer.sdpo, batch["completion_ids"].unsqueeze(-1)
+    student = torch.log_softmax(completion_logits(trainer.model, "prompt"), dim=-1)
+    with torch.no_grad():  # the teacher's weights as each kind chooses them; its whole logits at once
+        logits = trainer.teacher.logits(trainer.model, lambda w: (lambda chunk, full=completion_logits(w, "teacher_prompt"): full))
+        teacher = torch.log_softmax(logits(slice(None)), dim=-1)
+    indices = student.detach().topk(settings.distillation_topk, dim=-1).indices if settings.distillation_topk else None
+    positions = torch.arange(n)
+    mask = batch["completion_mask"] * (positions[None, :] < batch["self_distillation_tokens"][:, None])
+    loss, _ = self_distillation_loss(
+        student.gather(-1, sampled).squeeze(-1), teacher.gather(-1, sampled).squeeze(-1), mask,
+        student_topk_log_probs=student.gather(-1, indices) if indices is not None else None,
+        teacher_topk_log_probs=teacher.gather(-1, indices) if indices is not None else None,
+        alpha=settings.distillation_alpha, is_clip=settings.distillation_is_clip, add_tail=settings.distillation_add_tail,
+        old_log_probs=batch.get("old_per_token_logps"), sample_mask=batch["self_distillation_mask"],
+    )
+    return loss
+
+
+def float32_trainer(model_dir, out, dataset, teacher, **sdpo):
+    """An SDPOTrainer without bf16 autocast, so that two computations of the loss can agree to float32
+    rounding; with ``lora_ema`` its student is a LoRA model (TRL refuses an adapter on the head)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(model_dir)
+    if teacher == "lora_ema":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=8, num_generations=G, max_completion_length=12,
+                      max_steps=1, save_strategy="no", use_cpu=True, bf16=False, report_to="none", seed=0)
+    trainer = SDPOTrainer(model=model, reward_funcs=[first_of_group_succeeds], args=args, train_dataset=dataset,
+                          processing_class=load_tokenizer(model_dir), sdpo=SDPOSettings(teacher=teacher, **sdpo))
+    with torch.no_grad():  # a teacher that differs from the student, so that there is something to distil
+        for name, param in trainer.model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.02 * torch.randn_like(param))
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def loss_and_gradients(trainer, loss_fn, batch):
+    trainer.model.zero_grad()
+    loss = loss_fn(trainer, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+MODES = {  # (topk, add_tail, alpha)
+    "topk-tail-jsd": {"distillation_topk": 5, "distillation_add_tail": True, "distillation_alpha": 0.5},
+    "topk-renormalised-forward-kl": {"distillation_topk": 5, "distillation_add_tail": False, "distillation_alpha": 0.0},
+    "sampled-token": {"distillation_topk": 0, "distillation_alpha": 1.0},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("teacher", ["frozen", "ema", "trust_region", "lora_ema", "live"])
+def test_chunked_distillation_equals_the_full_logits_loss(tiny_model_dir, tmp_path, prompts, teacher, mode):
+    torch.manual_seed(0)
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, teacher, distillation_chunk_size=3, **MODES[mode])
+    batch = generate(trainer, group_rows(prompts))
+    with torch.no_grad():  # a stale sampler: the importance weights, some clipped, enter both losses
+        n = batch["completion_ids"].size(1)
+        batch["old_per_token_logps"] = torch.randn(len(batch["completion_ids"]), n) * 0.5 - 2.0
+    assert 0 < batch["self_distillation_mask"].sum() < len(batch["self_distillation_mask"])  # some samples have no teacher
+
+    chunked, chunked_grads = loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), batch)
+    assert trainer._head_outside_forward  # the chunked path, not the fallback
+    full, full_grads = loss_and_gradients(trainer, full_logits_loss, batch)
+    assert chunked.item() != 0.0
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-7)
+    assert chunked_grads.keys() == full_grads.keys() and chunked_grads
+    for name in full_grads:
+        torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_a_head_that_is_not_reproduced_falls_back_to_the_full_logits(tiny_model_dir, tmp_path, prompts, monkeypatch, caplog):
+    from posttrain.models.output_head import OutputHead
+
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen", distillation_chunk_size=3)
+    batch = generate(trainer, group_rows(prompts))
+    monkeypatch.setattr(OutputHead, "__call__", lambda self, hidden: 2.0 * self.model.get_output_embeddings()(hidden))
+    chunked, chunked_grads = loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), batch)
+    assert trainer._head_outside_forward is False and "not reproduced outside its forward" in caplog.text
+    full, full_grads = loss_and_gradients(trainer, full_logits_loss, batch)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-7)
+    for name in full_grads:
+        torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_a_batch_without_any_teacher_signal_gives_a_zero_loss_that_backpropagates(tiny_model_dir, tmp_path, prompts):
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen")
+    batch = generate(trainer, group_rows(prompts))
+    batch["self_distillation_mask"] = torch.zeros_like(batch["self_distillation_mask"])
+    loss, grads = loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), batch)
+    assert loss.item() == 0.0 and grads  # backward ran (a DDP step would sync), with nothing to learn
+    assert all(g.abs().max() == 0 for g in grads.values())
 
 
 def test_live_teacher_on_the_students_own_prompt_has_nothing_to_teach(tiny_model_dir, tmp_path, prompts):

@@ -35,11 +35,16 @@ def test_only_the_teachers_that_move_are_checkpointed():
     assert {name for name, kind in TEACHERS.items() if kind.checkpointed} == {"ema", "lora_ema"}
 
 
+ALL = slice(None)
+
+
 def recording_forward(calls):
-    """A stand-in for the trainer's forward: records the model it runs, returns that model's logits."""
+    """A stand-in for the trainer's forward: records the model it runs and returns its "logits"
+    (the model's weight at the time of the forward), chunk by chunk (rows)."""
     def forward(model):
         calls.append(model)
-        return model.weight.detach().clone()
+        weight = model.weight.detach().clone()
+        return lambda chunk: weight[chunk]
     return forward
 
 
@@ -50,7 +55,7 @@ def test_copy_teachers_run_their_copy_on_the_device(kind):
     calls = []
     with torch.no_grad():
         student.weight.add_(1.0)
-    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), student.weight - 1.0)
+    torch.testing.assert_close(teacher.logits(student, recording_forward(calls))(ALL), student.weight - 1.0)
     assert calls == [teacher.model] and teacher.model is not student
     assert not any(p.requires_grad for p in teacher.model.parameters()) and not teacher.model.training
 
@@ -58,7 +63,7 @@ def test_copy_teachers_run_their_copy_on_the_device(kind):
 def test_live_teacher_runs_the_student_and_holds_nothing():
     student, calls = torch.nn.Linear(2, 3), []
     teacher = LiveTeacher(student, rate=0.1, device="cpu")
-    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), student.weight.detach())
+    torch.testing.assert_close(teacher.logits(student, recording_forward(calls))(ALL), student.weight.detach())
     assert calls == [student] and teacher.state_dict() == {}
     teacher.after_optimizer_step(student)  # nothing to follow
 
@@ -69,8 +74,10 @@ def test_trust_region_teacher_interpolates_reference_and_student():
     reference = student.weight.detach().clone()
     with torch.no_grad():
         student.weight.add_(4.0)
-    torch.testing.assert_close(teacher.logits(student, recording_forward(calls)), reference + 1.0)
-    assert calls == [teacher.model, student]  # the reference first, as before the teachers were classes
+    logits = teacher.logits(student, recording_forward(calls))
+    assert calls == [teacher.model, student]  # both forwards at once, the reference first; then chunks
+    torch.testing.assert_close(logits(ALL), reference + 1.0)
+    torch.testing.assert_close(logits(slice(1, 3)), reference[1:3] + 1.0)
     teacher.after_optimizer_step(student)
     torch.testing.assert_close(teacher.model.weight, reference)  # the reference stays frozen
 
@@ -130,7 +137,7 @@ def test_copy_teacher_runs_its_own_weights_after_trl_patches_the_students_forwar
         for p in student.parameters():
             p.mul_(0.5)
     assert not torch.allclose(student(input_ids=ids).logits, before)
-    torch.testing.assert_close(teacher.logits(student, lambda model: model(input_ids=ids).logits), before)
+    torch.testing.assert_close(teacher.logits(student, lambda model: lambda chunk: model(input_ids=ids).logits[:, chunk])(ALL), before)
 
 
 @pytest.mark.slow
@@ -184,7 +191,8 @@ def test_lora_ema_teacher_shares_the_base_and_follows_by_ema(tiny_model_dir):
             student.add_(0.2)
     with teacher.active():
         torch.testing.assert_close(model(ids).logits, teacher_out)  # the teacher did not move
-    torch.testing.assert_close(teacher.logits(model, lambda m: m(ids).logits), teacher_out)  # its logits: the same
+    # its logits, chunk by chunk: the same (each chunk runs under the teacher's adapter too, as the head may carry one)
+    torch.testing.assert_close(teacher.logits(model, lambda m: lambda chunk: m(ids).logits[:, chunk])(slice(1, 3)), teacher_out[:, 1:3])
     assert not torch.equal(model(ids).logits, teacher_out)  # ... and the student, after it, is itself again
     teacher.after_optimizer_step(model)
     for t, s in teacher.pairs:

@@ -28,6 +28,7 @@ written into every checkpoint and restored on resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +44,13 @@ from posttrain.config import config_field
 from posttrain.data.chat import message_text
 from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.losses import self_distillation_loss
+from posttrain.losses import distillation_inputs_in_chunks, self_distillation_loss
+from posttrain.models.output_head import OutputHead
 from posttrain.runtime import get_logger
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.rewards import FeedbackReward, feedback_reward
-from posttrain.trainers.teachers import TEACHERS, Teacher, TeacherKind, TeacherStepCallback
+from posttrain.trainers.teachers import TEACHERS, ChunkLogits, Teacher, TeacherKind, TeacherStepCallback
 
 log = get_logger(__name__)
 
@@ -71,6 +73,12 @@ class SDPOSettings(RepromptSettings):
     distillation_topk: int = config_field(100, help="Top-k tokens of the student the divergence is computed on (0: sampled-token mode).", ge=0)
     distillation_add_tail: bool = config_field(True, help="Top-k: add the rest-of-vocabulary bucket (else renormalise over k).")
     distillation_is_clip: float | None = config_field(2.0, help="Clip of the importance weight for stale samples (None: no importance correction, as in the reference).", gt=0)
+    distillation_chunk_size: int = config_field(
+        1024,
+        help="Distilled tokens projected to the vocabulary at once: memory holds a few chunk × vocabulary floats, "
+        "never the batch's whole (batch × length × vocabulary) logits.",
+        ge=1,
+    )
     distillation_span: Literal["all", "to_divergence"] = config_field(
         "all",
         help="Tokens distilled on a sample with a demonstration: all (reference) or up to and including the first "
@@ -99,6 +107,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         self._scored: tuple[list, list] | None = None  # this process's prompts and completions
         self._rewards: torch.Tensor | None = None  # (N_all,) weighted rewards of the whole generation batch
         self.teacher = self._make_teacher() if self.distills else None
+        self._head_outside_forward: bool | None = None  # whether OutputHead reproduces the model's logits (first forward tells)
 
     # -- teacher --------------------------------------------------------------------------------
 
@@ -112,24 +121,56 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         self.add_callback(TeacherStepCallback(teacher, self.model))
         return teacher
 
-    def _completion_logits(self, model, prefix: str, inputs: dict, router_loss: list | None = None) -> torch.Tensor:
-        """``(B, n, V)`` temperature-scaled logits for the batch's ``n`` completion tokens, after
-        the left-padded ``{prefix}_ids`` / ``{prefix}_mask`` (the student's or the teacher's prompt).
+    def _completion_states(self, model, prefix: str, inputs: dict, selected: torch.Tensor, router_loss: list | None = None):
+        """One forward over the left-padded ``{prefix}_ids`` (the student's or the teacher's prompt)
+        and the batch's completion tokens; returns ``(states, logits)``: ``states`` ``(1, N, ·)`` at the
+        N ``selected`` completion tokens (``(B, n)`` boolean) and ``logits(chunk)``, their
+        temperature-scaled logits ``(1, c, V)`` in float32.
+
+        The states are the hidden states the model's head was given (captured by
+        :class:`OutputHead`, the head projecting only the last position in the forward), so the
+        batch's ``(B, n, V)`` logits never exist; for a model whose head is not reproduced outside
+        its forward (checked on the first call) they are the model's own logits, as before.
         ``router_loss``, when given, receives a Mixture-of-Experts model's load-balancing loss."""
         input_ids = torch.cat([inputs[f"{prefix}_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs[f"{prefix}_mask"], inputs["completion_mask"]], dim=1)
         n = inputs["completion_ids"].size(1)
         routed = {"output_router_logits": True} if router_loss is not None else {}
-        with self.accelerator.autocast():
+        head = OutputHead(self.accelerator.unwrap_model(model)) if self._head_outside_forward is not False else None
+        with self.accelerator.autocast(), head.capturing() if head else contextlib.nullcontext([]) as captured:
             outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1, use_cache=False, **routed)
+        if head and self._head_outside_forward is None:
+            with self.accelerator.autocast():
+                self._head_outside_forward = head.reproduces(captured, outputs.logits)
+            if not self._head_outside_forward:
+                log.warning(
+                    "SDPO: this model's output head is not reproduced outside its forward; distilling from its "
+                    "full (batch × length × vocabulary) logits instead, which costs more memory"
+                )
+                return self._completion_states(model, prefix, inputs, selected, router_loss)
         if router_loss is not None:
             router_loss.append(outputs.aux_loss)
-        return outputs.logits[:, :-1].float() / self.temperature
+        if head:
+            states, project = captured[0][:, :-1][selected], head  # (N, H): position t predicts token t
+        else:
+            states, project = outputs.logits[:, :-1][selected], torch.nn.Identity()  # (N, V)
+
+        def logits(chunk_states: torch.Tensor) -> torch.Tensor:
+            with self.accelerator.autocast():
+                return project(chunk_states).float() / self.temperature
+
+        return states.unsqueeze(0), logits
 
     @torch.no_grad()
-    def _teacher_logits(self, model, inputs: dict) -> torch.Tensor:
-        """The teacher's completion logits on its reprompted context (``model``: the student)."""
-        return self.teacher.logits(model, lambda weights: self._completion_logits(weights, "teacher_prompt", inputs))
+    def _teacher_logits(self, model, inputs: dict, selected: torch.Tensor) -> ChunkLogits:
+        """The teacher's logits at the ``selected`` completion tokens on its reprompted context,
+        chunk by chunk (``model``: the student)."""
+
+        def forward(weights) -> ChunkLogits:
+            states, logits = self._completion_states(weights, "teacher_prompt", inputs, selected)
+            return lambda chunk: logits(states[:, chunk])
+
+        return self.teacher.logits(model, forward)
 
     # -- generation batch: rewards, feedback, teacher prompts -------------------------------------
 
@@ -202,48 +243,45 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
     def _self_distillation_loss(self, model, inputs) -> torch.Tensor:
         completion_ids = inputs["completion_ids"]
         positions = torch.arange(completion_ids.size(1), device=completion_ids.device)
-        # (B, n): response tokens that are distilled (all, or those up to the divergence)
-        completion_mask = inputs["completion_mask"] * (positions[None, :] < inputs["self_distillation_tokens"][:, None])
-        topk = self.sdpo.distillation_topk
+        # (B, n): response tokens that are distilled (all, or those up to the divergence) on samples with a signal
+        distilled = positions[None, :] < inputs["self_distillation_tokens"][:, None]
+        mask = inputs["completion_mask"] * distilled * inputs["self_distillation_mask"][:, None]
+        # Only those tokens are projected to the vocabulary, one chunk at a time. With none, one token of
+        # weight 0 keeps the loss on the graph, so that backward (and DDP's gradient sync) runs as usual.
+        selected = mask.bool()
+        if not selected.any():
+            selected[0, 0] = True
 
         # A Mixture-of-Experts student keeps its load-balancing loss, weighted as TRL's GRPO weights it
         # (router_aux_loss_coef); without it distillation alone would let the router collapse.
         router_loss = [] if self.aux_loss_enabled else None
-        student = torch.log_softmax(self._completion_logits(model, "prompt", inputs, router_loss), dim=-1)  # (B, n, V), with gradient
-        sampled = completion_ids.unsqueeze(-1)
-        student_log_probs = student.gather(-1, sampled).squeeze(-1)  # (B, n)
-        indices = student.detach().topk(topk, dim=-1).indices if topk else None  # (B, n, K), chosen by the student
-
-        # The teacher's full-vocabulary log-probs live only inside this block
-        teacher = torch.log_softmax(self._teacher_logits(model, inputs), dim=-1)
-        teacher_log_probs = teacher.gather(-1, sampled).squeeze(-1)
-        teacher_topk = teacher.gather(-1, indices) if topk else None
-        del teacher
-
+        student_states, student_logits = self._completion_states(model, "prompt", inputs, selected, router_loss)
+        teacher_logits = self._teacher_logits(model, inputs, selected)
+        log_probs = distillation_inputs_in_chunks(
+            student_states, student_logits, teacher_logits, completion_ids[selected][None],
+            topk=self.sdpo.distillation_topk, chunk_size=self.sdpo.distillation_chunk_size,
+        )  # (1, N) and (1, N, K): the student's top-k and the teacher's log-probs at them
+        old_log_probs = inputs.get("old_per_token_logps")
+        token_mask = mask[selected][None]  # (1, N): 1, or 0 for the stand-in token
         loss, metrics = self_distillation_loss(
-            student_log_probs,
-            teacher_log_probs,
-            completion_mask,
-            student_topk_log_probs=student.gather(-1, indices) if topk else None,
-            teacher_topk_log_probs=teacher_topk,
+            **log_probs,
+            response_mask=token_mask,
             alpha=self.sdpo.distillation_alpha,
             is_clip=self.sdpo.distillation_is_clip,
             add_tail=self.sdpo.distillation_add_tail,
-            old_log_probs=inputs.get("old_per_token_logps"),
-            sample_mask=inputs["self_distillation_mask"],
+            old_log_probs=old_log_probs[selected][None] if old_log_probs is not None else None,
         )
-        self._log_distillation(inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics)
+        self._log_distillation(token_mask, loss, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
         mode = "train" if self.model.training else "eval"
         if router_loss:
             loss = loss + self.router_aux_loss_coef * router_loss[0]
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(router_loss[0].detach()).mean().item())
         return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
-    def _log_distillation(self, inputs, completion_mask, loss, student_log_probs, teacher_log_probs, metrics) -> None:
+    def _log_distillation(self, mask, loss, student_log_probs, teacher_log_probs, metrics) -> None:
         """Token-weighted means over all processes: distillation loss and the teacher–student KL
         (reverse KL estimated on the sampled tokens), both over the distilled tokens that have a teacher signal."""
         mode = "train" if self.model.training else "eval"
-        mask = completion_mask * inputs["self_distillation_mask"][:, None]
         tokens = mask.sum()
         kl_sum = ((student_log_probs - teacher_log_probs).detach() * mask).sum()
         totals = self.accelerator.reduce(torch.stack([loss.detach() * tokens, kl_sum, tokens]), reduction="sum")

@@ -31,8 +31,12 @@ from posttrain.errors import ConfigError
 
 TEACHER_ADAPTER = "sdpo_teacher"
 
-Forward = Callable[[torch.nn.Module], torch.Tensor]
-"""Runs a model on the reprompted batch and returns its completion logits (the trainer's part)."""
+ChunkLogits = Callable[[slice], torch.Tensor]
+"""The teacher's logits ``(1, c, V)`` at a chunk of the batch's distilled tokens: the distillation
+asks for one chunk at a time, so the teacher's ``(B, T, V)`` logits never exist at once."""
+
+Forward = Callable[[torch.nn.Module], ChunkLogits]
+"""Runs a model on the reprompted batch and returns its logits, chunk by chunk (the trainer's part)."""
 
 
 @torch.no_grad()
@@ -63,9 +67,9 @@ class Teacher:
     def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
         self.rate = rate
 
-    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
-        """The teacher's completion logits. The trainer's ``forward`` knows the batch layout,
-        autocast and temperature; the teacher only chooses the weights it is run with."""
+    def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
+        """The teacher's completion logits, chunk by chunk. The trainer's ``forward`` knows the batch
+        layout, autocast and temperature; the teacher only chooses the weights it is run with."""
         raise NotImplementedError
 
     def after_optimizer_step(self, student: torch.nn.Module) -> None:
@@ -81,7 +85,7 @@ class Teacher:
 class LiveTeacher(Teacher):
     """The current student itself."""
 
-    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+    def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
         return forward(student)
 
 
@@ -99,7 +103,7 @@ class FrozenTeacher(Teacher):
         self.model.requires_grad_(False)
         self.model.to(device)
 
-    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+    def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
         return forward(self.model)
 
     def state_dict(self) -> dict:
@@ -121,8 +125,9 @@ class EMATeacher(FrozenTeacher):
 class TrustRegionTeacher(FrozenTeacher):
     """Logits between the frozen reference's and the live student's (one more forward, no more weights)."""
 
-    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
-        return trust_region_logits(forward(self.model), forward(student), self.rate)
+    def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
+        reference, current = forward(self.model), forward(student)
+        return lambda chunk: trust_region_logits(reference(chunk), current(chunk), self.rate)
 
 
 class LoraEMATeacher(Teacher):
@@ -156,9 +161,15 @@ class LoraEMATeacher(Teacher):
             raise ValueError(f"found no parameters of the '{TEACHER_ADAPTER}' adapter")
         return pairs
 
-    def logits(self, student: torch.nn.Module, forward: Forward) -> torch.Tensor:
+    def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
         with self.active():
-            return forward(student)
+            logits = forward(student)
+
+        def teacher_chunk(chunk: slice) -> torch.Tensor:  # the head too may carry the adapter
+            with self.active():
+                return logits(chunk)
+
+        return teacher_chunk
 
     def after_optimizer_step(self, student: torch.nn.Module) -> None:
         """EMA toward the student's adapter, which ``pairs`` holds (the base weights are shared)."""
