@@ -138,3 +138,17 @@ def test_base_model_mode_prompts_without_chat_template(tiny_model_dir, reference
         log_probs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
     first = _log_p(log_probs, judge._answer_ids("A")) - _log_p(log_probs, judge._answer_ids("B"))
     assert judge.compare(PROMPT, RESPONSES[0], RESPONSES[1]).details["logit_a_first"] == pytest.approx(first, abs=1e-5)
+
+
+def test_only_the_answer_positions_logits_are_computed(judge, monkeypatch):
+    shapes = []
+    forward = judge.model.forward
+
+    def recording(*args, **kwargs):
+        outputs = forward(*args, **kwargs)
+        shapes.append(tuple(outputs.logits.shape))
+        return outputs
+
+    monkeypatch.setattr(judge.model, "forward", recording)
+    judge.score(PROMPT, RESPONSES[0])
+    assert shapes == [(1, 1, len(judge.tokenizer))]  # not (1, prompt length, V)

@@ -74,3 +74,14 @@ def test_bf16_rounding_is_within_tolerance_and_a_real_difference_is_not():
         logits = model(input_ids=IDS).logits
     assert head.reproduces(captured, logits)
     assert not head.reproduces(captured, logits * 1.05)
+
+
+def test_a_partitioned_head_is_not_reproduced(monkeypatch):
+    """Under ZeRO-3 the head's weight outside the forward is an empty placeholder (with a ``ds_id``)."""
+    model = random_model("qwen2")
+    head = OutputHead(model)
+    with torch.no_grad(), head.capturing() as captured:
+        logits = model(input_ids=IDS).logits
+    assert head.reproduces(captured, logits)
+    monkeypatch.setattr(model.get_output_embeddings().weight, "ds_id", 7, raising=False)
+    assert not head.reproduces(captured, logits)

@@ -8,6 +8,7 @@ the two orders agree is reported. ``score`` asks "Is this response correct? Yes 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -30,6 +31,9 @@ class LogProbABJudge(Judge):
         self.tokenizer = load_tokenizer(model_name_or_path, base_model_mode, trust_remote_code)
         self.model = load_model(model_name_or_path, trust_remote_code=trust_remote_code)
         self.model.eval()
+        # Only the answer position's logits, not the whole prompt's (T, V): 2.5 GB in float32 for a
+        # 4,096-token prompt at a 152k vocabulary (a custom model without the argument computes them all)
+        self.last_position = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         self.base_model_mode = base_model_mode
 
     def _answer_ids(self, word: str) -> list[int]:
@@ -46,7 +50,7 @@ class LogProbABJudge(Judge):
         text = render_prompt(self.tokenizer, question, self.base_model_mode)
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
-            log_probs = torch.log_softmax(self.model(ids).logits[0, -1].float(), dim=-1)
+            log_probs = torch.log_softmax(self.model(ids, **self.last_position).logits[0, -1].float(), dim=-1)
         first, second = (torch.logsumexp(log_probs[self._answer_ids(w)], dim=0).item() for w in words)
         return first, second
 

@@ -74,8 +74,9 @@ class OutputHead:
         """Whether this head, on the captured hidden states of the last position, gives the model's
         own ``logits`` ``(B, 1, V)`` of one forward: false for a model whose head was not called as a
         module, or that transforms its logits in a way this class does not know."""
-        if len(captured) != 1 or isinstance(self.model.get_output_embeddings().weight, DTensor):
-            return False  # a sharded (FSDP2) head only exists whole inside the forward
+        weight = self.model.get_output_embeddings().weight
+        if len(captured) != 1 or isinstance(weight, DTensor) or hasattr(weight, "ds_id"):
+            return False  # a head sharded by FSDP2 or partitioned by ZeRO-3 only exists whole inside the forward
         with torch.no_grad():
             ours = self(captured[0][:, -1:])
         if ours.shape != logits.shape:
