@@ -131,6 +131,7 @@ def run_cell(method: str, model_dir: str, length: int, chunk: int, sample: bool)
             "method": method, "peak_bytes": peak, "loaded_bytes": loaded,
             "train_seconds": step_seconds[-1] - generation_seconds[-1], "generation_seconds": generation_seconds[-1],
             "mean_length": lengths[-1] if lengths else None,
+            "chunked": getattr(trainer, "_head_outside_forward", None) if trainer.distills else None,
         }
 
 
