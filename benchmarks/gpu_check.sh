@@ -8,7 +8,9 @@
 #      (recipes/accelerate/, bf16), 20 steps each, then one eval of each result;
 #   3. `posttrain rollout` with the vLLM backend against HF generate, same prompts and settings;
 #   4. bf16 SDPO and GRPO steps, with peak GPU memory and seconds per step for every teacher kind,
-#      LoRA student included (benchmarks/sdpo_step.py --bf16 --lora).
+#      LoRA student included (benchmarks/sdpo_step.py --bf16 --lora);
+#   5. SDPO's peak memory and step time against GRPO at V = 152k, 1,024 and 4,096 tokens
+#      (benchmarks/sdpo_memory.py --bf16).
 #
 # Every command is printed before it runs ("+ ..."), its output goes to OUT_DIR/<name>.log, and a
 # summary table (status and wall time per check) is printed at the end; the script carries on past
@@ -81,6 +83,9 @@ for backend in hf vllm; do
 done
 
 check sdpo_grpo_bf16 "$PY" benchmarks/sdpo_step.py --model "$OUT/model" --bf16 --lora --steps 8 --batch 64 --skip-trl
+# SDPO's chunked distillation against GRPO and the full-logits path at Qwen's vocabulary (peak allocated memory)
+check sdpo_memory "$PY" benchmarks/sdpo_memory.py --bf16 --vocab 151936 --lengths 1024 4096 --max_full_logits_gb 30 \
+  --json "$OUT/sdpo_memory.json"
 
 echo
 echo "== summary (logs in $OUT/)"

@@ -20,7 +20,7 @@ The methods:
   its ``(B, T, V)`` tensors fit this machine.
 
 Memory is the process's peak resident set (``ru_maxrss``) on CPU, ``torch.cuda.max_memory_allocated``
-on a GPU; ``loaded`` is the process with the model loaded, before training. Time is the second
+on a GPU (``--bf16`` there); ``loaded`` is the process with the model loaded, before training. Time is the second
 step's forward and backward (the step minus its generation). Ratios are against ``grpo`` of the same V and T.
 """
 
@@ -79,7 +79,7 @@ def random_completions(trainer, length: int):
     return generate
 
 
-def run_cell(method: str, model_dir: str, length: int, chunk: int, sample: bool) -> dict:
+def run_cell(method: str, model_dir: str, length: int, chunk: int, sample: bool, bf16: bool = False) -> dict:
     """One cell, in this (fresh) process: two steps; peak memory and the second step's training time."""
     import torch
     from transformers import TrainerCallback
@@ -93,7 +93,7 @@ def run_cell(method: str, model_dir: str, length: int, chunk: int, sample: bool)
         config = cls(
             model_name_or_path=model_dir, output_dir=out, dataset_name="task:arithmetic", dataset_train_split="train[:64]",
             max_steps=2, per_device_train_batch_size=BATCH, num_generations=GENERATIONS, max_completion_length=length,
-            learning_rate=1e-5, logging_steps=1000, save_strategy="no", seed=0, bf16=False,
+            learning_rate=1e-5, logging_steps=1000, save_strategy="no", seed=0, bf16=bf16,
             trainer_args={"generation_kwargs": {"min_new_tokens": length}}, **extra,
         )
         trainer = build_sdpo_trainer(config)
@@ -135,10 +135,10 @@ def run_cell(method: str, model_dir: str, length: int, chunk: int, sample: bool)
         }
 
 
-def measure(method: str, model_dir: Path, length: int, chunk: int, sample: bool) -> dict:
+def measure(method: str, model_dir: Path, length: int, chunk: int, sample: bool, bf16: bool) -> dict:
     """A cell in a fresh process, so that each peak is its own."""
     command = [sys.executable, __file__, "--cell", method, str(model_dir), str(length), "--chunk", str(chunk)]
-    command += ["--generate"] if sample else []
+    command += (["--generate"] if sample else []) + (["--bf16"] if bf16 else [])
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -180,13 +180,14 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="sdpo's distillation_chunk_size")
     parser.add_argument("--max_full_logits_gb", type=float, default=6.0, help="skip sdpo-full where one (B, T, V) tensor is larger")
     parser.add_argument("--generate", action="store_true", help="sample the completions from the model (slow)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the rows here too")
     parser.add_argument("--cell", nargs=3, metavar=("METHOD", "MODEL", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         method, model_dir, length = args.cell
-        print(json.dumps(run_cell(method, model_dir, int(length), args.chunk, args.generate)))
+        print(json.dumps(run_cell(method, model_dir, int(length), args.chunk, args.generate, args.bf16)))
         return
 
     rows = []
@@ -200,7 +201,7 @@ def main() -> None:
                     if method == "sdpo-full" and full_logits_bytes(vocab, length) > args.max_full_logits_gb * 1e9:
                         print(f"{vocab:>7} {length:>5} {method:>9}  skipped: one (B, T, V) float32 tensor is {gb(full_logits_bytes(vocab, length))} GB")
                         continue
-                    row = {"vocab": vocab, "length": length, **measure(method, model_dir, length, args.chunk, args.generate)}
+                    row = {"vocab": vocab, "length": length, **measure(method, model_dir, length, args.chunk, args.generate, args.bf16)}
                     baseline = baseline or row
                     rows.append(row)
                     print(f"{vocab:>7} {length:>5} {method:>9} {gb(row['peak_bytes']):>8} {row['peak_bytes'] / baseline['peak_bytes']:>6.2f} "

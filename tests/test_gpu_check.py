@@ -10,7 +10,7 @@ from posttrain.registry import COMMANDS
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
 CHECKS = ["environment", "gpu_tests", "model", "sft_fsdp", "eval_fsdp", "sft_deepspeed_zero2", "eval_deepspeed_zero2",
-          "rollouts_hf", "rollouts_vllm", "sdpo_grpo_bf16"]
+          "rollouts_hf", "rollouts_vllm", "sdpo_grpo_bf16", "sdpo_memory"]
 
 
 def dry_run(out: Path) -> list[str]:

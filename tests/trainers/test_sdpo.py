@@ -442,6 +442,7 @@ def loss_and_gradients(trainer, loss_fn, batch):
 MODES = {  # (topk, add_tail, alpha)
     "topk-tail-jsd": {"distillation_topk": 5, "distillation_add_tail": True, "distillation_alpha": 0.5},
     "topk-renormalised-forward-kl": {"distillation_topk": 5, "distillation_add_tail": False, "distillation_alpha": 0.0},
+    "topk-tail-reverse-kl": {"distillation_topk": 5, "distillation_add_tail": True, "distillation_alpha": 1.0},
     "sampled-token": {"distillation_topk": 0, "distillation_alpha": 1.0},
 }
 
