@@ -842,3 +842,17 @@ def test_chunked_inputs_give_the_unchunked_loss_and_gradients(topk, add_tail, al
         assert (value is None) == (chunked_inputs[name] is None)
         if value is not None:
             assert_close(chunked_inputs[name].detach(), value.detach(), rtol=0, atol=0)  # position-wise ops: bit-equal
+
+
+def test_num_tokens_divides_the_summed_loss_by_hand():
+    """Sampled-token mode: per-token loss (log s − log t)·log s on the masked tokens, summed, over
+    the given count (a global one), and the metric keeps the batch's own token mean."""
+    student = torch.tensor([[-1.0, -2.0, -0.5]])
+    teacher = torch.tensor([[-1.5, -1.0, -3.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    per_token = [(-1.0 + 1.5) * -1.0, (-2.0 + 1.0) * -2.0]  # -0.5, 2.0
+    loss, metrics = self_distillation_loss(student, teacher, mask, alpha=1.0, num_tokens=10.0)
+    assert loss.item() == pytest.approx(sum(per_token) / 10)
+    assert metrics["divergence"] == pytest.approx(sum(per_token) / 2)
+    mean, _ = self_distillation_loss(student, teacher, mask, alpha=1.0)
+    assert mean.item() == pytest.approx(sum(per_token) / 2)

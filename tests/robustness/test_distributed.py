@@ -193,6 +193,57 @@ def test_beta_dpo_stops_when_ranks_disagree_on_beta(tiny_model_dir, tmp_path, ou
     outcome(f"agreeing ranks train; β off by one float step on rank 1 → {err.value}")
 
 
+UNEVEN_FEEDBACK = """
+import zlib
+
+
+def uneven_feedback(prompts, completions, **kwargs):
+    \"\"\"Every sample of a prompt with an even checksum gets feedback; of the others only the first:
+    groups, and so the processes holding them, distil different numbers of tokens.\"\"\"
+    rewards, seen = [], {}
+    for prompt in prompts:
+        text = str(prompt)
+        first = text not in seen
+        seen[text] = True
+        every = zlib.crc32(text.encode()) % 2 == 0
+        rewards.append((0.0, "Check the carry." if every or first else None))
+    return rewards
+"""
+
+
+def test_sdpo_two_processes_with_different_token_counts_match_one(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """SDPO's loss is the token mean of the whole batch on any number of processes: each process
+    divides its summed loss by the global count of distilled tokens (TRL's normalisation of its
+    token-level GRPO losses), so two processes holding 16 and 4 distilled samples' tokens train
+    exactly as one process with both (a per-process token mean would weigh the 4 up)."""
+    (tmp_path / "uneven_rewards.py").write_text(UNEVEN_FEEDBACK)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
+              "--num_generations", "4", "--max_completion_length", "16", "--teacher", "frozen",
+              "--reward_functions", '["uneven_rewards:uneven_feedback"]',
+              "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port),
+           launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port))
+
+    rows_one, rows_two = step_rows(one), step_rows(two)
+    assert [r["step"] for r in rows_two] == [1, 2, 3]
+    # a step whose two groups (one per process) distil 4 and 1 samples: 5 of 8 have a signal
+    assert 0.625 in [r["self_distillation/signal_fraction"] for r in rows_one], rows_one
+    for key in ("loss", "self_distillation/loss", "self_distillation/kl", "self_distillation/signal_fraction"):
+        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
+    loss_delta = max(abs(a["loss"] - b["loss"]) / b["loss"] for a, b in zip(rows_two, rows_one))
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    student_one = load_file(one / "model.safetensors")
+    moved = max_delta({k: student_one[k] for k in initial}, initial)
+    student_delta = max_delta(load_file(two / "model.safetensors"), student_one)
+    assert moved > 1e-4 and student_delta < 1e-5
+    outcome(f"3 steps, signal fractions {[r['self_distillation/signal_fraction'] for r in rows_one]}: max relative |Δloss| "
+            f"{loss_delta:.1e}; max |Δstudent| vs 1 process {student_delta:.1e} (moved {moved:.1e})")
+
+
 def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir, tmp_path, free_port, outcome):
     """SDPO (EMA teacher), greedy generation, 2 processes x 4 vs 1 x 8 samples: loss per step, student and every rank's teacher agree.
 
@@ -202,11 +253,8 @@ def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir,
     and produces exactly the single process's completions, and the rest of a step (rewards,
     teacher prompts from the gathered group, the EMA after the optimizer step) is deterministic.
 
-    What is not claimed: the distillation loss is a token mean per process (and per micro-batch)
-    and DDP averages those means, so 2 x 4 equals 1 x 8 only when both processes hold as many
-    completion tokens; here one group of 8 identical greedy completions per step guarantees it
-    (checked below). Ranks holding completions of different lengths weight tokens differently
-    from one process, as TRL's per-sequence GRPO losses do.
+    Here both processes hold as many tokens (one group of 8 identical greedy completions per step);
+    the test below gives them different counts.
     """
     common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
               "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",

@@ -491,6 +491,32 @@ def test_a_batch_without_any_teacher_signal_gives_a_zero_loss_that_backpropagate
     assert all(g.abs().max() == 0 for g in grads.values())
 
 
+@pytest.mark.parametrize("split", ["processes", "micro-batches"])
+def test_halves_holding_different_token_counts_give_the_whole_batchs_gradient(tiny_model_dir, tmp_path, prompts, monkeypatch, split):
+    """Each part divides its summed loss by the whole generation batch's distilled-token count
+    (over the number of processes, whose gradients DDP averages; times the micro-batches of
+    gradient accumulation per generation, whose gradients add up): the step is one token mean."""
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen")
+    batch = generate(trainer, group_rows(prompts))  # 8 samples: halves 0-3 and 4-7
+    batch["self_distillation_mask"] = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    batch["num_distilled_tokens"] = (batch["self_distillation_mask"] * batch["self_distillation_tokens"]).sum()
+    counts = [(batch["self_distillation_mask"] * batch["self_distillation_tokens"])[half].sum().item() for half in (slice(0, 4), slice(4, 8))]
+    assert counts[0] > 2 * counts[1] > 0  # unequal: a token mean per part would weigh the second part's tokens more
+    _, whole = loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), batch)
+
+    if split == "processes":
+        monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda self: 2))
+    else:
+        trainer.current_gradient_accumulation_steps = trainer.args.steps_per_generation = 2
+    parts = []
+    for half in (slice(0, 4), slice(4, 8)):
+        local = {k: (v[half] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in batch.items()}
+        parts.append(loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), local)[1])
+    combine = 0.5 if split == "processes" else 1.0  # DDP averages; accumulation sums
+    for name, gradient in whole.items():
+        torch.testing.assert_close(combine * (parts[0][name] + parts[1][name]), gradient, rtol=1e-4, atol=1e-8, msg=name)
+
+
 def test_live_teacher_on_the_students_own_prompt_has_nothing_to_teach(tiny_model_dir, tmp_path, prompts):
     trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [fingerprint_feedback], teacher="live")
     assert isinstance(trainer.teacher, LiveTeacher)

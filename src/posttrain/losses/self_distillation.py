@@ -75,6 +75,7 @@ def self_distillation_loss(
     add_tail: bool = True,
     old_log_probs: torch.Tensor | None = None,
     sample_mask: torch.Tensor | None = None,
+    num_tokens: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SDPO loss and metrics.
 
@@ -90,9 +91,15 @@ def self_distillation_loss(
         add_tail: top-k mode: add the rest-mass bucket (else renormalise over the k).
         old_log_probs: ``(B, T)`` log-probs under the sampling policy, if it was stale.
         sample_mask: ``(B,)`` 0 for samples without a teacher signal (no demonstration or feedback).
+        num_tokens: divide the summed per-token loss by this count instead of this batch's own
+            token count: the distilled tokens of the whole batch over every process and
+            micro-batch (scaled as the trainer's gradient averaging needs), so that N processes
+            give the token mean of one process with the same global batch (TRL's ``dapo``
+            normalisation of its GRPO loss).
 
     Returns:
-        ``(loss, metrics)``: the scalar token-mean loss, and floats for logging.
+        ``(loss, metrics)``: the scalar loss (the token mean unless ``num_tokens``), and floats
+        for logging (``divergence``: this batch's own token mean).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -126,10 +133,11 @@ def self_distillation_loss(
         per_token = per_token * ratio
 
     tokens = mask.sum()
-    loss = (per_token * mask).sum() / tokens.clamp(min=1)
+    total = (per_token * mask).sum()
+    mean = total / tokens.clamp(min=1)
     metrics["distill_tokens"] = float(tokens)
-    metrics["divergence"] = float(loss.detach())
-    return loss, metrics
+    metrics["divergence"] = float(mean.detach())
+    return (mean if num_tokens is None else total / num_tokens), metrics
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

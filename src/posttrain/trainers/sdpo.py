@@ -217,6 +217,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         output["self_distillation_tokens"] = torch.tensor(
             [self._distilled_tokens(all_ids, i, t.demonstration) for i, t in zip(share, teacher_inputs)], device=device
         )
+        # The distilled tokens of the whole generation batch, all processes: the loss's denominator (a 0-d
+        # tensor, which TRL's batch splitting hands to every micro-batch whole)
+        local = (has_signal * output["self_distillation_tokens"]).sum()
+        output["num_distilled_tokens"] = self.accelerator.gather(local.reshape(1)).sum()
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
         return output
 
@@ -263,6 +267,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         )  # (1, N) and (1, N, K): the student's top-k and the teacher's log-probs at them
         old_log_probs = inputs.get("old_per_token_logps")
         token_mask = mask[selected][None]  # (1, N): 1, or 0 for the stand-in token
+        mode = "train" if self.model.training else "eval"
         loss, metrics = self_distillation_loss(
             **log_probs,
             response_mask=token_mask,
@@ -270,21 +275,32 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             is_clip=self.sdpo.distillation_is_clip,
             add_tail=self.sdpo.distillation_add_tail,
             old_log_probs=old_log_probs[selected][None] if old_log_probs is not None else None,
+            num_tokens=self._distilled_tokens_per_micro_batch(inputs, mode),
         )
-        self._log_distillation(token_mask, loss, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
-        mode = "train" if self.model.training else "eval"
+        self._log_distillation(token_mask, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
         if router_loss:
-            loss = loss + self.router_aux_loss_coef * router_loss[0]
+            loss = loss + self.router_aux_loss_coef * router_loss[0] / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(router_loss[0].detach()).mean().item())
-        return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+        return loss
 
-    def _log_distillation(self, mask, loss, student_log_probs, teacher_log_probs, metrics) -> None:
+    def _distilled_tokens_per_micro_batch(self, inputs, mode: str) -> torch.Tensor:
+        """The loss's denominator: the generation batch's distilled tokens (all processes), scaled so
+        that the gradient of an optimizer step, averaged over processes by DDP and summed over the
+        micro-batches of gradient accumulation, is the token mean of the whole batch, whatever each
+        process and micro-batch holds (TRL's normalisation of its token-level GRPO losses)."""
+        tokens = inputs["num_distilled_tokens"].clamp(min=1.0) / self.accelerator.num_processes
+        if mode == "train":  # the generation batch spans steps_per_generation micro-batches
+            tokens = tokens * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return tokens
+
+    def _log_distillation(self, mask, student_log_probs, teacher_log_probs, metrics) -> None:
         """Token-weighted means over all processes: distillation loss and the teacher–student KL
         (reverse KL estimated on the sampled tokens), both over the distilled tokens that have a teacher signal."""
         mode = "train" if self.model.training else "eval"
         tokens = mask.sum()
         kl_sum = ((student_log_probs - teacher_log_probs).detach() * mask).sum()
-        totals = self.accelerator.reduce(torch.stack([loss.detach() * tokens, kl_sum, tokens]), reduction="sum")
+        divergence_sum = metrics["divergence"] * tokens
+        totals = self.accelerator.reduce(torch.stack([divergence_sum, kl_sum, tokens]), reduction="sum")
         count = totals[2].clamp(min=1.0)
         self._metrics[mode]["self_distillation/loss"].append((totals[0] / count).item())
         self._metrics[mode]["self_distillation/kl"].append((totals[1] / count).item())
