@@ -9,7 +9,9 @@
 #   3. `posttrain rollout` with the vLLM backend against HF generate, same prompts and settings;
 #   4. bf16 SDPO and GRPO steps, with peak GPU memory and seconds per step for every teacher kind,
 #      LoRA student included (benchmarks/sdpo_step.py --bf16 --lora);
-#   5. SDPO's peak memory and step time against GRPO at V = 152k, 1,024 and 4,096 tokens
+#   5. SDPO sampling through vLLM in colocate mode and against a `trl vllm-serve` server
+#      (benchmarks/with_vllm_server.sh starts and stops it);
+#   6. SDPO's peak memory and step time against GRPO at V = 152k, 1,024 and 4,096 tokens
 #      (benchmarks/sdpo_memory.py --bf16).
 #
 # Every command is printed before it runs ("+ ..."), its output goes to OUT_DIR/<name>.log, and a
@@ -81,6 +83,14 @@ for backend in hf vllm; do
     --dataset_split "train[:512]" --num_samples 8 --temperature 0.7 --max_new_tokens 48 --batch_size 64 \
     --output_dir "$OUT/rollouts_$backend"
 done
+
+# SDPO sampling through vLLM, both modes: an engine in the training process, then a `trl vllm-serve` server
+SDPO_ARGS=(sdpo --model_name_or_path "$OUT/model" --max_steps 10 --per_device_train_batch_size 16 --num_generations 8
+           --max_completion_length 48 --bf16 true --logging_steps 1 --save_strategy no --use_vllm true)
+check sdpo_vllm_colocate "$PY" -m posttrain.cli "${SDPO_ARGS[@]}" --vllm_mode colocate --vllm_gpu_memory_utilization 0.3 \
+  --output_dir "$OUT/sdpo_vllm_colocate"
+check sdpo_vllm_server bash benchmarks/with_vllm_server.sh "$OUT/model" 8011 "$PY" -m posttrain.cli "${SDPO_ARGS[@]}" \
+  --vllm_mode server --vllm_server_host 127.0.0.1 --vllm_server_port 8011 --output_dir "$OUT/sdpo_vllm_server"
 
 check sdpo_grpo_bf16 "$PY" benchmarks/sdpo_step.py --model "$OUT/model" --bf16 --lora --steps 8 --batch 64 --skip-trl
 # SDPO's chunked distillation against GRPO and the full-logits path at Qwen's vocabulary (peak allocated memory)

@@ -856,3 +856,20 @@ def test_num_tokens_divides_the_summed_loss_by_hand():
     assert metrics["divergence"] == pytest.approx(sum(per_token) / 2)
     mean, _ = self_distillation_loss(student, teacher, mask, alpha=1.0)
     assert mean.item() == pytest.approx(sum(per_token) / 2)
+
+
+def test_token_weights_scale_each_tokens_loss_by_hand():
+    """vLLM's trainer/sampler ratio per token, or per sequence (B, 1), multiplies each token's loss."""
+    student = torch.tensor([[-1.0, -2.0], [-0.5, -1.0]])
+    teacher = torch.tensor([[-1.5, -1.0], [-1.0, -2.0]])
+    mask = torch.ones(2, 2)
+    per_token = [[(-1.0 + 1.5) * -1.0, (-2.0 + 1.0) * -2.0], [(-0.5 + 1.0) * -0.5, (-1.0 + 2.0) * -1.0]]  # [[-0.5, 2], [-0.25, -1]]
+    per_token_weights = torch.tensor([[2.0, 0.5], [0.0, 3.0]])
+    loss, _ = self_distillation_loss(student, teacher, mask, alpha=1.0, token_weights=per_token_weights)
+    assert loss.item() == pytest.approx((-0.5 * 2 + 2 * 0.5 + 0 + -1 * 3) / 4)
+    per_sequence, _ = self_distillation_loss(student, teacher, mask, alpha=1.0, token_weights=torch.tensor([[1.0], [0.0]]))
+    assert per_sequence.item() == pytest.approx((-0.5 + 2.0) / 4)  # the second sequence masked (TRL's sequence_mask)
+    weights = torch.tensor([[2.0, 0.5], [1.0, 1.0]], requires_grad=True)
+    student_leaf = student.clone().requires_grad_(True)
+    self_distillation_loss(student_leaf, teacher, mask, alpha=1.0, token_weights=weights)[0].backward()
+    assert weights.grad is None  # the weights carry no gradient

@@ -1,8 +1,10 @@
 """posttrain sdpo / grpo on TRL's GRPOTrainer: config checks, teacher prompts per sample,
 the loss and its mixing with GRPO, every teacher kind, checkpoints and resume, CLI, 2 processes."""
 
+import dataclasses
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -517,6 +519,27 @@ def test_halves_holding_different_token_counts_give_the_whole_batchs_gradient(ti
         torch.testing.assert_close(combine * (parts[0][name] + parts[1][name]), gradient, rtol=1e-4, atol=1e-8, msg=name)
 
 
+def test_vllms_sampler_ratio_weights_the_distilled_tokens(tiny_model_dir, tmp_path, prompts):
+    """TRL's trainer/sampler ratio of vLLM samples (here per sequence, as its default
+    ``sequence_mask`` gives it) multiplies each distilled token's loss: a ratio of 2 doubles the
+    loss, a masked sequence (ratio 0) drops out of the sum but not out of the token count."""
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen")
+    batch = generate(trainer, group_rows(prompts))
+    distill = lambda b: trainer._self_distillation_loss(trainer.model, b).item()
+    plain = distill(batch)
+    assert distill({**batch, "importance_sampling_ratio": torch.full((8, 1), 2.0)}) == pytest.approx(2 * plain, rel=1e-6)
+    masked = distill({**batch, "importance_sampling_ratio": torch.tensor([[1.0]] * 4 + [[0.0]] * 4)})
+    without = distill({**batch, "self_distillation_mask": batch["self_distillation_mask"] * torch.tensor([1.0] * 4 + [0.0] * 4)})
+    assert masked == pytest.approx(without, rel=1e-6) and masked != pytest.approx(plain)
+    n = batch["completion_ids"].size(1)
+    per_token = torch.ones(8, n)
+    per_token[:, 1:] = 0.0  # only each sample's first token counts
+    first_only = distill({**batch, "importance_sampling_ratio": per_token})
+    # ... the same sum as distilling only the first tokens, over the batch's own (unchanged) token count
+    first_tokens = {**batch, "self_distillation_tokens": torch.ones_like(batch["self_distillation_tokens"])}
+    assert first_only == pytest.approx(distill(first_tokens), rel=1e-5) and first_only != pytest.approx(plain)
+
+
 def test_live_teacher_on_the_students_own_prompt_has_nothing_to_teach(tiny_model_dir, tmp_path, prompts):
     trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [fingerprint_feedback], teacher="live")
     assert isinstance(trainer.teacher, LiveTeacher)
@@ -745,6 +768,42 @@ def test_cli_bad_value_is_one_line_and_exit_2(capsys, tiny_model_dir, tmp_path, 
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"posttrain {command}: error: ")
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+# -- vLLM sampling: TRL's keys, checked before the model loads ----------------------------------
+
+
+def test_vllm_keys_reach_trls_config_with_trls_names(tiny_model_dir, tmp_path):
+    from posttrain.trainers.vllm_sampling import VLLMArguments
+
+    config = sdpo_config(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="server", vllm_server_host="10.0.0.2",
+                         vllm_server_port=8123, vllm_tensor_parallel_size=2, vllm_gpu_memory_utilization=0.5,
+                         vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=2.0)
+    trl = GRPOConfig(**config.trl_kwargs(GRPOConfig, **config.vllm_kwargs()))
+    for key in [f.name for f in dataclasses.fields(VLLMArguments)]:
+        assert getattr(trl, key) == getattr(config, key), key  # every key is TRL's own field
+    assert (trl.use_vllm, trl.vllm_mode, trl.vllm_server_port, trl.vllm_importance_sampling_mode) == (True, "server", 8123, "token_truncate")
+    assert sdpo_config(tiny_model_dir, tmp_path).vllm_kwargs() == {}  # off: TRL's defaults stand
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("package", "use_vllm: true needs the vllm package (>=0.22,<=0.31.0, TRL's range)"),
+    ("gpu", "use_vllm: true needs a CUDA GPU; this machine has none"),
+])
+def test_use_vllm_without_vllm_or_a_gpu_fails_before_the_model_loads(tiny_model_dir, tmp_path, no_model_loading, monkeypatch, missing, message):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (None if missing == "package" else object()) if name == "vllm" else find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, use_vllm=True))
+
+
+def test_vllm_in_trainer_args_is_refused_for_the_config_key(tiny_model_dir, tmp_path):
+    config = sdpo_config(tiny_model_dir, tmp_path, trainer_args={"use_vllm": True})
+    with pytest.raises(ConfigError, match="'use_vllm' is set from posttrain's config keys"):
+        config.trl_kwargs(GRPOConfig)
 
 
 # -- two processes: a group spread over both ---------------------------------------------------

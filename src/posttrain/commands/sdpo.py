@@ -33,12 +33,13 @@ from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
 from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
+from posttrain.trainers.vllm_sampling import VLLMArguments
 
 log = get_logger(__name__)
 
 
 @dataclass
-class SDPOJobConfig(SDPOSettings, ValidationSettings, LoraArguments, ModelArguments):
+class SDPOJobConfig(SDPOSettings, VLLMArguments, ValidationSettings, LoraArguments, ModelArguments):
     """Everything ``posttrain sdpo`` (and ``posttrain grpo``) needs."""
 
     dataset_name: str = config_field(
@@ -143,6 +144,7 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
     for rule_name in set(config.reward_functions) & set(RULES):
         check_references(rule_name, rows + (eval_rows or []))
     check_rewards(functions, dataset)
+    config.check_vllm()
     trl_args = GRPOConfig(**{
         # an evaluation batch holds whole groups of num_generations samples (trainer_args may set another multiple)
         "per_device_eval_batch_size": config.num_generations,
@@ -153,6 +155,7 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
             temperature=config.temperature,
             beta=config.beta,
             chat_template_kwargs=config.chat_template_kwargs or None,
+            **config.vllm_kwargs(),
         ),
     })
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)

@@ -76,6 +76,7 @@ def self_distillation_loss(
     old_log_probs: torch.Tensor | None = None,
     sample_mask: torch.Tensor | None = None,
     num_tokens: torch.Tensor | float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SDPO loss and metrics.
 
@@ -96,6 +97,9 @@ def self_distillation_loss(
             micro-batch (scaled as the trainer's gradient averaging needs), so that N processes
             give the token mean of one process with the same global batch (TRL's ``dapo``
             normalisation of its GRPO loss).
+        token_weights: ``(B, T)`` or ``(B, 1)`` weights multiplied into each token's loss, without
+            gradient: the trainer/sampler probability ratio of samples drawn by vLLM (truncated or
+            masked as TRL computes it), so that distillation on them is corrected as GRPO's loss is.
 
     Returns:
         ``(loss, metrics)``: the scalar loss (the token mean unless ``num_tokens``), and floats
@@ -131,6 +135,9 @@ def self_distillation_loss(
         ratio = ratio.clamp(max=is_clip)
         metrics["is_weight"] = _masked_mean(ratio, mask)
         per_token = per_token * ratio
+
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach()
 
     tokens = mask.sum()
     total = (per_token * mask).sum()

@@ -266,6 +266,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             topk=self.sdpo.distillation_topk, chunk_size=self.sdpo.distillation_chunk_size,
         )  # (1, N) and (1, N, K): the student's top-k and the teacher's log-probs at them
         old_log_probs = inputs.get("old_per_token_logps")
+        # vLLM samples: TRL's trainer/sampler ratio, per token (B, n) or per sequence (B, 1)
+        sampler_ratio = inputs.get("importance_sampling_ratio")
+        if sampler_ratio is not None:
+            sampler_ratio = sampler_ratio.expand_as(mask)[selected][None]
         token_mask = mask[selected][None]  # (1, N): 1, or 0 for the stand-in token
         mode = "train" if self.model.training else "eval"
         loss, metrics = self_distillation_loss(
@@ -276,6 +280,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             add_tail=self.sdpo.distillation_add_tail,
             old_log_probs=old_log_probs[selected][None] if old_log_probs is not None else None,
             num_tokens=self._distilled_tokens_per_micro_batch(inputs, mode),
+            token_weights=sampler_ratio,
         )
         self._log_distillation(token_mask, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
         if router_loss:
