@@ -86,19 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run_command(args, rest, argv)
         finally:
-            _leave_process_group()
+            if "accelerate" in sys.modules:  # something distributed may have started (not for --help, make-model)
+                from posttrain.runtime import leave_process_group
 
-
-def _leave_process_group() -> None:
-    """Under a launcher, leave the process group before the interpreter exits: gloo's threads
-    torn down by the exit itself can abort a process that finished its work (``terminate called
-    without an active exception``), and the launcher then reports the whole run failed."""
-    if "accelerate" not in sys.modules:  # nothing distributed was started (e.g. --help, make-model)
-        return
-    from accelerate import PartialState
-
-    if PartialState._shared_state and PartialState().use_distributed:
-        PartialState().destroy_process_group()
+                leave_process_group()
 
 
 def _run_command(args: argparse.Namespace, rest: list[str], argv: list[str]) -> int:

@@ -54,3 +54,15 @@ def get_logger(name: str) -> logging.Logger:
         root.propagate = False
         root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     return logger
+
+
+def leave_process_group() -> None:
+    """Under a launcher, leave the process group before the interpreter exits: gloo's threads
+    torn down by the exit itself can abort a process that finished its work (``terminate called
+    without an active exception``), and the launcher then reports the whole run failed."""
+    if "accelerate" not in sys.modules:  # nothing distributed was started (e.g. --help, make-model)
+        return
+    from accelerate import PartialState
+
+    if PartialState._shared_state and PartialState().use_distributed:
+        PartialState().destroy_process_group()

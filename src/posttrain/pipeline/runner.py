@@ -13,6 +13,8 @@ A pipeline file::
         config_file: sft.yaml     # optional, relative to the pipeline file
         config:                   # optional, overrides config_file
           model_name_or_path: ${model}   # ${stage} is that stage's output directory
+        launcher: {num_processes: 2}     # optional, training stages: several processes
+                                         # (posttrain.pipeline.launcher)
 
 ``manifest.json`` (in ``<output_root>/<name>/``) records every stage's ``status`` (``pending``,
 ``running``, ``done``, ``failed``, ``interrupted``: stopped by SIGTERM, see
@@ -67,16 +69,18 @@ from typing import Any
 from posttrain.artifacts import write_json
 from posttrain.config import load_config, read_yaml
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.pipeline.launcher import Launcher, run_launched
 from posttrain.pipeline.lock import pipeline_lock
 from posttrain.pipeline.report import wall_seconds, write_report
 from posttrain.preemption import Preempted, stop_requested
 from posttrain.registry import COMMANDS
 from posttrain.runtime import get_logger
+from posttrain.trainers.settings import TrainingSettings
 
 log = get_logger(__name__)
 
 _REFERENCE = re.compile(r"\$\{([\w-]+)\}")
-_STAGE_KEYS = {"name", "command", "config", "config_file"}
+_STAGE_KEYS = {"name", "command", "config", "config_file", "launcher"}
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Stage:
     output_dir: Path
     fingerprint: str
     upstream: tuple[str, ...] = ()  # the stages its config references, in file order
+    values: dict | None = None  # the config as keys and values (references resolved), for a launcher
+    launcher: Launcher | None = None  # several processes (see posttrain.pipeline.launcher), else in-process
 
 
 @dataclass
@@ -169,18 +175,25 @@ def plan(pipeline_path: str | Path, output_root: str | None = None) -> tuple[str
             config = load_config(command.config_cls, values=values)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
+        launcher = None
+        if raw.get("launcher") is not None:
+            if not issubclass(command.config_cls, TrainingSettings):
+                raise ConfigError(f"{where}: only training stages take a 'launcher'; {command_name} runs in one process")
+            launcher = Launcher.parse(raw["launcher"], where, pipeline_path.parent)
         # what the stage computes, not where it lives: a run directory moved or copied elsewhere
         # (another disk, another --output-root) keeps its finished stages
         written.pop(command.output_field, None)
         payload = json.dumps(
-            {"command": command_name, "config": written, "upstream": sorted(fingerprints[u] for u in used)},
+            {"command": command_name, "config": written, "upstream": sorted(fingerprints[u] for u in used),
+             # how many processes share the batch changes the global batch; where they run does not
+             **({"num_processes": launcher.num_processes} if launcher else {})},
             sort_keys=True,
             default=str,
         )
         fingerprints[stage_name] = hashlib.sha256(payload.encode()).hexdigest()[:16]
         dirs[stage_name] = output_dir
         upstream = tuple(s.name for s in stages if s.name in used)
-        stages.append(Stage(stage_name, command_name, config, output_dir, fingerprints[stage_name], upstream))
+        stages.append(Stage(stage_name, command_name, config, output_dir, fingerprints[stage_name], upstream, values, launcher))
     return name, root, stages
 
 
@@ -375,7 +388,7 @@ def _run_stages(
         try:
             if stop_requested():  # SIGTERM arrived as the last stage finished: stop before this one
                 raise Preempted("stopped by SIGTERM before it started")
-            metrics = COMMANDS[stage.command].execute(stage.config)
+            metrics = _execute(stage, root)
         except Preempted as err:
             entry.update(status="interrupted", error=str(err))
             write_json(manifest_path, manifest)
@@ -395,6 +408,15 @@ def _run_stages(
     report = write_report(root, started_from=_started_from(stages))
     log.info(f"pipeline '{name}' finished; manifest at {manifest_path}, report at {report}")
     return manifest
+
+
+def _execute(stage: Stage, root: Path) -> dict:
+    """Run one stage: in this process, or under its launcher (the same config, resume included)."""
+    if stage.launcher is None:
+        return COMMANDS[stage.command].execute(stage.config)
+    log.info(f"stage '{stage.name}': starting {stage.launcher.describe()}")
+    values = {**stage.values, **({"resume": stage.config.resume} if hasattr(stage.config, "resume") else {})}
+    return run_launched(stage.command, values, stage.launcher, root / ".launch" / stage.name)
 
 
 def _started_from(stages: list[Stage]) -> dict[str, str]:
