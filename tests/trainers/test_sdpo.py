@@ -800,6 +800,14 @@ def test_use_vllm_without_vllm_or_a_gpu_fails_before_the_model_loads(tiny_model_
         build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, use_vllm=True))
 
 
+def test_an_ema_teacher_under_fsdp_fails_before_the_model_loads_and_grpo_runs(tiny_model_dir, tmp_path, no_model_loading, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="teacher 'ema' is a whole copy of the model on every process, which FSDP does not shard"):
+        build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, teacher="ema"))
+    with pytest.raises(AssertionError, match="the model was loaded"):  # GRPO builds no teacher: it goes on to load
+        build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, cls=GRPOJobConfig))
+
+
 def test_vllm_in_trainer_args_is_refused_for_the_config_key(tiny_model_dir, tmp_path):
     config = sdpo_config(tiny_model_dir, tmp_path, trainer_args={"use_vllm": True})
     with pytest.raises(ConfigError, match="'use_vllm' is set from posttrain's config keys"):

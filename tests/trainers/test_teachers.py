@@ -209,3 +209,35 @@ def test_lora_ema_teacher_shares_the_base_and_follows_by_ema(tiny_model_dir):
 def test_lora_ema_needs_a_peft_model(tiny_model_dir):
     with pytest.raises(ConfigError, match="needs a LoRA student"):
         LoraEMATeacher(load_model(tiny_model_dir))
+
+
+# -- teachers where the student is sharded ----------------------------------------------------------
+
+FSDP = {"ACCELERATE_USE_FSDP": "true"}
+ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+ZERO2 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}
+
+
+def test_the_sharding_engine_is_read_as_accelerate_launch_announces_it(tmp_path):
+    from posttrain.trainers.teachers import sharding_engine
+
+    deepspeed_json = tmp_path / "ds.json"
+    deepspeed_json.write_text('{"zero_optimization": {"stage": 3}}')
+    assert sharding_engine({}) is None and sharding_engine({"ACCELERATE_USE_FSDP": "false"}) is None
+    assert sharding_engine(FSDP) == "FSDP" and sharding_engine(ZERO3) == "DeepSpeed ZeRO-3"
+    assert sharding_engine(ZERO2) is None  # ZeRO-2 keeps whole weights on every process
+    assert sharding_engine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(deepspeed_json)}) == "DeepSpeed ZeRO-3"
+
+
+@pytest.mark.parametrize("environ, engine", [(FSDP, "FSDP"), (ZERO3, "DeepSpeed ZeRO-3")])
+@pytest.mark.parametrize("kind", list(TEACHERS))
+def test_a_copy_teacher_under_a_sharded_student_is_refused_in_one_line(kind, environ, engine):
+    from posttrain.trainers.teachers import check_teacher_fits
+
+    if kind in ("lora_ema", "live"):  # a second adapter on the sharded base, or the student itself
+        check_teacher_fits(kind, environ)
+        return
+    with pytest.raises(ConfigError, match=f"teacher '{kind}' is a whole copy of the model on every process, which {engine} does not shard"):
+        check_teacher_fits(kind, environ)
+    check_teacher_fits(kind, ZERO2)  # whole weights everywhere: fine
+    check_teacher_fits(kind, {})

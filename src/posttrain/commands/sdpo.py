@@ -32,6 +32,7 @@ from posttrain.trainers.callbacks import MetricsFileCallback
 from posttrain.trainers.loop import train_and_save
 from posttrain.trainers.rewards import FeedbackReward, TaskReward, feedback_reward, import_reward_function
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
+from posttrain.trainers.teachers import check_teacher_fits
 from posttrain.trainers.validation import BestMetricCheck, ValidationSettings
 from posttrain.trainers.vllm_sampling import VLLMArguments
 
@@ -145,6 +146,8 @@ def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
         check_references(rule_name, rows + (eval_rows or []))
     check_rewards(functions, dataset)
     config.check_vllm()
+    if config.grpo_weight < 1.0:
+        check_teacher_fits(config.teacher)
     trl_args = GRPOConfig(**{
         # an evaluation batch holds whole groups of num_generations samples (trainer_args may set another multiple)
         "per_device_eval_batch_size": config.num_generations,

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Callable, ClassVar, Iterator, Literal
 
 import torch
@@ -202,6 +206,34 @@ TEACHERS: dict[str, type[Teacher]] = {
     "lora_ema": LoraEMATeacher,
     "live": LiveTeacher,
 }
+
+def sharding_engine(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The engine that shards the model's weights over the processes, as ``accelerate launch``
+    tells the processes it starts: ``"FSDP"``, ``"DeepSpeed ZeRO-3"``, or None (one process, DDP,
+    ZeRO-1/2, which keep whole weights on every process)."""
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "FSDP"
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        if stage is None and environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):  # the stage in DeepSpeed's own file
+            stage = str(json.loads(Path(environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).read_text()).get("zero_optimization", {}).get("stage"))
+        if stage == "3":
+            return "DeepSpeed ZeRO-3"
+    return None
+
+
+def check_teacher_fits(kind: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Before the model loads: a teacher that copies the student cannot work where the student's
+    weights are sharded (each process would copy its shard or placeholders, and the EMA would pair
+    mismatched tensors), so say so instead of training against a wrong teacher."""
+    engine = sharding_engine(environ)
+    if engine and issubclass(TEACHERS[kind], FrozenTeacher):
+        raise ConfigError(
+            f"teacher '{kind}' is a whole copy of the model on every process, which {engine} does not shard: "
+            "train a LoRA student with teacher: lora_ema (its teacher is a second adapter on the sharded base), "
+            "or launch with DDP or ZeRO-2"
+        )
+
 
 # The names again, for the config field: the config loader checks a Literal field's value, and a
 # type checker cannot read a dict's keys (tests/trainers/test_teachers.py keeps the two equal).
