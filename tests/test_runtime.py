@@ -35,3 +35,14 @@ def test_info_only_on_rank_zero(monkeypatch, capsys):
     assert "hello-info" in _log_output("0", monkeypatch, capsys) and "hello-warn" in _log_output("0", monkeypatch, capsys)
     other = _log_output("1", monkeypatch, capsys)
     assert "hello-info" not in other and "hello-warn" in other
+
+
+def test_the_sharding_engine_is_read_as_accelerate_launch_announces_it(tmp_path):
+    from posttrain.runtime import sharding_engine
+
+    deepspeed_json = tmp_path / "ds.json"
+    deepspeed_json.write_text('{"zero_optimization": {"stage": 3}}')
+    assert sharding_engine({}) is None and sharding_engine({"ACCELERATE_USE_FSDP": "false"}) is None
+    assert sharding_engine({"ACCELERATE_USE_FSDP": "true"}) == "FSDP" and sharding_engine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}) == "DeepSpeed ZeRO-3"
+    assert sharding_engine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}) is None  # ZeRO-2 keeps whole weights on every process
+    assert sharding_engine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(deepspeed_json)}) == "DeepSpeed ZeRO-3"

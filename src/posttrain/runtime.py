@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,3 +69,18 @@ def leave_process_group() -> None:
 
     if PartialState._shared_state and PartialState().use_distributed:
         PartialState().destroy_process_group()
+
+
+def sharding_engine(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The engine that shards the model's weights over the processes, as ``accelerate launch``
+    tells the processes it starts: ``"FSDP"``, ``"DeepSpeed ZeRO-3"``, or None (one process, DDP,
+    ZeRO-1/2, which keep whole weights on every process)."""
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "FSDP"
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        if stage is None and environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):  # the stage in DeepSpeed's own file
+            stage = str(json.loads(Path(environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).read_text()).get("zero_optimization", {}).get("stage"))
+        if stage == "3":
+            return "DeepSpeed ZeRO-3"
+    return None

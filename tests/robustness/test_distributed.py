@@ -244,6 +244,40 @@ def test_sdpo_two_processes_with_different_token_counts_match_one(tiny_model_dir
             f"{loss_delta:.1e}; max |Δstudent| vs 1 process {student_delta:.1e} (moved {moved:.1e})")
 
 
+FSDP2_ON_CPU = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+                "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}
+
+
+def test_sdpo_under_fsdp2_distils_chunk_by_chunk_and_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """FSDP2 (what recipes/accelerate/fsdp.yaml selects, here as accelerate launch's environment,
+    gloo on the CPU): each decoder layer and the root are sharded over 2 processes. SDPO's chunked
+    distillation runs the LM head outside the forward, which works because FSDP2 keeps the root's
+    parameters (the head) unsharded until the backward is done; 2 x 4 then trains as 1 x 8."""
+    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
+              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "live",
+              "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port))
+    for key, value in FSDP2_ON_CPU.items():
+        monkeypatch.setenv(key, value)
+    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port))
+
+    log = two.with_suffix(".log").read_text()
+    assert "2 process(es) (FSDP); global batch 8" in log  # sharded: FSDP2 wrapped the student
+    assert "not reproduced outside its forward" not in log  # the chunked path, not the full-logits fallback
+    rows_one, rows_two = step_rows(one), step_rows(two)
+    for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
+        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    student_one = load_file(one / "model.safetensors")
+    moved = max_delta({k: student_one[k] for k in initial}, initial)
+    student_delta = max_delta(load_file(two / "model.safetensors"), student_one)
+    assert moved > 1e-4 and student_delta < 1e-5
+    outcome(f"FSDP2, 2 x 4 vs 1 x 8, 3 steps: max |Δstudent| {student_delta:.1e} (moved {moved:.1e}); chunked path on both")
+
+
 def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir, tmp_path, free_port, outcome):
     """SDPO (EMA teacher), greedy generation, 2 processes x 4 vs 1 x 8 samples: loss per step, student and every rank's teacher agree.
 

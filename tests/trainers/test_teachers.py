@@ -218,17 +218,6 @@ ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": 
 ZERO2 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}
 
 
-def test_the_sharding_engine_is_read_as_accelerate_launch_announces_it(tmp_path):
-    from posttrain.trainers.teachers import sharding_engine
-
-    deepspeed_json = tmp_path / "ds.json"
-    deepspeed_json.write_text('{"zero_optimization": {"stage": 3}}')
-    assert sharding_engine({}) is None and sharding_engine({"ACCELERATE_USE_FSDP": "false"}) is None
-    assert sharding_engine(FSDP) == "FSDP" and sharding_engine(ZERO3) == "DeepSpeed ZeRO-3"
-    assert sharding_engine(ZERO2) is None  # ZeRO-2 keeps whole weights on every process
-    assert sharding_engine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(deepspeed_json)}) == "DeepSpeed ZeRO-3"
-
-
 @pytest.mark.parametrize("environ, engine", [(FSDP, "FSDP"), (ZERO3, "DeepSpeed ZeRO-3")])
 @pytest.mark.parametrize("kind", list(TEACHERS))
 def test_a_copy_teacher_under_a_sharded_student_is_refused_in_one_line(kind, environ, engine):

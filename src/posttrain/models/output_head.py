@@ -76,9 +76,12 @@ class OutputHead:
         module, or that transforms its logits in a way this class does not know."""
         weight = self.model.get_output_embeddings().weight
         if len(captured) != 1 or isinstance(weight, DTensor) or hasattr(weight, "ds_id"):
-            return False  # a head sharded by FSDP2 or partitioned by ZeRO-3 only exists whole inside the forward
-        with torch.no_grad():
-            ours = self(captured[0][:, -1:])
+            return False  # a head sharded by FSDP2 (outside the root) or partitioned by ZeRO-3 is whole only in the forward
+        try:
+            with torch.no_grad():
+                ours = self(captured[0][:, -1:])
+        except RuntimeError:  # a head whose weights are not whole outside the forward (FSDP1's flat shards)
+            return False
         if ours.shape != logits.shape:
             return False
         # Rounding differences only: a few units in the last place of the logits' dtype (bf16: 2⁻⁷)

@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import Trainer
 
 from posttrain.preemption import Preempted, stoppable_loop
-from posttrain.runtime import get_logger
+from posttrain.runtime import get_logger, sharding_engine
 from posttrain.trainers.callbacks import StopOnSigterm
 from posttrain.trainers.checkpoints import last_complete_checkpoint
 
@@ -36,7 +36,8 @@ def train_and_save(
         log.info(f"resuming from {last}")
         trainer.restore_checkpoint_state(Path(last))
     args = trainer.args
-    log.info(f"{args.world_size} process(es); global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
+    engine = f" ({sharding_engine()})" if sharding_engine() else ""
+    log.info(f"{args.world_size} process(es){engine}; global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
     stopper = StopOnSigterm()
     trainer.add_callback(stopper)
     with stoppable_loop():

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Callable, ClassVar, Iterator, Literal
 
 import torch
 from transformers import TrainerCallback
 
 from posttrain.errors import ConfigError
+from posttrain.runtime import sharding_engine
 
 TEACHER_ADAPTER = "sdpo_teacher"
 
@@ -206,21 +205,6 @@ TEACHERS: dict[str, type[Teacher]] = {
     "lora_ema": LoraEMATeacher,
     "live": LiveTeacher,
 }
-
-def sharding_engine(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The engine that shards the model's weights over the processes, as ``accelerate launch``
-    tells the processes it starts: ``"FSDP"``, ``"DeepSpeed ZeRO-3"``, or None (one process, DDP,
-    ZeRO-1/2, which keep whole weights on every process)."""
-    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        return "FSDP"
-    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
-        if stage is None and environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):  # the stage in DeepSpeed's own file
-            stage = str(json.loads(Path(environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).read_text()).get("zero_optimization", {}).get("stage"))
-        if stage == "3":
-            return "DeepSpeed ZeRO-3"
-    return None
-
 
 def check_teacher_fits(kind: str, environ: Mapping[str, str] = os.environ) -> None:
     """Before the model loads: a teacher that copies the student cannot work where the student's
