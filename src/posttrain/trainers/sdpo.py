@@ -14,11 +14,14 @@ posttrain adds, per generation batch:
    processes, so completions and feedback are gathered first) and store it, left-padded, in the
    batch, where TRL's shuffling and splitting keep it aligned with its sample;
 
-and per micro-batch, ``_compute_loss``: one student forward over the completion (top-k of its
-log-probs), one teacher forward over teacher prompt + the same completion tokens (log-probs
-gathered at the student's top-k, the full-vocabulary tensor freed at once), the distillation
-loss, mixed with TRL's GRPO loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_weight`` λ). With λ = 1
-nothing of SDPO runs: it is TRL's GRPO, which is what ``posttrain grpo`` trains.
+and per micro-batch, ``_compute_loss``: one student forward over the completion, one teacher
+forward over teacher prompt + the same completion tokens, each keeping only the hidden states its
+LM head was given (:class:`posttrain.models.output_head.OutputHead`); then, a chunk of the
+distilled tokens at a time, the student's top-k log-probs and the teacher's at those tokens
+(:func:`posttrain.losses.distillation_inputs_in_chunks`), so no ``(B, T, V)`` tensor exists; the
+distillation loss, the token mean of the whole batch over all processes, mixed with TRL's GRPO
+loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_weight`` λ). With λ = 1 nothing of SDPO runs: it is
+TRL's GRPO, which is what ``posttrain grpo`` trains.
 
 Teachers (:mod:`posttrain.trainers.teachers`): ``frozen``, ``ema`` (after each optimizer step),
 ``trust_region``, ``lora_ema`` (second adapter, base weights shared) and ``live``, one class each;
