@@ -9,7 +9,8 @@
 #   3. `posttrain rollout` with the vLLM backend against HF generate, same prompts and settings;
 #   4. bf16 SDPO and GRPO steps, with peak GPU memory and seconds per step for every teacher kind,
 #      LoRA student included (benchmarks/sdpo_step.py --bf16 --lora);
-#   5. SDPO sampling through vLLM in colocate mode and against a `trl vllm-serve` server
+#   5. SDPO with a LoRA student and its lora_ema teacher on 2 processes under FSDP2 and ZeRO-3;
+#      SDPO sampling through vLLM in colocate mode and against a `trl vllm-serve` server
 #      (benchmarks/with_vllm_server.sh starts and stops it);
 #   6. SDPO's peak memory and step time against GRPO at V = 152k, 1,024 and 4,096 tokens
 #      (benchmarks/sdpo_memory.py --bf16).
@@ -82,6 +83,15 @@ for backend in hf vllm; do
   check "rollouts_$backend" "$PY" -m posttrain.cli rollout --model_name_or_path "$OUT/sft_fsdp" --backend "$backend" \
     --dataset_split "train[:512]" --num_samples 8 --temperature 0.7 --max_new_tokens 48 --batch_size 64 \
     --output_dir "$OUT/rollouts_$backend"
+done
+
+# SDPO on 2 processes under FSDP2 and ZeRO-3 with the teacher that shares the sharded base (lora_ema);
+# (the copy teachers are refused there before the model loads: docs/distributed.md)
+for launcher in fsdp deepspeed_zero3; do
+  check "sdpo_lora_ema_$launcher" "$PY" -m accelerate.commands.launch --config_file "recipes/accelerate/$launcher.yaml" \
+    --num_processes "$PROCS" -m posttrain.cli sdpo --model_name_or_path "$OUT/model" --max_steps 10 \
+    --per_device_train_batch_size 16 --num_generations 8 --max_completion_length 48 --bf16 true --logging_steps 1 \
+    --save_strategy no --use_peft true --teacher lora_ema --output_dir "$OUT/sdpo_lora_ema_$launcher"
 done
 
 # SDPO sampling through vLLM, both modes: an engine in the training process, then a `trl vllm-serve` server
