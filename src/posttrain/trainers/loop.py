@@ -36,8 +36,8 @@ def train_and_save(
         log.info(f"resuming from {last}")
         trainer.restore_checkpoint_state(Path(last))
     args = trainer.args
-    engine = f" ({sharding_engine()})" if sharding_engine() else ""
-    log.info(f"{args.world_size} process(es){engine}; global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
+    engine = sharding_engine()
+    log.info(f"{args.world_size} process(es){f' ({engine})' if engine else ''}; global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
     stopper = StopOnSigterm()
     trainer.add_callback(stopper)
     with stoppable_loop():

@@ -206,6 +206,7 @@ TEACHERS: dict[str, type[Teacher]] = {
     "live": LiveTeacher,
 }
 
+
 def check_teacher_fits(kind: str, environ: Mapping[str, str] = os.environ) -> None:
     """Before the model loads: a teacher that copies the student cannot work where the student's
     weights are sharded (each process would copy its shard or placeholders, and the EMA would pair
