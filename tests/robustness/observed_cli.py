@@ -6,7 +6,11 @@ It runs ``posttrain.cli.main`` unchanged and only records, from *every* process,
 writes on rank 0 alone:
 
 * ``beta-rank<r>.jsonl``: each β the β-DPO schedule returned on this rank, one line per update;
-* ``teacher-rank<r>.pt``: this rank's SDPO teacher weights after training.
+* ``teacher-rank<r>.pt``: this rank's SDPO teacher weights after training (a sharded teacher's
+  whole weights on rank 0, nothing on the others), and ``teacher-rank<r>.json``: how many of the
+  teacher's parameter elements this rank holds.
+
+With ``FSDP_ON_CPU=1`` accelerate selects FSDP on these CPU processes (see ``fsdp_on_cpu.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from fsdp_on_cpu import fsdp_on_cpu
 from posttrain import cli
 from posttrain.losses import BetaDPOSchedule
 from posttrain.trainers.sdpo import SDPOTrainer
+from posttrain.trainers.teachers import _local
 
 OUT = Path(os.environ["OBSERVE_DIR"])
 RANK = int(os.environ.get("RANK", "0"))
@@ -42,6 +48,9 @@ def observe() -> None:
         result = train(self, *args, **kwargs)
         if self.teacher is not None:
             torch.save(self.teacher.state_dict(), OUT / f"teacher-rank{RANK}.pt")
+            if hasattr(self.teacher, "model"):
+                held = sum(_local(p).numel() for p in self.teacher.model.parameters())
+                (OUT / f"teacher-rank{RANK}.json").write_text(json.dumps({"held": held}))
         return result
 
     BetaDPOSchedule.step = step
@@ -50,4 +59,6 @@ def observe() -> None:
 
 if __name__ == "__main__":
     observe()
+    if os.environ.get("FSDP_ON_CPU") == "1":
+        fsdp_on_cpu()
     sys.exit(cli.main(sys.argv[1:]))

@@ -85,6 +85,16 @@ def max_delta(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """A saved model's weights; under FSDP2 transformers writes the tied head as a tensor of its
+    own, which must then equal the embedding it is tied to."""
+    weights = load_file(model_dir / "model.safetensors")
+    head = weights.pop("lm_head.weight", None)
+    if head is not None and "model.embed_tokens.weight" in weights:
+        assert torch.equal(head, weights["model.embed_tokens.weight"])
+    return weights
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -245,7 +255,8 @@ def test_sdpo_two_processes_with_different_token_counts_match_one(tiny_model_dir
 
 
 FSDP2_ON_CPU = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
-                "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}
+                "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
+                "FSDP_ON_CPU": "1"}  # observed_cli.py: accelerate selects FSDP on gloo processes too
 
 
 def test_sdpo_under_fsdp2_distils_chunk_by_chunk_and_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
@@ -262,10 +273,10 @@ def test_sdpo_under_fsdp2_distils_chunk_by_chunk_and_matches_one_process(tiny_mo
     finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port))
     for key, value in FSDP2_ON_CPU.items():
         monkeypatch.setenv(key, value)
-    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port))
+    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
 
     log = two.with_suffix(".log").read_text()
-    assert "2 process(es) (FSDP); global batch 8" in log  # sharded: FSDP2 wrapped the student
+    assert "2 process(es) (FSDP2); global batch 8" in log  # accelerate's decision: FSDP2 wrapped the student
     assert "not reproduced outside its forward" not in log  # the chunked path, not the full-logits fallback
     rows_one, rows_two = step_rows(one), step_rows(two)
     for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
@@ -273,9 +284,79 @@ def test_sdpo_under_fsdp2_distils_chunk_by_chunk_and_matches_one_process(tiny_mo
     initial = load_file(Path(tiny_model_dir) / "model.safetensors")
     student_one = load_file(one / "model.safetensors")
     moved = max_delta({k: student_one[k] for k in initial}, initial)
-    student_delta = max_delta(load_file(two / "model.safetensors"), student_one)
+    student_delta = max_delta(saved_weights(two), student_one)
     assert moved > 1e-4 and student_delta < 1e-5
     outcome(f"FSDP2, 2 x 4 vs 1 x 8, 3 steps: max |Δstudent| {student_delta:.1e} (moved {moved:.1e}); chunked path on both")
+
+
+@pytest.mark.parametrize("teacher", ["ema", "trust_region"])
+def test_sdpo_copy_teachers_shard_under_fsdp2_and_match_one_process(teacher, tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """Under FSDP2 the teacher's copy is sharded like the student (each process holds half of it),
+    the EMA runs on the local shards, and the teacher gathered at the end equals one process's;
+    trust_region's reference forward runs sharded too."""
+    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
+              "--num_generations", "8", "--max_completion_length", "16", "--teacher", teacher,
+              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
+    for key, value in FSDP2_ON_CPU.items():
+        monkeypatch.setenv(key, value)
+    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
+
+    log = two.with_suffix(".log").read_text()
+    assert "2 process(es) (FSDP2); global batch 8" in log
+    held = [json.loads((two / "ranks" / f"teacher-rank{r}.json").read_text())["held"] for r in (0, 1)]
+    whole = json.loads((one / "ranks" / "teacher-rank0.json").read_text())["held"]
+    assert sum(held) == whole and max(held) < 0.6 * whole  # sharded: each process holds about half
+    rows_one, rows_two = step_rows(one), step_rows(two)
+    for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
+        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
+    teacher_two = torch.load(two / "ranks" / "teacher-rank0.pt")  # gathered from both processes
+    teacher_one = torch.load(one / "ranks" / "teacher-rank0.pt")
+    assert teacher_two.keys() == teacher_one.keys()
+    teacher_delta = max_delta(teacher_two, teacher_one)
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    teacher_moved = max_delta({k: teacher_one[k] for k in initial}, initial)
+    student_delta = max_delta(saved_weights(two), saved_weights(one))
+    assert teacher_delta < 1e-5 and student_delta < 1e-5
+    assert (teacher_moved > 1e-4) == (teacher == "ema")  # the EMA followed the student; the reference stays
+    outcome(f"{teacher} under FSDP2: the processes hold {held} of {whole} teacher elements; 3 steps: "
+            f"max |Δteacher| vs 1 process {teacher_delta:.1e} (moved {teacher_moved:.1e}), max |Δstudent| {student_delta:.1e}")
+
+
+def test_sdpo_sharded_ema_teacher_is_checkpointed_whole_and_resumes_exactly(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """FSDP2, EMA teacher: a checkpoint holds the whole teacher, gathered from both processes'
+    shards, and a run stopped by SIGTERM after step 2 and resumed ends with the teacher and the
+    student of a run that was never stopped (the resumed processes each load their shard back)."""
+    for key, value in FSDP2_ON_CPU.items():
+        monkeypatch.setenv(key, value)
+    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:16]", "--max_steps", "4", "--learning_rate", "1e-3",
+              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "ema",
+              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+              "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    finish(launch([*common, "--output_dir", str(straight)], 2, free_port, observe=straight / "ranks"))
+    run = launch([*common, "--output_dir", str(stopped)], 2, free_port, sigterm={"SIGTERM_IN_STEP": "2"})
+    run.wait(timeout=600)
+    assert run.returncode != 0 and (stopped / "checkpoint-2" / "posttrain_checkpoint.json").exists(), stopped.with_suffix(".log").read_text()[-3000:]
+
+    saved = torch.load(stopped / "checkpoint-2" / "sdpo_teacher.pt")
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert {k: tuple(v.shape) for k, v in saved.items() if k in initial} == {k: tuple(v.shape) for k, v in initial.items()}  # whole
+    finish(launch([*common, "--output_dir", str(stopped), "--resume", "true"], 2, free_port, observe=stopped / "ranks"))
+    assert f"restored the ema teacher from {stopped / 'checkpoint-2'}" in stopped.with_suffix(".log").read_text()
+
+    teacher_straight = torch.load(straight / "ranks" / "teacher-rank0.pt")
+    teacher_resumed = torch.load(stopped / "ranks" / "teacher-rank0.pt")
+    teacher_delta = max_delta(teacher_resumed, teacher_straight)
+    moved = max_delta({k: saved[k] for k in initial}, initial)
+    student_delta = max_delta(saved_weights(stopped), saved_weights(straight))
+    assert moved > 1e-4 and teacher_delta < 1e-6 and student_delta < 1e-6
+    outcome(f"FSDP2, SIGTERM in step 2, resumed to step 4: checkpointed teacher whole ({len(saved)} tensors, moved {moved:.1e}); "
+            f"max |Δteacher| vs never stopped {teacher_delta:.1e}, max |Δstudent| {student_delta:.1e}")
 
 
 def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir, tmp_path, free_port, outcome):

@@ -51,7 +51,7 @@ def recording_forward(calls):
 @pytest.mark.parametrize("kind", ["frozen", "ema"])
 def test_copy_teachers_run_their_copy_on_the_device(kind):
     student = torch.nn.Linear(2, 3)
-    teacher = TEACHERS[kind](student, rate=0.1, device="cpu")
+    teacher = TEACHERS[kind](student, rate=0.1)
     calls = []
     with torch.no_grad():
         student.weight.add_(1.0)
@@ -62,7 +62,7 @@ def test_copy_teachers_run_their_copy_on_the_device(kind):
 
 def test_live_teacher_runs_the_student_and_holds_nothing():
     student, calls = torch.nn.Linear(2, 3), []
-    teacher = LiveTeacher(student, rate=0.1, device="cpu")
+    teacher = LiveTeacher(student, rate=0.1)
     torch.testing.assert_close(teacher.logits(student, recording_forward(calls))(ALL), student.weight.detach())
     assert calls == [student] and teacher.state_dict() == {}
     teacher.after_optimizer_step(student)  # nothing to follow
@@ -70,7 +70,7 @@ def test_live_teacher_runs_the_student_and_holds_nothing():
 
 def test_trust_region_teacher_interpolates_reference_and_student():
     student, calls = torch.nn.Linear(2, 3), []
-    teacher = TrustRegionTeacher(student, rate=0.25, device="cpu")
+    teacher = TrustRegionTeacher(student, rate=0.25)
     reference = student.weight.detach().clone()
     with torch.no_grad():
         student.weight.add_(4.0)
@@ -213,20 +213,35 @@ def test_lora_ema_needs_a_peft_model(tiny_model_dir):
 
 # -- teachers where the student is sharded ----------------------------------------------------------
 
-FSDP = {"ACCELERATE_USE_FSDP": "true"}
+FSDP1 = {"ACCELERATE_USE_FSDP": "true"}  # accelerate's default fsdp_version is 1
+FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
 ZERO2 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}
 
 
-@pytest.mark.parametrize("environ, engine", [(FSDP, "FSDP"), (ZERO3, "DeepSpeed ZeRO-3")])
+@pytest.mark.parametrize("environ, engine", [(FSDP1, r"FSDP \(version 1\)"), (ZERO3, "DeepSpeed ZeRO-3")])
 @pytest.mark.parametrize("kind", list(TEACHERS))
-def test_a_copy_teacher_under_a_sharded_student_is_refused_in_one_line(kind, environ, engine):
+def test_a_copy_teacher_is_refused_in_one_line_where_posttrain_cannot_shard_it(kind, environ, engine):
     from posttrain.trainers.teachers import check_teacher_fits
 
     if kind in ("lora_ema", "live"):  # a second adapter on the sharded base, or the student itself
         check_teacher_fits(kind, environ)
         return
-    with pytest.raises(ConfigError, match=f"teacher '{kind}' is a whole copy of the model on every process, which {engine} does not shard"):
+    with pytest.raises(ConfigError, match=f"teacher '{kind}' is a copy of the model, which posttrain shards under FSDP2 only, not {engine}"):
         check_teacher_fits(kind, environ)
+    check_teacher_fits(kind, FSDP2)  # sharded like the student (tests/robustness/test_distributed.py)
     check_teacher_fits(kind, ZERO2)  # whole weights everywhere: fine
     check_teacher_fits(kind, {})
+
+
+def test_the_ema_shards_pair_by_name_and_shape():
+    """On sharded parameters the EMA runs on each process's local shards; pairing a teacher that
+    does not mirror the student is an error, never a silent zip of mismatched tensors."""
+    from posttrain.trainers.teachers import ema_update_
+
+    with pytest.raises(ValueError, match=r"shape \(2,\) with a student tensor of shape \(3,\)"):
+        ema_update_([torch.zeros(2)], [torch.zeros(3)], 0.5)
+    student = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    teacher = EMATeacher(student, rate=0.5)
+    with pytest.raises(ValueError, match="not the student's"):
+        teacher.after_optimizer_step(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)))

@@ -47,7 +47,11 @@ class OutputHead:
         self.softcap = getattr(config, "final_logit_softcapping", None)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.model.get_output_embeddings()(hidden)
+        # The head's forward, not its hooks: FSDP2's hooks would count this call as a new forward
+        # of the head's unit, whose end never comes (the unit also holds the final norm), leaving
+        # the unit mid-forward. Its weights are still gathered from the model's forward (accelerate's
+        # FSDP2 does not reshard that unit after the forward); PEFT's LoRA lives in the forward itself.
+        logits = self.model.get_output_embeddings().forward(hidden)
         if self.scale != 1.0:
             logits = logits * self.scale
         if self.softcap:

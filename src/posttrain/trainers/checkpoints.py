@@ -61,7 +61,8 @@ class CompleteCheckpoints:
     """
 
     def save_extra_state(self, checkpoint: Path) -> None:
-        """Write state transformers does not know about into ``checkpoint`` (main process only)."""
+        """Write state transformers does not know about into ``checkpoint``. Called on every
+        process, since sharded state is gathered from all of them; write where ``args.should_save``."""
 
     def restore_extra_state(self, checkpoint: Path) -> None:
         """Load what :meth:`save_extra_state` wrote (every process, before training resumes)."""
@@ -85,8 +86,8 @@ class CompleteCheckpoints:
             self.args.save_total_limit = limit
         run_dir = Path(self._get_output_dir(trial))
         checkpoint = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self.save_extra_state(checkpoint)
         if self.args.should_save:
-            self.save_extra_state(checkpoint)
             write_json(checkpoint / COMPLETE_FILE, {
                 "step": self.state.global_step, "epoch": self.state.epoch,
                 "total_train_tokens": getattr(self, "_total_train_tokens", None),

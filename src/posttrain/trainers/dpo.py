@@ -164,6 +164,8 @@ class ScheduledDPOTrainer(NoEOSInBaseMode, NonFiniteLossGuard, CompleteCheckpoin
     # -- schedule state in checkpoints -------------------------------------------------------
 
     def save_extra_state(self, checkpoint: Path) -> None:
+        if not self.args.should_save:
+            return
         write_json(checkpoint / SCHEDULE_FILE, {
             "schedule": type(self.beta_schedule).__name__,
             "state": self.beta_schedule.state_dict(),

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from posttrain.preemption import Preempted, stoppable_loop
-from posttrain.runtime import get_logger, sharding_engine
+from posttrain.runtime import get_logger
 from posttrain.trainers.callbacks import StopOnSigterm
 from posttrain.trainers.checkpoints import last_complete_checkpoint
 
 log = get_logger(__name__)
+
+
+def parallelism(accelerator) -> str | None:
+    """How accelerate spreads the model, as it decided (not as the environment asked):
+    "FSDP2", "DeepSpeed ZeRO-3", "DDP", or None for one process."""
+    state = accelerator.state
+    if state.distributed_type == DistributedType.FSDP:
+        return f"FSDP{state.fsdp_plugin.fsdp_version}"
+    if state.distributed_type == DistributedType.DEEPSPEED:
+        return f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage}"
+    return "DDP" if state.num_processes > 1 else None
 
 
 def train_and_save(
@@ -36,7 +48,7 @@ def train_and_save(
         log.info(f"resuming from {last}")
         trainer.restore_checkpoint_state(Path(last))
     args = trainer.args
-    engine = sharding_engine()
+    engine = parallelism(trainer.accelerator)
     log.info(f"{args.world_size} process(es){f' ({engine})' if engine else ''}; global batch {args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps}")
     stopper = StopOnSigterm()
     trainer.add_callback(stopper)

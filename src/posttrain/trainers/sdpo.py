@@ -120,7 +120,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         if self.sdpo.distillation_topk > vocab:
             raise ConfigError(f"config key 'distillation_topk' ({self.sdpo.distillation_topk}) exceeds the vocabulary ({vocab})")
         kind = TEACHERS[self.sdpo.teacher]
-        teacher = kind(self.model, rate=self.sdpo.teacher_update_rate, device=self.accelerator.device)
+        teacher = kind(self.model, rate=self.sdpo.teacher_update_rate, accelerator=self.accelerator)
         self.add_callback(TeacherStepCallback(teacher, self.model))
         return teacher
 
@@ -320,9 +320,12 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
     def save_extra_state(self, checkpoint: Path) -> None:
         if not self.distills:
             return
-        if self.teacher.checkpointed:
+        state = self.teacher.state_dict() if self.teacher.checkpointed else None  # every process: a sharded teacher is gathered
+        if not self.args.should_save:
+            return
+        if state is not None:
             with atomic_open(checkpoint / TEACHER_STATE_FILE, "wb") as handle:
-                torch.save(self.teacher.state_dict(), handle)
+                torch.save(state, handle)
         write_json(checkpoint / TEACHER_INFO_FILE, {"teacher": self.sdpo.teacher, "step": self.state.global_step})
 
     def restore_extra_state(self, checkpoint: Path) -> None:
@@ -336,6 +339,6 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         if saved["teacher"] != self.sdpo.teacher:
             raise PosttrainError(f"{checkpoint} was trained with teacher '{saved['teacher']}', not '{self.sdpo.teacher}'")
         if self.teacher.checkpointed:
-            state = torch.load(Path(checkpoint) / TEACHER_STATE_FILE, map_location=self.accelerator.device)
+            state = torch.load(Path(checkpoint) / TEACHER_STATE_FILE, map_location="cpu", mmap=True)  # loading copies it to the device
             self.teacher.load_state_dict(state)
         log.info(f"restored the {self.sdpo.teacher} teacher from {checkpoint}")

@@ -16,6 +16,13 @@ Each kind is one :class:`Teacher` subclass, named in :data:`TEACHERS` (the regis
 it, without knowing its kind, for its logits, to follow the student after an optimizer step, and
 for the state a checkpoint keeps. What a kind costs in memory (a model copy, an adapter, nothing)
 is decided once, when it is built.
+
+The copies (``frozen``, ``ema``, ``trust_region``) are placed as accelerate places the student:
+whole on every process under one process, DDP and ZeRO-1/2; under FSDP2 sharded by accelerate's
+own FSDP2 preparation (the same wrap policy, mesh and mixed precision), so each process holds
+1/N of the copy and its EMA runs shard by shard on the process's local shards, which FSDP2 lays
+out the same way for both models. FSDP1 (flat parameters) and ZeRO-3 (whose student is already
+partitioned when it loads, so a copy would hold placeholders) are refused before the model loads.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from collections.abc import Mapping
 from typing import Callable, ClassVar, Iterator, Literal
 
 import torch
+from accelerate import Accelerator
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 from transformers import TrainerCallback
 
 from posttrain.errors import ConfigError
@@ -42,13 +53,49 @@ Forward = Callable[[torch.nn.Module], ChunkLogits]
 """Runs a model on the reprompted batch and returns its logits, chunk by chunk (the trainer's part)."""
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of ``tensor`` this process holds: its shard of an FSDP2 parameter, else itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 @torch.no_grad()
 def ema_update_(teacher: list[torch.Tensor], student: list[torch.Tensor], rate: float) -> None:
-    """In place: ``teacher ← (1 − rate)·teacher + rate·student``, tensor by tensor."""
+    """In place: ``teacher ← (1 − rate)·teacher + rate·student``, tensor by tensor; on sharded
+    (FSDP2) tensors, shard by shard, each process on the shards it holds."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
     for t, s in zip(teacher, student, strict=True):
-        t.lerp_(s.detach().to(t.dtype), rate)
+        t, s = _local(t), _local(s.detach())
+        if t.shape != s.shape:
+            raise ValueError(f"EMA pairs a teacher tensor of shape {tuple(t.shape)} with a student tensor of shape {tuple(s.shape)}")
+        t.lerp_(s.to(t.dtype), rate)
+
+
+def place_like_student(copy: torch.nn.Module, accelerator: Accelerator | None) -> torch.nn.Module:
+    """Put a teacher's copy of the student where accelerate will put the student: sharded by
+    accelerate's FSDP2 preparation under FSDP2 (which, with ``cpu_ram_efficient_loading``, also
+    sends rank 0's weights to the processes whose copy holds none), else on the process's device.
+    ``None``: leave it where it is."""
+    if accelerator is None:
+        return copy
+    if accelerator.is_fsdp2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(accelerator, copy)
+    return copy.to(accelerator.device)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def reshard_(model: torch.nn.Module) -> None:
+    """Back to the process's shards: FSDP2 leaves a unit that does not reshard after its forward
+    (accelerate's tail, the final norm and the head) gathered until a backward the teacher never
+    runs, and the gathered unit's parameters are then whole tensors, not the shards."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def trust_region_logits(reference_logits: torch.Tensor, student_logits: torch.Tensor, rate: float) -> torch.Tensor:
@@ -57,7 +104,8 @@ def trust_region_logits(reference_logits: torch.Tensor, student_logits: torch.Te
 
 
 class Teacher:
-    """What the SDPO trainer asks of a teacher; every kind is built as ``kind(student, rate, device)``.
+    """What the SDPO trainer asks of a teacher; every kind is built as ``kind(student, rate, accelerator)``
+    (``accelerator``: the trainer's, which says where a copy goes; None keeps it on the student's device).
 
     The defaults are those of a teacher that holds nothing of its own: nothing to do after an
     optimizer step, nothing to save.
@@ -67,7 +115,7 @@ class Teacher:
     """Whether checkpoints hold this teacher's state: true for the kinds that move during training;
     the others are rebuilt, the same, from the initial model on resume."""
 
-    def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
+    def __init__(self, student: torch.nn.Module, rate: float = 0.05, accelerator: Accelerator | None = None):
         self.rate = rate
 
     def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
@@ -79,10 +127,12 @@ class Teacher:
         """Called once per optimizer step, after the student's update (not per micro-batch)."""
 
     def state_dict(self) -> dict:
+        """The state a checkpoint keeps, whole (called on every process, since a sharded teacher's
+        state is gathered from all of them; the main process writes it)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Load a whole state from :meth:`state_dict` (on every process; each keeps its shard)."""
 
 
 class LiveTeacher(Teacher):
@@ -94,26 +144,36 @@ class LiveTeacher(Teacher):
 
 class FrozenTeacher(Teacher):
     """A frozen copy of the student's weights at the start (also the base of ``ema`` and the
-    reference of ``trust_region``), on ``device``."""
+    reference of ``trust_region``), placed like the student (:func:`place_like_student`).
 
-    def __init__(self, student: torch.nn.Module, rate: float = 0.05, device: torch.device | str | None = None):
-        super().__init__(student, rate, device)
-        self.model = copy.deepcopy(student).eval()
+    The copy is taken before accelerate prepares the student, so it is the plain model the
+    command loaded (under FSDP2 with ``cpu_ram_efficient_loading``, whole on rank 0 only)."""
+
+    def __init__(self, student: torch.nn.Module, rate: float = 0.05, accelerator: Accelerator | None = None):
+        super().__init__(student, rate, accelerator)
+        model = copy.deepcopy(student).eval()
         # TRL's GRPOTrainer patches the student's forward with a closure over the student's own
         # bound forward (trl.trainer.utils.add_fused_lm_head); a deep copy keeps that closure, so
         # the copy would run the student's weights. The copy runs its class's forward instead.
-        self.model.__dict__.pop("forward", None)
-        self.model.requires_grad_(False)
-        self.model.to(device)
+        model.__dict__.pop("forward", None)
+        model.requires_grad_(False)
+        self.model = place_like_student(model, accelerator)
 
     def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
         return forward(self.model)
 
     def state_dict(self) -> dict:
-        return self.model.state_dict()
+        if not is_sharded(self.model):
+            return self.model.state_dict()
+        reshard_(self.model)
+        # every process takes part in gathering the shards; the whole state lands on rank 0's CPU
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
+        if not is_sharded(self.model):
+            self.model.load_state_dict(state)
+            return
+        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))  # each process keeps its shard
 
 
 class EMATeacher(FrozenTeacher):
@@ -122,7 +182,12 @@ class EMATeacher(FrozenTeacher):
     checkpointed = True
 
     def after_optimizer_step(self, student: torch.nn.Module) -> None:
-        ema_update_(list(self.model.parameters()), list(student.parameters()), self.rate)
+        """Pairs parameters by name, so a teacher that does not mirror the student fails loudly."""
+        reshard_(self.model)
+        teacher, student = dict(self.model.named_parameters()), dict(student.named_parameters())
+        if teacher.keys() != student.keys():
+            raise ValueError(f"the EMA teacher's parameters are not the student's: {sorted(teacher.keys() ^ student.keys())[:3]}")
+        ema_update_([teacher[name] for name in student], list(student.values()), self.rate)
 
 
 class TrustRegionTeacher(FrozenTeacher):
@@ -138,10 +203,10 @@ class LoraEMATeacher(Teacher):
 
     checkpointed = True
 
-    def __init__(self, peft_model, rate: float = 0.05, device: torch.device | str | None = None, student_adapter: str = "default"):
+    def __init__(self, peft_model, rate: float = 0.05, accelerator: Accelerator | None = None, student_adapter: str = "default"):
         if not hasattr(peft_model, "peft_config"):
             raise ConfigError("teacher 'lora_ema' needs a LoRA student (use_peft: true); use teacher 'ema' otherwise")
-        super().__init__(peft_model, rate, device)
+        super().__init__(peft_model, rate, accelerator)
         self.model, self.student_adapter = peft_model, student_adapter
         config = copy.deepcopy(peft_model.peft_config[student_adapter])
         config.inference_mode = True
@@ -208,15 +273,19 @@ TEACHERS: dict[str, type[Teacher]] = {
 
 
 def check_teacher_fits(kind: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Before the model loads: a teacher that copies the student cannot work where the student's
-    weights are sharded (each process would copy its shard or placeholders, and the EMA would pair
-    mismatched tensors), so say so instead of training against a wrong teacher."""
+    """Before the model loads: the copy teachers are sharded under FSDP2 only. Under FSDP1 the
+    student's parameters become flat shards the copy's cannot be paired with, and under ZeRO-3 the
+    student is partitioned as it loads, so a copy would hold placeholders: say so instead of
+    training against a wrong teacher."""
     engine = sharding_engine(environ)
+    if engine == "FSDP" and environ.get("FSDP_VERSION", "1") == "2":
+        return
     if engine and issubclass(TEACHERS[kind], FrozenTeacher):
+        version = " (version 1)" if engine == "FSDP" else ""
         raise ConfigError(
-            f"teacher '{kind}' is a whole copy of the model on every process, which {engine} does not shard: "
-            "train a LoRA student with teacher: lora_ema (its teacher is a second adapter on the sharded base), "
-            "or launch with DDP or ZeRO-2"
+            f"teacher '{kind}' is a copy of the model, which posttrain shards under FSDP2 only, not {engine}{version}: "
+            "launch with fsdp_version: 2 (recipes/accelerate/fsdp.yaml), or train a LoRA student with "
+            "teacher: lora_ema (its teacher is a second adapter on the sharded base)"
         )
 
 
