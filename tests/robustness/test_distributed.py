@@ -326,6 +326,37 @@ def test_sdpo_copy_teachers_shard_under_fsdp2_and_match_one_process(teacher, tin
             f"max |Δteacher| vs 1 process {teacher_delta:.1e} (moved {teacher_moved:.1e}), max |Δstudent| {student_delta:.1e}")
 
 
+def test_sdpo_lora_ema_teacher_under_fsdp2_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """A LoRA student under FSDP2 with its lora_ema teacher: both adapters are sharded with the
+    base, the teacher's EMA runs on the adapter shards, and the gathered teacher adapter equals
+    one process's."""
+    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-2",
+              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "lora_ema",
+              "--use_peft", "true", "--lora_dropout", "0", "--teacher_update_rate", "0.5",  # dropout: per-process RNG
+              "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
+    for key, value in FSDP2_ON_CPU.items():
+        monkeypatch.setenv(key, value)
+    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
+
+    assert "2 process(es) (FSDP2); global batch 8" in two.with_suffix(".log").read_text()
+    held = [json.loads((two / "ranks" / f"teacher-rank{r}.json").read_text())["held"] for r in (0, 1)]
+    whole = json.loads((one / "ranks" / "teacher-rank0.json").read_text())["held"]
+    assert sum(held) == whole and max(held) < 0.6 * whole
+    teacher_one, teacher_two = (torch.load(run / "ranks" / "teacher-rank0.pt") for run in (one, two))
+    for rank1 in (torch.load(two / "ranks" / "teacher-rank1.pt"),):  # gathered on every process
+        assert max_delta(rank1, teacher_two) == 0.0
+    moved = max(t.abs().max().item() for t in teacher_one.values())  # LoRA's B starts at zero
+    delta = max_delta(teacher_two, teacher_one)
+    assert moved > 1e-4 and delta < 1e-5
+    np.testing.assert_allclose([r["loss"] for r in step_rows(two)], [r["loss"] for r in step_rows(one)], rtol=1e-3)
+    outcome(f"lora_ema under FSDP2: processes hold {held} of {whole} model elements; teacher adapter "
+            f"max |Δ| vs 1 process {delta:.1e} (moved {moved:.1e})")
+
+
 def test_sdpo_sharded_ema_teacher_is_checkpointed_whole_and_resumes_exactly(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
     """FSDP2, EMA teacher: a checkpoint holds the whole teacher, gathered from both processes'
     shards, and a run stopped by SIGTERM after step 2 and resumed ends with the teacher and the

@@ -37,7 +37,7 @@ import torch
 from accelerate import Accelerator
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import TrainerCallback
 
 from posttrain.errors import ConfigError
@@ -54,8 +54,13 @@ Forward = Callable[[torch.nn.Module], ChunkLogits]
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """The part of ``tensor`` this process holds: its shard of an FSDP2 parameter, else itself."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    """The part of ``tensor`` this process holds: its shard of an FSDP2 parameter, its partition
+    of a ZeRO-3 parameter (whose own data is an empty placeholder outside a gather), else itself."""
+    if isinstance(tensor, DTensor):
+        return tensor.to_local()
+    if hasattr(tensor, "ds_id"):
+        return tensor.ds_tensor
+    return tensor
 
 
 @torch.no_grad()
@@ -65,7 +70,7 @@ def ema_update_(teacher: list[torch.Tensor], student: list[torch.Tensor], rate: 
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
     for t, s in zip(teacher, student, strict=True):
-        t, s = _local(t), _local(s.detach())
+        t, s = _local(t), _local(s).detach()
         if t.shape != s.shape:
             raise ValueError(f"EMA pairs a teacher tensor of shape {tuple(t.shape)} with a student tensor of shape {tuple(s.shape)}")
         t.lerp_(s.to(t.dtype), rate)
@@ -212,13 +217,16 @@ class LoraEMATeacher(Teacher):
         config.inference_mode = True
         peft_model.add_adapter(TEACHER_ADAPTER, config)
         peft_model.set_adapter(student_adapter)  # add_adapter may switch; training stays on the student
-        self.pairs = self._adapter_pairs()
         with torch.no_grad():
             for teacher, student in self.pairs:
                 teacher.copy_(student)
                 teacher.requires_grad_(False)
 
-    def _adapter_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+    @property
+    def pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+        """(teacher, student) adapter parameters, looked up on every use: FSDP2 replaces the
+        model's parameters with sharded ones when accelerate prepares the student, after this
+        teacher is built, so references kept from then would point at tensors no longer trained."""
         params = dict(self.model.named_parameters())
         pairs = []
         for name, teacher in params.items():
@@ -255,12 +263,16 @@ class LoraEMATeacher(Teacher):
                 teacher.requires_grad_(False)
 
     def state_dict(self) -> dict:
-        return {f"{i}": t.detach().clone() for i, (t, _) in enumerate(self.pairs)}
+        # a sharded adapter is gathered whole (every process takes part)
+        return {f"{i}": (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone() for i, (t, _) in enumerate(self.pairs)}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             for i, (teacher, _) in enumerate(self.pairs):
-                teacher.copy_(state[f"{i}"])
+                whole = state[f"{i}"].to(teacher.device)
+                if isinstance(teacher, DTensor):  # each process keeps its shard of the whole
+                    whole = distribute_tensor(whole, teacher.device_mesh, teacher.placements)
+                teacher.copy_(whole)
 
 
 TEACHERS: dict[str, type[Teacher]] = {
