@@ -86,9 +86,10 @@ def max_delta(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    """A saved model's weights; under FSDP2 transformers writes the tied head as a tensor of its
-    own, which must then equal the embedding it is tied to."""
-    weights = load_file(model_dir / "model.safetensors")
+    """A saved model's weights (a LoRA run's: its adapter's); under FSDP2 transformers writes the
+    tied head as a tensor of its own, which must then equal the embedding it is tied to."""
+    adapter = model_dir / "adapter_model.safetensors"
+    weights = load_file(adapter if adapter.exists() else model_dir / "model.safetensors")
     head = weights.pop("lm_head.weight", None)
     if head is not None and "model.embed_tokens.weight" in weights:
         assert torch.equal(head, weights["model.embed_tokens.weight"])
@@ -357,15 +358,18 @@ def test_sdpo_lora_ema_teacher_under_fsdp2_matches_one_process(tiny_model_dir, t
             f"max |Δ| vs 1 process {delta:.1e} (moved {moved:.1e})")
 
 
-def test_sdpo_sharded_ema_teacher_is_checkpointed_whole_and_resumes_exactly(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
-    """FSDP2, EMA teacher: a checkpoint holds the whole teacher, gathered from both processes'
-    shards, and a run stopped by SIGTERM after step 2 and resumed ends with the teacher and the
-    student of a run that was never stopped (the resumed processes each load their shard back)."""
+@pytest.mark.parametrize("teacher", ["ema", "lora_ema"])
+def test_sdpo_sharded_teacher_is_checkpointed_whole_and_resumes_exactly(teacher, tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """FSDP2: a checkpoint holds the whole teacher (the model copy, or the teacher adapter),
+    gathered from both processes' shards, and a run stopped by SIGTERM after step 2 and resumed
+    ends with the teacher and the student of a run that was never stopped (the resumed processes
+    each load their shard back)."""
     for key, value in FSDP2_ON_CPU.items():
         monkeypatch.setenv(key, value)
+    lora = ["--use_peft", "true", "--lora_dropout", "0"] if teacher == "lora_ema" else []
     common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "4", "--learning_rate", "1e-3",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "ema",
+              "--dataset_train_split", "train[:16]", "--max_steps", "4", "--learning_rate", "1e-2",
+              "--num_generations", "8", "--max_completion_length", "16", "--teacher", teacher, *lora,
               "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
               "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
@@ -375,19 +379,18 @@ def test_sdpo_sharded_ema_teacher_is_checkpointed_whole_and_resumes_exactly(tiny
     assert run.returncode != 0 and (stopped / "checkpoint-2" / "posttrain_checkpoint.json").exists(), stopped.with_suffix(".log").read_text()[-3000:]
 
     saved = torch.load(stopped / "checkpoint-2" / "sdpo_teacher.pt")
-    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
-    assert {k: tuple(v.shape) for k, v in saved.items() if k in initial} == {k: tuple(v.shape) for k, v in initial.items()}  # whole
-    finish(launch([*common, "--output_dir", str(stopped), "--resume", "true"], 2, free_port, observe=stopped / "ranks"))
-    assert f"restored the ema teacher from {stopped / 'checkpoint-2'}" in stopped.with_suffix(".log").read_text()
-
     teacher_straight = torch.load(straight / "ranks" / "teacher-rank0.pt")
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in teacher_straight.items()}  # whole, not shards
+    finish(launch([*common, "--output_dir", str(stopped), "--resume", "true"], 2, free_port, observe=stopped / "ranks"))
+    assert f"restored the {teacher} teacher from {stopped / 'checkpoint-2'}" in stopped.with_suffix(".log").read_text()
+
     teacher_resumed = torch.load(stopped / "ranks" / "teacher-rank0.pt")
     teacher_delta = max_delta(teacher_resumed, teacher_straight)
-    moved = max_delta({k: saved[k] for k in initial}, initial)
+    moved = max_delta(teacher_resumed, saved)  # the teacher kept following the student after the resume
     student_delta = max_delta(saved_weights(stopped), saved_weights(straight))
     assert moved > 1e-4 and teacher_delta < 1e-6 and student_delta < 1e-6
-    outcome(f"FSDP2, SIGTERM in step 2, resumed to step 4: checkpointed teacher whole ({len(saved)} tensors, moved {moved:.1e}); "
-            f"max |Δteacher| vs never stopped {teacher_delta:.1e}, max |Δstudent| {student_delta:.1e}")
+    outcome(f"{teacher}, FSDP2, SIGTERM in step 2, resumed to step 4: checkpointed teacher whole ({len(saved)} tensors); "
+            f"moved {moved:.1e} after the resume; max |Δteacher| vs never stopped {teacher_delta:.1e}, max |Δstudent| {student_delta:.1e}")
 
 
 def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir, tmp_path, free_port, outcome):

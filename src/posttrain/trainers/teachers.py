@@ -76,6 +76,34 @@ def ema_update_(teacher: list[torch.Tensor], student: list[torch.Tensor], rate: 
         t.lerp_(s.to(t.dtype), rate)
 
 
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of the whole of a possibly sharded parameter (every process must call it)."""
+    if isinstance(tensor, DTensor):
+        return tensor.full_tensor().detach().clone()
+    if hasattr(tensor, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([tensor]):
+            return tensor.detach().clone()
+    return tensor.detach().clone()
+
+
+@torch.no_grad()
+def _load_whole_(tensor: torch.Tensor, whole: torch.Tensor) -> None:
+    """Set a possibly sharded parameter from its whole value (every process, each with the same
+    ``whole``): each process keeps its shard."""
+    whole = whole.to(tensor.device, tensor.dtype)
+    if isinstance(tensor, DTensor):
+        tensor.copy_(distribute_tensor(whole, tensor.device_mesh, tensor.placements))
+    elif hasattr(tensor, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([tensor], modifier_rank=0):  # rank 0's value is partitioned on exit
+            tensor.copy_(whole)
+    else:
+        tensor.copy_(whole)
+
+
 def place_like_student(copy: torch.nn.Module, accelerator: Accelerator | None) -> torch.nn.Module:
     """Put a teacher's copy of the student where accelerate will put the student: sharded by
     accelerate's FSDP2 preparation under FSDP2 (which, with ``cpu_ram_efficient_loading``, also
@@ -263,16 +291,12 @@ class LoraEMATeacher(Teacher):
                 teacher.requires_grad_(False)
 
     def state_dict(self) -> dict:
-        # a sharded adapter is gathered whole (every process takes part)
-        return {f"{i}": (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone() for i, (t, _) in enumerate(self.pairs)}
+        return {f"{i}": _whole(t) for i, (t, _) in enumerate(self.pairs)}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             for i, (teacher, _) in enumerate(self.pairs):
-                whole = state[f"{i}"].to(teacher.device)
-                if isinstance(teacher, DTensor):  # each process keeps its shard of the whole
-                    whole = distribute_tensor(whole, teacher.device_mesh, teacher.placements)
-                teacher.copy_(whole)
+                _load_whole_(teacher, state[f"{i}"])
 
 
 TEACHERS: dict[str, type[Teacher]] = {
