@@ -260,137 +260,85 @@ FSDP2_ON_CPU = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_W
                 "FSDP_ON_CPU": "1"}  # observed_cli.py: accelerate selects FSDP on gloo processes too
 
 
-def test_sdpo_under_fsdp2_distils_chunk_by_chunk_and_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
-    """FSDP2 (what recipes/accelerate/fsdp.yaml selects, here as accelerate launch's environment,
-    gloo on the CPU): each decoder layer and the root are sharded over 2 processes. SDPO's chunked
-    distillation runs the LM head outside the forward, which works because FSDP2 keeps the root's
-    parameters (the head) unsharded until the backward is done; 2 x 4 then trains as 1 x 8."""
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "live",
-              "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port))
-    for key, value in FSDP2_ON_CPU.items():
-        monkeypatch.setenv(key, value)
-    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
-
-    log = two.with_suffix(".log").read_text()
-    assert "2 process(es) (FSDP2); global batch 8" in log  # accelerate's decision: FSDP2 wrapped the student
-    assert "not reproduced outside its forward" not in log  # the chunked path, not the full-logits fallback
-    rows_one, rows_two = step_rows(one), step_rows(two)
-    for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
-        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
-    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
-    student_one = load_file(one / "model.safetensors")
-    moved = max_delta({k: student_one[k] for k in initial}, initial)
-    student_delta = max_delta(saved_weights(two), student_one)
-    assert moved > 1e-4 and student_delta < 1e-5
-    outcome(f"FSDP2, 2 x 4 vs 1 x 8, 3 steps: max |Δstudent| {student_delta:.1e} (moved {moved:.1e}); chunked path on both")
+def fsdp2_sdpo_args(tiny_model_dir: str, teacher: str, max_steps: int) -> list[str]:
+    lora = ["--use_peft", "true", "--lora_dropout", "0"] if teacher == "lora_ema" else []  # dropout: per-process RNG
+    return ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+            "--dataset_train_split", "train[:16]", "--max_steps", str(max_steps), "--learning_rate", "1e-2",
+            "--num_generations", "8", "--max_completion_length", "16", "--teacher", teacher, *lora,
+            "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+            "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
 
 
-@pytest.mark.parametrize("teacher", ["ema", "trust_region"])
-def test_sdpo_copy_teachers_shard_under_fsdp2_and_match_one_process(teacher, tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
-    """Under FSDP2 the teacher's copy is sharded like the student (each process holds half of it),
-    the EMA runs on the local shards, and the teacher gathered at the end equals one process's;
-    trust_region's reference forward runs sharded too."""
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", teacher,
-              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
-    for key, value in FSDP2_ON_CPU.items():
-        monkeypatch.setenv(key, value)
-    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
-
+def assert_fsdp2_chunked_and_sharded(one: Path, two: Path) -> list[int]:
+    """The two-process run was FSDP2 as accelerate decided it, distilled chunk by chunk (the head
+    outside the forward), and each process held about half of the teacher's model; returns what
+    each process held (elements)."""
     log = two.with_suffix(".log").read_text()
     assert "2 process(es) (FSDP2); global batch 8" in log
-    held = [json.loads((two / "ranks" / f"teacher-rank{r}.json").read_text())["held"] for r in (0, 1)]
-    whole = json.loads((one / "ranks" / "teacher-rank0.json").read_text())["held"]
-    assert sum(held) == whole and max(held) < 0.6 * whole  # sharded: each process holds about half
-    rows_one, rows_two = step_rows(one), step_rows(two)
-    for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
-        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
-    teacher_two = torch.load(two / "ranks" / "teacher-rank0.pt")  # gathered from both processes
-    teacher_one = torch.load(one / "ranks" / "teacher-rank0.pt")
-    assert teacher_two.keys() == teacher_one.keys()
-    teacher_delta = max_delta(teacher_two, teacher_one)
-    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
-    teacher_moved = max_delta({k: teacher_one[k] for k in initial}, initial)
-    student_delta = max_delta(saved_weights(two), saved_weights(one))
-    assert teacher_delta < 1e-5 and student_delta < 1e-5
-    assert (teacher_moved > 1e-4) == (teacher == "ema")  # the EMA followed the student; the reference stays
-    outcome(f"{teacher} under FSDP2: the processes hold {held} of {whole} teacher elements; 3 steps: "
-            f"max |Δteacher| vs 1 process {teacher_delta:.1e} (moved {teacher_moved:.1e}), max |Δstudent| {student_delta:.1e}")
-
-
-def test_sdpo_lora_ema_teacher_under_fsdp2_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
-    """A LoRA student under FSDP2 with its lora_ema teacher: both adapters are sharded with the
-    base, the teacher's EMA runs on the adapter shards, and the gathered teacher adapter equals
-    one process's."""
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-2",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "lora_ema",
-              "--use_peft", "true", "--lora_dropout", "0", "--teacher_update_rate", "0.5",  # dropout: per-process RNG
-              "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
-    for key, value in FSDP2_ON_CPU.items():
-        monkeypatch.setenv(key, value)
-    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
-
-    assert "2 process(es) (FSDP2); global batch 8" in two.with_suffix(".log").read_text()
+    assert "not reproduced outside its forward" not in log
     held = [json.loads((two / "ranks" / f"teacher-rank{r}.json").read_text())["held"] for r in (0, 1)]
     whole = json.loads((one / "ranks" / "teacher-rank0.json").read_text())["held"]
     assert sum(held) == whole and max(held) < 0.6 * whole
-    teacher_one, teacher_two = (torch.load(run / "ranks" / "teacher-rank0.pt") for run in (one, two))
-    for rank1 in (torch.load(two / "ranks" / "teacher-rank1.pt"),):  # gathered on every process
-        assert max_delta(rank1, teacher_two) == 0.0
-    moved = max(t.abs().max().item() for t in teacher_one.values())  # LoRA's B starts at zero
-    delta = max_delta(teacher_two, teacher_one)
-    assert moved > 1e-4 and delta < 1e-5
-    np.testing.assert_allclose([r["loss"] for r in step_rows(two)], [r["loss"] for r in step_rows(one)], rtol=1e-3)
-    outcome(f"lora_ema under FSDP2: processes hold {held} of {whole} model elements; teacher adapter "
-            f"max |Δ| vs 1 process {delta:.1e} (moved {moved:.1e})")
+    return held
+
+
+def test_sdpo_trust_region_teacher_shards_under_fsdp2_and_matches_one_process(tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """FSDP2 (what recipes/accelerate/fsdp.yaml selects, here on gloo): the trust_region teacher's
+    frozen reference is sharded like the student, each process holding half of it, and its
+    forward runs sharded; the student's distillation runs the head outside the forward (FSDP2
+    leaves the head's unit gathered after the forward); 2 x 4 then trains as 1 x 8."""
+    common = fsdp2_sdpo_args(tiny_model_dir, "trust_region", 3)
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
+    for key, value in FSDP2_ON_CPU.items():
+        monkeypatch.setenv(key, value)
+    finish(launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))
+
+    held = assert_fsdp2_chunked_and_sharded(one, two)
+    rows_one, rows_two = step_rows(one), step_rows(two)
+    for key in ("loss", "self_distillation/loss", "self_distillation/kl"):
+        np.testing.assert_allclose([r[key] for r in rows_two], [r[key] for r in rows_one], rtol=1e-3, err_msg=key)
+    reference_two, reference_one = (torch.load(run / "ranks" / "teacher-rank0.pt") for run in (two, one))
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert max_delta({k: reference_two[k] for k in initial}, initial) == 0.0  # gathered whole, and frozen
+    student_one = saved_weights(one)
+    moved = max_delta(student_one, initial)
+    student_delta = max_delta(saved_weights(two), student_one)
+    assert moved > 1e-4 and student_delta < 1e-5
+    outcome(f"trust_region under FSDP2: processes hold {held} teacher elements; 2 x 4 vs 1 x 8, 3 steps: "
+            f"max |Δstudent| {student_delta:.1e} (moved {moved:.1e}); chunked path")
 
 
 @pytest.mark.parametrize("teacher", ["ema", "lora_ema"])
-def test_sdpo_sharded_teacher_is_checkpointed_whole_and_resumes_exactly(teacher, tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
-    """FSDP2: a checkpoint holds the whole teacher (the model copy, or the teacher adapter),
-    gathered from both processes' shards, and a run stopped by SIGTERM after step 2 and resumed
-    ends with the teacher and the student of a run that was never stopped (the resumed processes
-    each load their shard back)."""
+def test_sdpo_sharded_teacher_matches_one_process_and_resumes_from_a_whole_checkpoint(teacher, tiny_model_dir, tmp_path, free_port, outcome, monkeypatch):
+    """FSDP2, a teacher that moves (the model copy's EMA, or the teacher adapter's): its EMA runs
+    on each process's shards; a checkpoint holds the whole teacher, gathered from both shards; and
+    two processes stopped by SIGTERM after step 2 and resumed (each loading its shard back) end
+    with the teacher and the student of one process that trained 1 x 8 straight through."""
+    common = fsdp2_sdpo_args(tiny_model_dir, teacher, 4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
     for key, value in FSDP2_ON_CPU.items():
         monkeypatch.setenv(key, value)
-    lora = ["--use_peft", "true", "--lora_dropout", "0"] if teacher == "lora_ema" else []
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "4", "--learning_rate", "1e-2",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", teacher, *lora,
-              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    finish(launch([*common, "--output_dir", str(straight)], 2, free_port, observe=straight / "ranks"))
-    run = launch([*common, "--output_dir", str(stopped)], 2, free_port, sigterm={"SIGTERM_IN_STEP": "2"})
+    halves = [*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"]
+    run = launch(halves, 2, free_port, sigterm={"SIGTERM_IN_STEP": "2"})
     run.wait(timeout=600)
-    assert run.returncode != 0 and (stopped / "checkpoint-2" / "posttrain_checkpoint.json").exists(), stopped.with_suffix(".log").read_text()[-3000:]
+    assert run.returncode != 0 and (two / "checkpoint-2" / "posttrain_checkpoint.json").exists(), two.with_suffix(".log").read_text()[-3000:]
+    saved = torch.load(two / "checkpoint-2" / "sdpo_teacher.pt")
+    finish(launch([*halves, "--resume", "true"], 2, free_port, observe=two / "ranks"))
+    assert f"restored the {teacher} teacher from {two / 'checkpoint-2'}" in two.with_suffix(".log").read_text()
 
-    saved = torch.load(stopped / "checkpoint-2" / "sdpo_teacher.pt")
-    teacher_straight = torch.load(straight / "ranks" / "teacher-rank0.pt")
-    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in teacher_straight.items()}  # whole, not shards
-    finish(launch([*common, "--output_dir", str(stopped), "--resume", "true"], 2, free_port, observe=stopped / "ranks"))
-    assert f"restored the {teacher} teacher from {stopped / 'checkpoint-2'}" in stopped.with_suffix(".log").read_text()
-
-    teacher_resumed = torch.load(stopped / "ranks" / "teacher-rank0.pt")
-    teacher_delta = max_delta(teacher_resumed, teacher_straight)
-    moved = max_delta(teacher_resumed, saved)  # the teacher kept following the student after the resume
-    student_delta = max_delta(saved_weights(stopped), saved_weights(straight))
-    assert moved > 1e-4 and teacher_delta < 1e-6 and student_delta < 1e-6
-    outcome(f"{teacher}, FSDP2, SIGTERM in step 2, resumed to step 4: checkpointed teacher whole ({len(saved)} tensors); "
-            f"moved {moved:.1e} after the resume; max |Δteacher| vs never stopped {teacher_delta:.1e}, max |Δstudent| {student_delta:.1e}")
+    held = assert_fsdp2_chunked_and_sharded(one, two)
+    teacher_one, teacher_two = (torch.load(run / "ranks" / "teacher-rank0.pt") for run in (one, two))
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in teacher_one.items()}  # whole, not shards
+    moved = max_delta(teacher_two, saved)  # the teacher went on following the student after the resume
+    teacher_delta = max_delta(teacher_two, teacher_one)
+    student_delta = max_delta(saved_weights(two), saved_weights(one))
+    assert moved > 1e-4 and teacher_delta < 1e-5 and student_delta < 1e-5
+    np.testing.assert_allclose([r["loss"] for r in step_rows(two)], [r["loss"] for r in step_rows(one)], rtol=1e-3)
+    outcome(f"{teacher} under FSDP2: processes hold {held} model elements; SIGTERM in step 2, resumed to step 4 from a "
+            f"whole checkpoint ({len(saved)} tensors): max |Δteacher| vs 1 x 8 {teacher_delta:.1e} (moved {moved:.1e} "
+            f"after the resume), max |Δstudent| {student_delta:.1e}")
 
 
 def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir, tmp_path, free_port, outcome):
