@@ -10,7 +10,7 @@ writes on rank 0 alone:
   whole weights on rank 0, nothing on the others), and ``teacher-rank<r>.json``: how many of the
   teacher's parameter elements this rank holds.
 
-With ``FSDP_ON_CPU=1`` accelerate selects FSDP on these CPU processes (see ``fsdp_on_cpu.py``).
+With ``SHARDING_ON_CPU=1`` accelerate selects FSDP or DeepSpeed on these CPU processes (see ``sharding_on_cpu.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fsdp_on_cpu import fsdp_on_cpu
+from sharding_on_cpu import sharding_on_cpu
 from posttrain import cli
 from posttrain.losses import BetaDPOSchedule
 from posttrain.trainers.sdpo import SDPOTrainer
@@ -59,6 +59,6 @@ def observe() -> None:
 
 if __name__ == "__main__":
     observe()
-    if os.environ.get("FSDP_ON_CPU") == "1":
-        fsdp_on_cpu()
+    if os.environ.get("SHARDING_ON_CPU") == "1":
+        sharding_on_cpu()
     sys.exit(cli.main(sys.argv[1:]))

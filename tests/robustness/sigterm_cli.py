@@ -5,7 +5,7 @@ Usage: ``[torchrun ...] sigterm_cli.py COMMAND --key value ...`` with ``SIGTERM_
 process signals itself (``os.kill(os.getpid(), SIGTERM)``, the signal a scheduler sends) when step
 N begins, so the test knows exactly which step the run must finish and checkpoint before it stops.
 ``SIGTERM_RANK=r`` signals only that process of a multi-process run (default: every process).
-``FSDP_ON_CPU=1``: accelerate selects FSDP on these CPU processes (see ``fsdp_on_cpu.py``).
+``SHARDING_ON_CPU=1``: accelerate selects FSDP or DeepSpeed on these CPU processes (see ``sharding_on_cpu.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from fsdp_on_cpu import fsdp_on_cpu
+from sharding_on_cpu import sharding_on_cpu
 from posttrain import cli
 from posttrain.trainers.callbacks import MetricsFileCallback
 
@@ -29,6 +29,6 @@ def on_step_begin(self, args, state, control, **kwargs):
 
 if __name__ == "__main__":
     MetricsFileCallback.on_step_begin = on_step_begin  # every posttrain trainer has this callback
-    if os.environ.get("FSDP_ON_CPU") == "1":
-        fsdp_on_cpu()
+    if os.environ.get("SHARDING_ON_CPU") == "1":
+        sharding_on_cpu()
     sys.exit(cli.main(sys.argv[1:]))

@@ -257,7 +257,7 @@ def test_sdpo_two_processes_with_different_token_counts_match_one(tiny_model_dir
 
 FSDP2_ON_CPU = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
                 "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
-                "FSDP_ON_CPU": "1"}  # observed_cli.py: accelerate selects FSDP on gloo processes too
+                "SHARDING_ON_CPU": "1"}  # observed_cli.py: accelerate selects FSDP on gloo processes too
 
 
 def fsdp2_sdpo_args(tiny_model_dir: str, teacher: str, max_steps: int) -> list[str]:

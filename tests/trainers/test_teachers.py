@@ -246,15 +246,3 @@ def test_the_ema_shards_pair_by_name_and_shape():
     with pytest.raises(ValueError, match="not the student's"):
         teacher.after_optimizer_step(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)))
 
-
-def test_the_ema_of_zero3_parameters_runs_on_their_partitions():
-    """ZeRO-3 keeps a parameter's own data as an empty placeholder and this process's partition in
-    ``ds_tensor`` (DeepSpeed's attributes, set here by hand: DeepSpeed does not run on the CPU):
-    an EMA of the placeholders would leave the teacher unchanged without an error."""
-    from posttrain.trainers.teachers import ema_update_
-
-    teacher, student = torch.nn.Parameter(torch.empty(0)), torch.nn.Parameter(torch.empty(0))
-    for param, part in ((teacher, torch.zeros(3)), (student, torch.ones(3))):
-        param.ds_id, param.ds_tensor = 0, part
-    ema_update_([teacher], [student], 0.25)
-    torch.testing.assert_close(teacher.ds_tensor, torch.full((3,), 0.25))

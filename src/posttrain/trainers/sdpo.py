@@ -116,7 +116,8 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
 
     def _make_teacher(self) -> Teacher:
         """The configured teacher, told after every optimizer step."""
-        vocab = self.model.get_output_embeddings().weight.shape[0]
+        head = self.model.get_output_embeddings().weight
+        vocab = getattr(head, "ds_shape", head.shape)[0]  # ZeRO-3 partitions weights as they load: its own shape is empty
         if self.sdpo.distillation_topk > vocab:
             raise ConfigError(f"config key 'distillation_topk' ({self.sdpo.distillation_topk}) exceeds the vocabulary ({vocab})")
         kind = TEACHERS[self.sdpo.teacher]

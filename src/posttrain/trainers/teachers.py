@@ -54,22 +54,26 @@ Forward = Callable[[torch.nn.Module], ChunkLogits]
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """The part of ``tensor`` this process holds: its shard of an FSDP2 parameter, its partition
-    of a ZeRO-3 parameter (whose own data is an empty placeholder outside a gather), else itself."""
-    if isinstance(tensor, DTensor):
-        return tensor.to_local()
-    if hasattr(tensor, "ds_id"):
-        return tensor.ds_tensor
-    return tensor
+    """The part of ``tensor`` this process holds: its shard of an FSDP2 parameter, else itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 @torch.no_grad()
 def ema_update_(teacher: list[torch.Tensor], student: list[torch.Tensor], rate: float) -> None:
-    """In place: ``teacher ← (1 − rate)·teacher + rate·student``, tensor by tensor; on sharded
-    (FSDP2) tensors, shard by shard, each process on the shards it holds."""
+    """In place: ``teacher ← (1 − rate)·teacher + rate·student``, tensor by tensor; on FSDP2
+    tensors shard by shard, each process on the shards it holds; on ZeRO-3 parameters on the
+    gathered pair, one pair at a time (a ZeRO-3 parameter's data is a placeholder, or for a small
+    "persistent" one a whole copy kept apart from its partition, so only DeepSpeed's gather and
+    re-partition update it correctly)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
     for t, s in zip(teacher, student, strict=True):
+        if hasattr(t, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([t, s], modifier_rank=0):  # rank 0's result is partitioned on exit
+                t.data.lerp_(s.data.to(t.dtype), rate)
+            continue
         t, s = _local(t), _local(s).detach()
         if t.shape != s.shape:
             raise ValueError(f"EMA pairs a teacher tensor of shape {tuple(t.shape)} with a student tensor of shape {tuple(s.shape)}")
