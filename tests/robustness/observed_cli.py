@@ -8,7 +8,7 @@ writes on rank 0 alone:
 * ``beta-rank<r>.jsonl``: each β the β-DPO schedule returned on this rank, one line per update;
 * ``teacher-rank<r>.pt``: this rank's SDPO teacher weights after training (a sharded teacher's
   whole weights on rank 0, nothing on the others), and ``teacher-rank<r>.json``: how many of the
-  teacher's parameter elements this rank holds.
+  teacher's parameter elements this rank holds (its FSDP2 shards, its ZeRO-3 partitions).
 
 With ``SHARDING_ON_CPU=1`` accelerate selects FSDP or DeepSpeed on these CPU processes (see ``sharding_on_cpu.py``).
 """
@@ -49,7 +49,7 @@ def observe() -> None:
         if self.teacher is not None:
             torch.save(self.teacher.state_dict(), OUT / f"teacher-rank{RANK}.pt")
             if hasattr(self.teacher, "model"):
-                held = sum(_local(p).numel() for p in self.teacher.model.parameters())
+                held = sum(p.ds_tensor.numel() if hasattr(p, "ds_id") else _local(p).numel() for p in self.teacher.model.parameters())
                 (OUT / f"teacher-rank{RANK}.json").write_text(json.dumps({"held": held}))
         return result
 

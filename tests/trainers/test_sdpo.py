@@ -802,7 +802,7 @@ def test_use_vllm_without_vllm_or_a_gpu_fails_before_the_model_loads(tiny_model_
 
 def test_an_ema_teacher_under_fsdp1_fails_before_the_model_loads_and_grpo_runs(tiny_model_dir, tmp_path, no_model_loading, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # FSDP1: accelerate's default version
-    with pytest.raises(ConfigError, match=r"teacher 'ema' is a copy of the model, which posttrain shards under FSDP2 only, not FSDP \(version 1\)"):
+    with pytest.raises(ConfigError, match="teacher 'ema' is a copy of the model, which posttrain shards under FSDP2 and ZeRO-3, not FSDP version 1"):
         build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, teacher="ema"))
     with pytest.raises(AssertionError, match="the model was loaded"):  # GRPO builds no teacher: it goes on to load
         build_sdpo_trainer(sdpo_config(tiny_model_dir, tmp_path, cls=GRPOJobConfig))

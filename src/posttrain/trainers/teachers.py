@@ -108,17 +108,57 @@ def _load_whole_(tensor: torch.Tensor, whole: torch.Tensor) -> None:
         tensor.copy_(whole)
 
 
+def is_zero3(model: torch.nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions the model's parameters."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def copy_of_student(student: torch.nn.Module, accelerator: Accelerator | None) -> torch.nn.Module:
+    """A frozen copy of the student's weights, before accelerate prepares either.
+
+    A student that ZeRO-3 partitioned as it loaded (``zero3_init_flag``) holds placeholders, which a
+    deep copy would copy: the copy is then built partitioned (``deepspeed.zero.Init``) from the
+    student's config and filled parameter by parameter from the gathered student, so no process
+    ever holds more than one whole parameter of it. A LoRA student's base cannot be rebuilt so."""
+    if is_zero3(student):
+        if hasattr(student, "peft_config"):
+            raise ConfigError("a copy teacher of a LoRA student cannot be built under ZeRO-3: use teacher: lora_ema")
+        import deepspeed
+
+        with deepspeed.zero.Init(config_dict_or_path=accelerator.state.deepspeed_plugin.deepspeed_config):
+            model = type(student)._from_config(student.config, dtype=next(student.parameters()).dtype)
+        teacher_params = dict(model.named_parameters())
+        for name, param in student.named_parameters():
+            with deepspeed.zero.GatheredParameters([teacher_params[name], param], modifier_rank=0):
+                teacher_params[name].data.copy_(param.data)
+    else:
+        model = copy.deepcopy(student)
+        # TRL's GRPOTrainer patches the student's forward with a closure over the student's own
+        # bound forward (trl.trainer.utils.add_fused_lm_head); a deep copy keeps that closure, so
+        # the copy would run the student's weights. The copy runs its class's forward instead.
+        model.__dict__.pop("forward", None)
+    return model.eval().requires_grad_(False)
+
+
 def place_like_student(copy: torch.nn.Module, accelerator: Accelerator | None) -> torch.nn.Module:
-    """Put a teacher's copy of the student where accelerate will put the student: sharded by
-    accelerate's FSDP2 preparation under FSDP2 (which, with ``cpu_ram_efficient_loading``, also
-    sends rank 0's weights to the processes whose copy holds none), else on the process's device.
-    ``None``: leave it where it is."""
+    """Put a teacher's copy of the student where accelerate will put the student, and return what
+    runs its forward:
+    - under FSDP2, the copy sharded by accelerate's FSDP2 preparation (which, with
+      ``cpu_ram_efficient_loading``, also sends rank 0's weights to the processes whose copy holds none);
+    - under ZeRO-3, a DeepSpeed inference engine around the partitioned copy (TRL's preparation
+      of its reference models);
+    - else the copy on the process's device (``None``: where it is)."""
     if accelerator is None:
         return copy
     if accelerator.is_fsdp2:
         from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
         return fsdp2_prepare_model(accelerator, copy)
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        from trl.models.utils import prepare_deepspeed
+
+        return prepare_deepspeed(copy, accelerator)
     return copy.to(accelerator.device)
 
 
@@ -188,29 +228,31 @@ class FrozenTeacher(Teacher):
 
     def __init__(self, student: torch.nn.Module, rate: float = 0.05, accelerator: Accelerator | None = None):
         super().__init__(student, rate, accelerator)
-        model = copy.deepcopy(student).eval()
-        # TRL's GRPOTrainer patches the student's forward with a closure over the student's own
-        # bound forward (trl.trainer.utils.add_fused_lm_head); a deep copy keeps that closure, so
-        # the copy would run the student's weights. The copy runs its class's forward instead.
-        model.__dict__.pop("forward", None)
-        model.requires_grad_(False)
-        self.model = place_like_student(model, accelerator)
+        self.model = copy_of_student(student, accelerator)  # the teacher's weights
+        self.runner = place_like_student(self.model, accelerator)  # what runs them (a DeepSpeed engine under ZeRO-3)
 
     def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
-        return forward(self.model)
+        return forward(self.runner)
 
     def state_dict(self) -> dict:
+        """The whole state; every process takes part in gathering a sharded one, which lands on
+        rank 0's CPU (ZeRO-3: one parameter at a time)."""
+        if is_zero3(self.model):
+            whole = {name: _whole(tensor).cpu() for name, tensor in self.model.state_dict(keep_vars=True).items()}
+            return whole if torch.distributed.get_rank() == 0 else {}
         if not is_sharded(self.model):
             return self.model.state_dict()
         reshard_(self.model)
-        # every process takes part in gathering the shards; the whole state lands on rank 0's CPU
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_state_dict(self, state: dict) -> None:
-        if not is_sharded(self.model):
+        if is_zero3(self.model):  # each process keeps its partition
+            for name, tensor in self.model.state_dict(keep_vars=True).items():
+                _load_whole_(tensor, state[name])
+        elif is_sharded(self.model):
+            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))  # each process keeps its shard
+        else:
             self.model.load_state_dict(state)
-            return
-        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))  # each process keeps its shard
 
 
 class EMATeacher(FrozenTeacher):
@@ -231,7 +273,7 @@ class TrustRegionTeacher(FrozenTeacher):
     """Logits between the frozen reference's and the live student's (one more forward, no more weights)."""
 
     def logits(self, student: torch.nn.Module, forward: Forward) -> ChunkLogits:
-        reference, current = forward(self.model), forward(student)
+        reference, current = forward(self.runner), forward(student)
         return lambda chunk: trust_region_logits(reference(chunk), current(chunk), self.rate)
 
 
@@ -313,17 +355,12 @@ TEACHERS: dict[str, type[Teacher]] = {
 
 
 def check_teacher_fits(kind: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Before the model loads: the copy teachers are sharded under FSDP2 only. Under FSDP1 the
-    student's parameters become flat shards the copy's cannot be paired with, and under ZeRO-3 the
-    student is partitioned as it loads, so a copy would hold placeholders: say so instead of
-    training against a wrong teacher."""
-    engine = sharding_engine(environ)
-    if engine == "FSDP" and environ.get("FSDP_VERSION", "1") == "2":
-        return
-    if engine and issubclass(TEACHERS[kind], FrozenTeacher):
-        version = " (version 1)" if engine == "FSDP" else ""
+    """Before the model loads: the copy teachers are sharded under FSDP2 and ZeRO-3, and whole
+    under DDP and ZeRO-1/2. Under FSDP1 the student's parameters become flat shards the copy's
+    cannot be paired with: say so instead of training against a wrong teacher."""
+    if sharding_engine(environ) == "FSDP" and environ.get("FSDP_VERSION", "1") != "2" and issubclass(TEACHERS[kind], FrozenTeacher):
         raise ConfigError(
-            f"teacher '{kind}' is a copy of the model, which posttrain shards under FSDP2 only, not {engine}{version}: "
+            f"teacher '{kind}' is a copy of the model, which posttrain shards under FSDP2 and ZeRO-3, not FSDP version 1: "
             "launch with fsdp_version: 2 (recipes/accelerate/fsdp.yaml), or train a LoRA student with "
             "teacher: lora_ema (its teacher is a second adapter on the sharded base)"
         )
