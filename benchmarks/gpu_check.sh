@@ -9,9 +9,9 @@
 #   3. `posttrain rollout` with the vLLM backend against HF generate, same prompts and settings;
 #   4. bf16 SDPO and GRPO steps, with peak GPU memory and seconds per step for every teacher kind,
 #      LoRA student included (benchmarks/sdpo_step.py --bf16 --lora);
-#   5. SDPO on 2 processes under FSDP2 with the sharded copy teachers (ema, trust_region; the ema
-#      run writes a checkpoint, whose teacher is gathered from the shards), and with a LoRA student
-#      and its lora_ema teacher under FSDP2 and ZeRO-3;
+#   5. SDPO on 2 processes under FSDP2 and ZeRO-3 with the sharded copy teachers (ema,
+#      trust_region; each run writes a checkpoint, whose teacher is gathered from the shards), and
+#      with a LoRA student and its lora_ema teacher;
 #      SDPO sampling through vLLM in colocate mode and against a `trl vllm-serve` server
 #      (benchmarks/with_vllm_server.sh starts and stops it);
 #   6. SDPO's peak memory and step time against GRPO at V = 152k, 1,024 and 4,096 tokens
@@ -87,16 +87,17 @@ for backend in hf vllm; do
     --output_dir "$OUT/rollouts_$backend"
 done
 
-# SDPO on 2 processes under FSDP2 with the copy teachers, sharded like the student
-for teacher in ema trust_region; do
-  check "sdpo_${teacher}_fsdp" "$PY" -m accelerate.commands.launch --config_file recipes/accelerate/fsdp.yaml \
-    --num_processes "$PROCS" -m posttrain.cli sdpo --model_name_or_path "$OUT/model" --max_steps 10 \
-    --per_device_train_batch_size 16 --num_generations 8 --max_completion_length 48 --bf16 true --logging_steps 1 \
-    --save_strategy steps --save_steps 5 --teacher "$teacher" --output_dir "$OUT/sdpo_${teacher}_fsdp"
+# SDPO on 2 processes under FSDP2 and ZeRO-3 with the copy teachers, sharded like the student
+for launcher in fsdp deepspeed_zero3; do
+  for teacher in ema trust_region; do
+    check "sdpo_${teacher}_$launcher" "$PY" -m accelerate.commands.launch --config_file "recipes/accelerate/$launcher.yaml" \
+      --num_processes "$PROCS" -m posttrain.cli sdpo --model_name_or_path "$OUT/model" --max_steps 10 \
+      --per_device_train_batch_size 16 --num_generations 8 --max_completion_length 48 --bf16 true --logging_steps 1 \
+      --save_strategy steps --save_steps 5 --teacher "$teacher" --output_dir "$OUT/sdpo_${teacher}_$launcher"
+  done
 done
 
-# ... and under FSDP2 and ZeRO-3 with the teacher that shares the sharded base (lora_ema);
-# (ZeRO-3 refuses the copy teachers before the model loads: docs/distributed.md)
+# ... and with the teacher that shares the sharded base (lora_ema)
 for launcher in fsdp deepspeed_zero3; do
   check "sdpo_lora_ema_$launcher" "$PY" -m accelerate.commands.launch --config_file "recipes/accelerate/$launcher.yaml" \
     --num_processes "$PROCS" -m posttrain.cli sdpo --model_name_or_path "$OUT/model" --max_steps 10 \

@@ -10,7 +10,8 @@ from posttrain.registry import COMMANDS
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
 CHECKS = ["environment", "gpu_tests", "model", "sft_fsdp", "eval_fsdp", "sft_deepspeed_zero2", "eval_deepspeed_zero2",
-          "rollouts_hf", "rollouts_vllm", "sdpo_ema_fsdp", "sdpo_trust_region_fsdp", "sdpo_lora_ema_fsdp", "sdpo_lora_ema_deepspeed_zero3", "sdpo_vllm_colocate", "sdpo_vllm_server",
+          "rollouts_hf", "rollouts_vllm", "sdpo_ema_fsdp", "sdpo_trust_region_fsdp", "sdpo_ema_deepspeed_zero3",
+          "sdpo_trust_region_deepspeed_zero3", "sdpo_lora_ema_fsdp", "sdpo_lora_ema_deepspeed_zero3", "sdpo_vllm_colocate", "sdpo_vllm_server",
           "sdpo_grpo_bf16", "sdpo_memory"]
 
 
@@ -32,7 +33,7 @@ def test_dry_run_prints_every_check_and_runs_nothing(tmp_path):
 def test_every_posttrain_command_line_in_it_is_a_valid_config(tmp_path):
     commands = [shlex.split(line[2:]) for line in dry_run(tmp_path / "out") if line.startswith("+ ")]
     posttrain = [args[args.index("posttrain.cli") + 1:] for args in commands if "posttrain.cli" in args]
-    assert [args[0] for args in posttrain] == ["make-model", "sft", "eval", "sft", "eval", "rollout", "rollout", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo"]
+    assert [args[0] for args in posttrain] == ["make-model", "sft", "eval", "sft", "eval", "rollout", "rollout", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo", "sdpo"]
     for name, *overrides in posttrain:
         load_config(COMMANDS[name].config_cls, overrides=parse_overrides(overrides))  # raises on a bad key or value
     for args in commands:

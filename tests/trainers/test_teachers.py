@@ -244,3 +244,15 @@ def test_the_ema_shards_pair_by_name_and_shape():
     with pytest.raises(ValueError, match="not the student's"):
         teacher.after_optimizer_step(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)))
 
+
+
+def test_a_copy_teacher_of_a_lora_student_partitioned_by_zero3_is_refused_in_one_line():
+    """ZeRO-3 marks a partitioned parameter with ``ds_id`` (set by hand here); a LoRA student's
+    partitioned base cannot be rebuilt as a copy, so the copy teachers say to use lora_ema."""
+    from posttrain.trainers.teachers import copy_of_student
+
+    student = torch.nn.Linear(2, 2)
+    student.weight.ds_id = 0
+    student.peft_config = {"default": None}
+    with pytest.raises(ConfigError, match="a copy teacher of a LoRA student cannot be built under ZeRO-3: use teacher: lora_ema"):
+        copy_of_student(student, accelerator=None)
