@@ -100,7 +100,7 @@ def main() -> None:
     generations = [step * batch for step in range(0, args.steps + 1, args.eval_every)]
 
     print(f"\nstart model: greedy {base['accuracy']:.3f} on {base['num_examples']} held-out problems; premise check: "
-          + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in base.items() if k.startswith("premise/")))
+          + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in base.items() if k.startswith("premise/") and v is not None))
     print(f"held-out greedy accuracy, mean ± standard error over seeds {args.seeds} ({batch} generations per step)\n")
     print("| generations | " + " | ".join(curves) + " |")
     print("|---|" + "---|" * len(curves))

@@ -93,11 +93,12 @@ def test_report_shows_the_sdpo_premise_check(tmp_path):
     report = write_report(root).read_text()
     assert "SDPO premise check" not in report  # no eval measured it
     saved = json.loads((root / "eval_sft" / "eval.json").read_text())
-    saved.update({"premise/plain": 0.5, "premise/demonstration": 0.75, "premise/feedback": 0.125})
+    saved.update({"premise/plain": 0.5, "premise/demonstration": 0.75, "premise/feedback": 0.125,
+                  "premise/first_errors": 8, "premise/first_error_feedback": 0.25, "premise/first_error_solution": None})
     (root / "eval_sft" / "eval.json").write_text(json.dumps(saved))
     report = write_report(root).read_text()
     assert "## SDPO premise check" in report
-    assert "| sft | 50.0% | 75.0% | 12.5% |" in report
+    assert "| sft | 50.0% | 75.0% | 12.5% | 8 | 25.0% | – |" in report
     assert "| dpo |" not in report.split("## SDPO premise check")[1]  # only models that were checked
     summary = json.loads((root / "summary.json").read_text())
     assert summary["accuracy"]["sft"]["premise/demonstration"] == 0.75

@@ -871,3 +871,16 @@ def test_prompt_dataset_turns_strings_into_chat_and_drops_the_reference_completi
 def test_prompt_dataset_names_the_row_and_field_of_a_bad_prompt(prompt, message):
     with pytest.raises(DataError, match=message):
         prompt_dataset([("f.jsonl:4", {"prompt": prompt})])
+
+
+def test_the_vocabulary_of_a_zero3_partitioned_head_is_its_real_shape(tiny_model_dir):
+    """ZeRO-3 leaves an empty placeholder in the head and the real shape in ``ds_shape`` (set by
+    hand here): read naively, the vocabulary is 0 and every distillation_topk is refused."""
+    from posttrain.trainers.sdpo import vocabulary_size
+
+    model = load_model(tiny_model_dir)
+    assert vocabulary_size(model) == 598
+    head = model.get_output_embeddings()
+    head.weight = torch.nn.Parameter(torch.empty(0))
+    head.weight.ds_shape = torch.Size([598, 128])
+    assert vocabulary_size(model) == 598

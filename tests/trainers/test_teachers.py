@@ -256,3 +256,22 @@ def test_a_copy_teacher_of_a_lora_student_partitioned_by_zero3_is_refused_in_one
     student.peft_config = {"default": None}
     with pytest.raises(ConfigError, match="a copy teacher of a LoRA student cannot be built under ZeRO-3: use teacher: lora_ema"):
         copy_of_student(student, accelerator=None)
+
+
+def test_lora_ema_follows_the_parameters_the_model_holds_now(tiny_model_dir):
+    """FSDP2 replaces every parameter of the model with a sharded one when accelerate prepares the
+    student, after the teacher is built (done by hand here): the EMA must pair the parameters the
+    model holds then, not the ones it held when the teacher was built (which nothing trains)."""
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    teacher = LoraEMATeacher(model, rate=0.5)
+    for module in model.modules():  # what fully_shard does: new Parameter objects, same names
+        for name, param in list(module.named_parameters(recurse=False)):
+            module.register_parameter(name, torch.nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad))
+    with torch.no_grad():
+        for _, student in teacher.pairs:
+            student.add_(0.2)
+    teacher.after_optimizer_step(model)
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        if f".{TEACHER_ADAPTER}." in name:
+            torch.testing.assert_close(param, params[name.replace(f".{TEACHER_ADAPTER}.", ".default.")] - 0.1)

@@ -10,7 +10,12 @@ feedback) to ``output_dir``.
 solution or the verifier's feedback in its prompt, in the exact words SDPO's teacher sees, must
 solve more problems than with the plain prompt, or a self-teacher has nothing to teach. Greedy
 accuracy under the three contexts goes to ``premise/plain``, ``premise/demonstration`` and
-``premise/feedback`` (the feedback is on a typical wrong attempt, for tasks that make one).
+``premise/feedback`` (the feedback is on a typical wrong attempt, for tasks that make one). Then,
+where SDPO actually uses its teacher, on the plain prompt's own failed completions: at each one's
+first error against the row's reference, the share where the teacher puts more probability than
+the student on the correct token, with the verifier's feedback on that completion
+(``premise/first_error_feedback``) and with a correct solution (``premise/first_error_solution``),
+over ``premise/first_errors`` completions (:mod:`posttrain.evaluation.premise`).
 
 On a JSONL (``data_file``, rows read by :mod:`posttrain.evaluation.rows`) the ``scorer`` decides:
 a rule or a Python verifier (:mod:`posttrain.evaluation.scorers`) gives ``accuracy`` (and pass@k,
@@ -29,13 +34,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError, DataError
+from posttrain.data.reprompting import RepromptSettings, reprompt_text
 from posttrain.evaluation.accuracy import follows_format, pass_at_k
+from posttrain.evaluation.premise import correct_token_log_prob, first_error, teacher_wins
 from posttrain.evaluation.rows import EvalRow, prompt_text, read_eval_rows
 from posttrain.evaluation.scorers import RULES, load_verifier, reference_problem, rule, verifier_result
 from posttrain.evaluation.win_rate import OUTCOME, win_rate
@@ -133,19 +141,48 @@ def _score_all(task, rows: list[dict], completions: list[str]) -> list[tuple[flo
 
 def _premise_check(model, tokenizer, task, rows: list[dict], config: EvalConfig) -> dict[str, float]:
     """Greedy accuracy with the plain prompt, a correct solution in context and feedback on a
-    wrong attempt in context (the teacher prompts of SDPO's reprompting)."""
+    wrong attempt in context (the teacher prompts of SDPO's reprompting); then, on the plain
+    prompt's failed completions, the teacher against the student at each one's first error."""
     rng = random.Random(config.seed)
     contexts = {"plain": [row["prompt"] for row in rows], "demonstration": [task.hinted_prompt(row) for row in rows]}
     if hasattr(task, "feedback_prompt"):
         contexts["feedback"] = [task.feedback_prompt(row, rng) for row in rows]
-    result = {}
+    result, plain = {}, []
     for name, prompts in contexts.items():
         rendered = [render_prompt(tokenizer, prompt, False, config.chat_template_kwargs) for prompt in prompts]
-        texts = generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                         desc=f"premise: {name}")
-        result[f"premise/{name}"] = sum(reward for reward, _ in _score_all(task, rows, [t[0] for t in texts])) / len(rows)
-    log.info("premise check (greedy accuracy): " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in result.items()))
+        texts = [t[0] for t in generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens,
+                                        batch_size=config.batch_size, desc=f"premise: {name}")]
+        plain = plain or texts
+        result[f"premise/{name}"] = sum(reward for reward, _ in _score_all(task, rows, texts)) / len(rows)
+    result.update(_first_error_premise(model, tokenizer, task, rows, plain, config))
+    log.info("premise check: " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
     return result
+
+
+def _first_error_premise(model, tokenizer, task, rows: list[dict], completions: list[str], config: EvalConfig) -> dict[str, float | None]:
+    """On each failed completion that leaves its row's reference ``completion`` somewhere
+    (:func:`posttrain.evaluation.premise.first_error`): whether the teacher with the verifier's
+    feedback on *this* completion, and the teacher with a correct solution, put more probability
+    than the student on the correct token there. SDPO learns from failures exactly there."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    def context(prompt: str) -> list[int]:
+        return ids(render_prompt(tokenizer, prompt, False, config.chat_template_kwargs))
+
+    log_probs = {"student": [], "feedback": [], "solution": []}
+    scored = _score_all(task, rows, completions)
+    for row, completion, (reward, feedback) in tqdm(list(zip(rows, completions, scored)), desc="premise: first errors", leave=False):
+        error = first_error(ids(completion), ids(row["completion"])) if reward < 1.0 and "completion" in row else None
+        if error is None:
+            continue
+        teacher_contexts = {"student": row["prompt"], "feedback": reprompt_text(row["prompt"], None, feedback, RepromptSettings()),
+                            "solution": task.hinted_prompt(row)}
+        for name, prompt in teacher_contexts.items():
+            log_probs[name].append(correct_token_log_prob(model, context(prompt), error))
+    return {"premise/first_errors": len(log_probs["student"]),
+            "premise/first_error_feedback": teacher_wins(log_probs["student"], log_probs["feedback"]),
+            "premise/first_error_solution": teacher_wins(log_probs["student"], log_probs["solution"])}
 
 
 def run_eval(config: EvalConfig) -> dict:

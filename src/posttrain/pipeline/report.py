@@ -201,16 +201,23 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
 
 def _premise_lines(accuracy: dict[str, dict]) -> list[str]:
     """The SDPO premise check of the models evaluated with ``premise_check``: a self-teacher
-    helps only if the model solves more problems with a solution or feedback in context."""
+    helps only if the model solves more problems with a solution or feedback in context, and, on
+    its own failed samples, puts more probability on the correct token at the first error."""
     checked = {stage: a for stage, a in accuracy.items() if "premise/plain" in a}
     if not checked:
         return []
     lines = ["## SDPO premise check", "", "Greedy accuracy with the plain prompt and with SDPO's teacher contexts "
-             "(a correct solution / feedback on a wrong attempt in the prompt). SDPO's teacher can only teach what "
-             "it does better than the student.", "", "| model from stage | plain | solution in context | feedback in context |",
-             "|---|---|---|---|"]
+             "(a correct solution / feedback on a wrong attempt in the prompt); then, on the model's own failed "
+             "greedy completions, the share where the teacher puts more probability than the student on the "
+             "correct token at the first error (with the verifier's feedback on that completion / with a solution). "
+             "SDPO's teacher can only teach what it does better than the student.", "",
+             "| model from stage | plain | solution in context | feedback in context | first errors | teacher wins: feedback | teacher wins: solution |",
+             "|---|---|---|---|---|---|---|"]
     for stage, a in checked.items():
-        lines.append(f"| {stage} | " + " | ".join(_percent(a.get(f"premise/{k}")) for k in ("plain", "demonstration", "feedback")) + " |")
+        cells = [_percent(a.get(f"premise/{k}")) for k in ("plain", "demonstration", "feedback")]
+        cells.append(str(a["premise/first_errors"]) if "premise/first_errors" in a else "–")
+        cells += [_percent(a.get(f"premise/first_error_{k}")) for k in ("feedback", "solution")]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 

@@ -95,6 +95,13 @@ class SDPOSettings(RepromptSettings):
             )
 
 
+def vocabulary_size(model) -> int:
+    """The rows of the model's output head; ZeRO-3 partitions weights as they load, leaving a
+    placeholder whose own shape is empty and the real one in ``ds_shape``."""
+    head = model.get_output_embeddings().weight
+    return getattr(head, "ds_shape", head.shape)[0]
+
+
 class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
     """TRL's GRPOTrainer with SDPO's self-distillation loss.
 
@@ -116,8 +123,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
 
     def _make_teacher(self) -> Teacher:
         """The configured teacher, told after every optimizer step."""
-        head = self.model.get_output_embeddings().weight
-        vocab = getattr(head, "ds_shape", head.shape)[0]  # ZeRO-3 partitions weights as they load: its own shape is empty
+        vocab = vocabulary_size(self.model)
         if self.sdpo.distillation_topk > vocab:
             raise ConfigError(f"config key 'distillation_topk' ({self.sdpo.distillation_topk}) exceeds the vocabulary ({vocab})")
         kind = TEACHERS[self.sdpo.teacher]
