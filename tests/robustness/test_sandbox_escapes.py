@@ -11,6 +11,7 @@ namespaces are unavailable the hook-only cases still hold.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import resource
 import select
@@ -67,6 +68,7 @@ def contained(monkeypatch, tmp_path):
     previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in WATCHED_SIGNALS}
 
     def run(code: str, **kwargs):
+        gc.collect()  # files an earlier test left to the garbage collector close now, not during the count
         environment, descriptors = dict(os.environ), fd_count()
         result = run_python(PID_PRELUDE + code, **kwargs)
         first, _, rest = result.stdout.partition("\n")
@@ -74,7 +76,7 @@ def contained(monkeypatch, tmp_path):
         pid = int(first.split()[1])
         assert leftovers(pid) == [], "processes of the sandboxed program survived the call"
         assert list(workroot.iterdir()) == [], "the working directory was not removed"
-        assert fd_count() == descriptors, "file descriptors leaked in the parent"
+        assert fd_count() <= descriptors, "file descriptors leaked in the parent"
         assert dict(os.environ) == environment
         normal = run_python("print(input() * 2)", stdin="ab\n")
         assert (normal.status, normal.stdout) == ("ok", "abab\n"), "the sandbox broke after this program"
