@@ -873,3 +873,33 @@ def test_token_weights_scale_each_tokens_loss_by_hand():
     student_leaf = student.clone().requires_grad_(True)
     self_distillation_loss(student_leaf, teacher, mask, alpha=1.0, token_weights=weights)[0].backward()
     assert weights.grad is None  # the weights carry no gradient
+
+
+# -- the reference's aggregation: a token mean per sample, over all samples ----------------------
+
+
+def test_sequence_mean_weights_by_hand():
+    from posttrain.losses import sequence_mean_weights
+
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert_close(sequence_mean_weights(mask), torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_sequence_mean_aggregation_by_hand():
+    """Sampled-token mode, per-token loss (s − t)·s: sample 0: (0.5)(−1) = −0.5 and (−1)(−2) = 2,
+    mean 0.75; sample 1: (2)(−1) = −2 on its one token; sample 2 has no teacher signal. The
+    reference's aggregation: (0.75 − 2 + 0) / 3 samples; the token mean: (−0.5 + 2 − 2) / 3 tokens.
+    The logged divergence is the token mean either way."""
+    from posttrain.losses import sequence_mean_weights
+
+    student = torch.tensor([[-1.0, -2.0], [-1.0, -1.0], [-1.0, -1.0]])
+    teacher = torch.tensor([[-1.5, -1.0], [-3.0, 0.0], [-2.0, -2.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    signal = torch.tensor([1.0, 1.0, 0.0])
+    common = dict(response_mask=mask, alpha=1.0, is_clip=None, sample_mask=signal)
+    token_mean, metrics = self_distillation_loss(student, teacher, **common)
+    assert token_mean.item() == pytest.approx((-0.5 + 2.0 - 2.0) / 3)
+    sequence_mean, sequence_metrics = self_distillation_loss(
+        student, teacher, **common, aggregation_weights=sequence_mean_weights(mask * signal[:, None]), num_tokens=3.0)
+    assert sequence_mean.item() == pytest.approx((0.75 - 2.0 + 0.0) / 3)
+    assert sequence_metrics["divergence"] == metrics["divergence"] == pytest.approx(token_mean.item())

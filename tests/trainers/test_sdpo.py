@@ -494,11 +494,13 @@ def test_a_batch_without_any_teacher_signal_gives_a_zero_loss_that_backpropagate
 
 
 @pytest.mark.parametrize("split", ["processes", "micro-batches"])
-def test_halves_holding_different_token_counts_give_the_whole_batchs_gradient(tiny_model_dir, tmp_path, prompts, monkeypatch, split):
-    """Each part divides its summed loss by the whole generation batch's distilled-token count
-    (over the number of processes, whose gradients DDP averages; times the micro-batches of
-    gradient accumulation per generation, whose gradients add up): the step is one token mean."""
-    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen")
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
+def test_halves_holding_different_token_counts_give_the_whole_batchs_gradient(tiny_model_dir, tmp_path, prompts, monkeypatch, split, aggregation):
+    """Each part divides its summed loss by the whole generation batch's distilled-token count, or
+    sample count (over the number of processes, whose gradients DDP averages; times the
+    micro-batches of gradient accumulation per generation, whose gradients add up): the step is
+    one mean over the whole batch."""
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen", distillation_aggregation=aggregation)
     batch = generate(trainer, group_rows(prompts))  # 8 samples: halves 0-3 and 4-7
     batch["self_distillation_mask"] = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     batch["num_distilled_tokens"] = (batch["self_distillation_mask"] * batch["self_distillation_tokens"]).sum()
@@ -517,6 +519,24 @@ def test_halves_holding_different_token_counts_give_the_whole_batchs_gradient(ti
     combine = 0.5 if split == "processes" else 1.0  # DDP averages; accumulation sums
     for name, gradient in whole.items():
         torch.testing.assert_close(combine * (parts[0][name] + parts[1][name]), gradient, rtol=1e-4, atol=1e-8, msg=name)
+
+
+def test_sequence_mean_is_the_mean_of_each_samples_token_mean(tiny_model_dir, tmp_path, prompts):
+    """The reference's aggregation (lasgroup/SDPO, one sample per micro-batch): each sample's own
+    token mean, written out here with the full-logits loss of that sample alone, averaged over all
+    8 samples, those without a teacher signal counting 0 (they dilute the step)."""
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen", distillation_aggregation="sequence_mean")
+    batch = generate(trainer, group_rows(prompts))
+    assert batch["num_samples"].item() == 8 and 0 < batch["self_distillation_mask"].sum() < 8
+    # distil unequal spans (as distillation_span: to_divergence does), so that samples' token means weigh differently
+    batch["self_distillation_tokens"] = torch.tensor([2, 12, 5, 12, 7, 3, 12, 9])
+    with torch.no_grad():
+        ours = trainer._self_distillation_loss(trainer.model, batch)
+        one = lambda i: {k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in batch.items()}
+        expected = sum(full_logits_loss(trainer, one(i)) for i in range(8)) / 8
+        token_mean = full_logits_loss(trainer, batch)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    assert abs(ours.item() - token_mean.item()) > 1e-3 * abs(token_mean.item())
 
 
 def test_vllms_sampler_ratio_weights_the_distilled_tokens(tiny_model_dir, tmp_path, prompts):

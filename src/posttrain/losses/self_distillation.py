@@ -26,7 +26,8 @@ When the completions were sampled by an older policy and ``is_clip`` is set, eac
 weighted by the truncated importance ratio ``min(exp(clamp(log s − log old, −20, 20)), is_clip)``
 (no gradient). ``is_clip=None`` means no importance correction at all, as in the reference code
 (not an unclipped ratio, which could reach e^20). The loss is the mean over tokens where
-``response_mask × sample_mask`` is 1.
+``response_mask × sample_mask`` is 1, or, with the reference's aggregation
+(:func:`sequence_mean_weights`), a token mean per sample averaged over all samples.
 """
 
 from __future__ import annotations
@@ -64,6 +65,23 @@ def divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> to
     return (1 - alpha) * _kl(student, mixture) + alpha * _kl(teacher, mixture)
 
 
+def sequence_mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` weights ``1/n_i`` on each of sample i's ``n_i`` distilled tokens (where ``mask``
+    is 1), 0 elsewhere::
+
+        mask [[1, 1, 0],      weights [[0.5, 0.5, 0],
+              [1, 0, 0],               [1,   0,   0],
+              [0, 0, 0]]               [0,   0,   0]]
+
+    Summed with the per-token loss and divided by the number of samples B (with or without a
+    teacher signal), this is lasgroup/SDPO's aggregation: verl's ``token-mean`` over micro-batches
+    of one sample (``ppo_micro_batch_size_per_gpu: 1``), each weighted 1/B of the mini-batch
+    (``loss_scale_factor``). Each sample's tokens share one sample's weight, and a sample without a
+    signal adds 0 while it still counts in B."""
+    tokens = mask.sum(dim=-1, keepdim=True)
+    return mask / tokens.clamp(min=1)
+
+
 def self_distillation_loss(
     student_log_probs: torch.Tensor,
     teacher_log_probs: torch.Tensor,
@@ -77,6 +95,7 @@ def self_distillation_loss(
     sample_mask: torch.Tensor | None = None,
     num_tokens: torch.Tensor | float | None = None,
     token_weights: torch.Tensor | None = None,
+    aggregation_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SDPO loss and metrics.
 
@@ -100,6 +119,10 @@ def self_distillation_loss(
         token_weights: ``(B, T)`` or ``(B, 1)`` weights multiplied into each token's loss, without
             gradient: the trainer/sampler probability ratio of samples drawn by vLLM (truncated or
             masked as TRL computes it), so that distillation on them is corrected as GRPO's loss is.
+        aggregation_weights: ``(B, T)`` weights of each token in the summed loss
+            (:func:`sequence_mean_weights` for the reference's aggregation, with ``num_tokens``
+            then the number of samples): how the sum is shared, not each token's divergence, so the
+            logged ``divergence`` stays the token mean.
 
     Returns:
         ``(loss, metrics)``: the scalar loss (the token mean unless ``num_tokens``), and floats
@@ -140,8 +163,9 @@ def self_distillation_loss(
         per_token = per_token * token_weights.detach()
 
     tokens = mask.sum()
-    total = (per_token * mask).sum()
-    mean = total / tokens.clamp(min=1)
+    masked = per_token * mask
+    mean = masked.sum() / tokens.clamp(min=1)
+    total = (masked * aggregation_weights.detach()).sum() if aggregation_weights is not None else masked.sum()
     metrics["distill_tokens"] = float(tokens)
     metrics["divergence"] = float(mean.detach())
     return (mean if num_tokens is None else total / num_tokens), metrics

@@ -47,7 +47,7 @@ from posttrain.config import config_field
 from posttrain.data.chat import message_text
 from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.losses import distillation_inputs_in_chunks, self_distillation_loss
+from posttrain.losses import distillation_inputs_in_chunks, self_distillation_loss, sequence_mean_weights
 from posttrain.models.output_head import OutputHead
 from posttrain.runtime import get_logger
 from posttrain.trainers.checkpoints import CompleteCheckpoints
@@ -81,6 +81,12 @@ class SDPOSettings(RepromptSettings):
         help="Distilled tokens projected to the vocabulary at once: memory holds a few chunk × vocabulary floats, "
         "never the batch's whole (batch × length × vocabulary) logits.",
         ge=1,
+    )
+    distillation_aggregation: Literal["token_mean", "sequence_mean"] = config_field(
+        "token_mean",
+        help="How the distilled tokens' losses make the step's loss: token_mean, one mean over every distilled token "
+        "of the batch (each token weighs the same); sequence_mean, the reference's (lasgroup/SDPO): a token mean per "
+        "sample, averaged over all samples, those without a teacher signal counting 0.",
     )
     distillation_span: Literal["all", "to_divergence"] = config_field(
         "all",
@@ -231,6 +237,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         # tensor, which TRL's batch splitting hands to every micro-batch whole)
         local = (has_signal * output["self_distillation_tokens"]).sum()
         output["num_distilled_tokens"] = self.accelerator.gather(local.reshape(1)).sum()
+        output["num_samples"] = self.accelerator.gather(torch.tensor([float(n)], device=device)).sum()  # sequence_mean's denominator
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
         return output
 
@@ -282,6 +289,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             sampler_ratio = sampler_ratio.expand_as(mask)[selected][None]
         token_mask = mask[selected][None]  # (1, N): 1, or 0 for the stand-in token
         mode = "train" if self.model.training else "eval"
+        if self.sdpo.distillation_aggregation == "sequence_mean":  # 1/n_i on sample i's tokens, over all samples
+            aggregation, denominator = sequence_mean_weights(mask)[selected][None], inputs["num_samples"]
+        else:  # over all distilled tokens
+            aggregation, denominator = None, inputs["num_distilled_tokens"]
         loss, metrics = self_distillation_loss(
             **log_probs,
             response_mask=token_mask,
@@ -289,8 +300,9 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             is_clip=self.sdpo.distillation_is_clip,
             add_tail=self.sdpo.distillation_add_tail,
             old_log_probs=old_log_probs[selected][None] if old_log_probs is not None else None,
-            num_tokens=self._distilled_tokens_per_micro_batch(inputs, mode),
+            num_tokens=self._per_micro_batch(denominator, mode),
             token_weights=sampler_ratio,
+            aggregation_weights=aggregation,
         )
         self._log_distillation(token_mask, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
         if router_loss:
@@ -298,15 +310,16 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(router_loss[0].detach()).mean().item())
         return loss
 
-    def _distilled_tokens_per_micro_batch(self, inputs, mode: str) -> torch.Tensor:
-        """The loss's denominator: the generation batch's distilled tokens (all processes), scaled so
-        that the gradient of an optimizer step, averaged over processes by DDP and summed over the
-        micro-batches of gradient accumulation, is the token mean of the whole batch, whatever each
-        process and micro-batch holds (TRL's normalisation of its token-level GRPO losses)."""
-        tokens = inputs["num_distilled_tokens"].clamp(min=1.0) / self.accelerator.num_processes
+    def _per_micro_batch(self, count: torch.Tensor, mode: str) -> torch.Tensor:
+        """The loss's denominator: a count over the whole generation batch (all processes: its
+        distilled tokens, or its samples), scaled so that the gradient of an optimizer step, averaged
+        over processes by DDP and summed over the micro-batches of gradient accumulation, is the mean
+        over the whole batch, whatever each process and micro-batch holds (TRL's normalisation of its
+        token-level GRPO losses)."""
+        count = count.clamp(min=1.0) / self.accelerator.num_processes
         if mode == "train":  # the generation batch spans steps_per_generation micro-batches
-            tokens = tokens * self.current_gradient_accumulation_steps / self.args.steps_per_generation
-        return tokens
+            count = count * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return count
 
     def _log_distillation(self, mask, student_log_probs, teacher_log_probs, metrics) -> None:
         """Token-weighted means over all processes: distillation loss and the teacher–student KL
