@@ -155,3 +155,17 @@ def test_demonstration_index_is_the_first_success_not_self():
 )
 def test_first_divergence_by_hand(ids, demonstration, expected):
     assert first_divergence(ids, demonstration) == expected
+
+
+@pytest.mark.parametrize("settings, solution, feedback", [  # the paper's Table 6 (Hübotter et al. 2026)
+    (RepromptSettings(include_environment_feedback=False), True, False),  # solution only
+    (RepromptSettings(include_successful_demonstration=False), False, True),  # environment feedback only
+    (RepromptSettings(environment_feedback_only_without_solution=False), True, True),  # both
+])
+def test_the_three_teacher_contexts_of_the_papers_ablation(tokenizer, settings, solution, feedback):
+    """A group of two: sample 0 failed with feedback, sample 1 succeeded. Sample 0's teacher sees
+    the sibling's solution, the feedback, or both, as the ablation asks."""
+    inputs = build_teacher_inputs(tokenizer, [[USER], [USER]], [[1], [2]], ["wrong", "right"], [0.0, 1.0], ["fb", None], 2, settings)
+    text = tokenizer.decode(inputs[0].input_ids)
+    assert ("Correct solution:" in text) == solution and ("feedback from your unsuccessful" in text) == feedback
+    assert inputs[0].has_signal and (inputs[0].demonstration == 1) == solution

@@ -50,6 +50,9 @@ class RepromptSettings:
     success_reward_threshold: float = config_field(1.0, help="A sample with reward >= this is a success (a demonstration).")
     dont_reprompt_on_self_success: bool = config_field(True, help="Never use a sample's own success as its demonstration.")
     remove_thinking_from_demonstration: bool = config_field(True, help="Strip <think>...</think> from demonstrations.")
+    include_successful_demonstration: bool = config_field(
+        True, help="Show the teacher a successful sibling; false: feedback only (the paper's Table 6 ablation).",
+    )
     include_environment_feedback: bool = config_field(True, help="Show the environment's feedback to the teacher.")
     environment_feedback_only_without_solution: bool = config_field(
         True, help="Use feedback only for samples without a demonstration."
@@ -73,7 +76,10 @@ class TeacherInput:
 
 
 def demonstration_index(index: int, rewards: list[float], settings: RepromptSettings) -> int | None:
-    """Index in the group of the first successful sample (not ``index`` itself, by default)."""
+    """Index in the group of the first successful sample (not ``index`` itself, by default); None
+    with ``include_successful_demonstration: false``."""
+    if not settings.include_successful_demonstration:
+        return None
     for j, reward in enumerate(rewards):
         if reward >= settings.success_reward_threshold and not (j == index and settings.dont_reprompt_on_self_success):
             return j
