@@ -254,6 +254,16 @@ def test_sdpo_two_processes_with_different_token_counts_match_one(tiny_model_dir
             f"{loss_delta:.1e}; max |Δstudent| vs 1 process {student_delta:.1e} (moved {moved:.1e})")
 
 
+def greedy_ema_sdpo_args(tiny_model_dir: str, max_steps: int, learning_rate: float) -> list[str]:
+    """``posttrain sdpo`` with an EMA teacher (rate 0.5) and greedy generation, so that every
+    process decodes exactly the completions of one process (one group of 8 per step)."""
+    return ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
+            "--dataset_train_split", "train[:16]", "--max_steps", str(max_steps), "--learning_rate", str(learning_rate),
+            "--num_generations", "8", "--max_completion_length", "16", "--teacher", "ema",
+            "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
+            "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+
+
 FSDP2_ON_CPU = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
                 "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
                 "SHARDING_ON_CPU": "1"}  # observed_cli.py: accelerate selects FSDP on gloo processes too
@@ -282,11 +292,7 @@ def test_sdpo_sharded_ema_teacher_matches_one_process_and_checkpoints_whole(engi
     here and lora_ema's mechanisms in unit tests (tests/trainers/test_teachers.py);
     benchmarks/gpu_check.sh runs every teacher under both engines.
     """
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "4", "--learning_rate", "1e-2",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "ema",
-              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    common = greedy_ema_sdpo_args(tiny_model_dir, max_steps=4, learning_rate=1e-2)
     one, two = tmp_path / "one", tmp_path / "two"
     finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"))
     for key, value in ENGINES[engine].items():
@@ -333,11 +339,7 @@ def test_sdpo_ema_two_processes_match_one_with_greedy_generation(tiny_model_dir,
     Here both processes hold as many tokens (one group of 8 identical greedy completions per step);
     the test below gives them different counts.
     """
-    common = ["sdpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", "task:arithmetic",
-              "--dataset_train_split", "train[:16]", "--max_steps", "3", "--learning_rate", "1e-3",
-              "--num_generations", "8", "--max_completion_length", "16", "--teacher", "ema",
-              "--teacher_update_rate", "0.5", "--trainer_args", '{"generation_kwargs": {"do_sample": false}}',
-              "--logging_steps", "1", "--save_strategy", "no", "--seed", "0"]
+    common = greedy_ema_sdpo_args(tiny_model_dir, max_steps=3, learning_rate=1e-3)
     one, two = tmp_path / "one", tmp_path / "two"
     finish(launch([*common, "--output_dir", str(one), "--per_device_train_batch_size", "8"], 1, free_port, observe=one / "ranks"),
            launch([*common, "--output_dir", str(two), "--per_device_train_batch_size", "4"], 2, free_port, observe=two / "ranks"))

@@ -40,8 +40,8 @@ from posttrain.artifacts import write_json
 from posttrain.config import config_field
 from posttrain.data.base_format import END
 from posttrain.data.jsonl import write_jsonl
-from posttrain.errors import ConfigError, DataError
 from posttrain.data.reprompting import RepromptSettings, reprompt_text
+from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation.accuracy import follows_format, pass_at_k
 from posttrain.evaluation.premise import correct_token_log_prob, first_error, teacher_wins
 from posttrain.evaluation.rows import EvalRow, prompt_text, read_eval_rows
@@ -147,20 +147,21 @@ def _premise_check(model, tokenizer, task, rows: list[dict], config: EvalConfig)
     contexts = {"plain": [row["prompt"] for row in rows], "demonstration": [task.hinted_prompt(row) for row in rows]}
     if hasattr(task, "feedback_prompt"):
         contexts["feedback"] = [task.feedback_prompt(row, rng) for row in rows]
-    result, plain = {}, []
+    result, completions, scores = {}, {}, {}
     for name, prompts in contexts.items():
         rendered = [render_prompt(tokenizer, prompt, False, config.chat_template_kwargs) for prompt in prompts]
-        texts = [t[0] for t in generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens,
-                                        batch_size=config.batch_size, desc=f"premise: {name}")]
-        plain = plain or texts
-        result[f"premise/{name}"] = sum(reward for reward, _ in _score_all(task, rows, texts)) / len(rows)
-    result.update(_first_error_premise(model, tokenizer, task, rows, plain, config))
+        completions[name] = [t[0] for t in generate(model, tokenizer, rendered, max_new_tokens=config.max_new_tokens,
+                                                    batch_size=config.batch_size, desc=f"premise: {name}")]
+        scores[name] = _score_all(task, rows, completions[name])
+        result[f"premise/{name}"] = sum(reward for reward, _ in scores[name]) / len(rows)
+    result.update(_first_error_premise(model, tokenizer, task, rows, completions["plain"], scores["plain"], config))
     log.info("premise check: " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
     return result
 
 
-def _first_error_premise(model, tokenizer, task, rows: list[dict], completions: list[str], config: EvalConfig) -> dict[str, float | None]:
-    """On each failed completion that leaves its row's reference ``completion`` somewhere
+def _first_error_premise(model, tokenizer, task, rows: list[dict], completions: list[str],
+                         scored: list[tuple[float, str | None]], config: EvalConfig) -> dict[str, float | None]:
+    """On each failed completion (``scored``: its reward and the verifier's feedback) that leaves its row's reference ``completion`` somewhere
     (:func:`posttrain.evaluation.premise.first_error`): whether the teacher with the verifier's
     feedback on *this* completion, and the teacher with a correct solution, put more probability
     than the student on the correct token there. SDPO learns from failures exactly there."""
@@ -171,7 +172,6 @@ def _first_error_premise(model, tokenizer, task, rows: list[dict], completions: 
         return ids(render_prompt(tokenizer, prompt, False, config.chat_template_kwargs))
 
     log_probs = {"student": [], "feedback": [], "solution": []}
-    scored = _score_all(task, rows, completions)
     for row, completion, (reward, feedback) in tqdm(list(zip(rows, completions, scored)), desc="premise: first errors", leave=False):
         error = first_error(ids(completion), ids(row["completion"])) if reward < 1.0 and "completion" in row else None
         if error is None:

@@ -235,9 +235,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         )
         # The distilled tokens of the whole generation batch, all processes: the loss's denominator (a 0-d
         # tensor, which TRL's batch splitting hands to every micro-batch whole)
-        local = (has_signal * output["self_distillation_tokens"]).sum()
-        output["num_distilled_tokens"] = self.accelerator.gather(local.reshape(1)).sum()
-        output["num_samples"] = self.accelerator.gather(torch.tensor([float(n)], device=device)).sum()  # sequence_mean's denominator
+        # and its samples (sequence_mean's), in one gather
+        local = torch.stack([(has_signal * output["self_distillation_tokens"]).sum(), torch.tensor(float(n), device=device)])
+        totals = self.accelerator.gather(local[None]).sum(dim=0)  # (processes, 2) summed
+        output["num_distilled_tokens"], output["num_samples"] = totals[0], totals[1]
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
         return output
 

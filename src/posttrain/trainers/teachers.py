@@ -21,8 +21,9 @@ The copies (``frozen``, ``ema``, ``trust_region``) are placed as accelerate plac
 whole on every process under one process, DDP and ZeRO-1/2; under FSDP2 sharded by accelerate's
 own FSDP2 preparation (the same wrap policy, mesh and mixed precision), so each process holds
 1/N of the copy and its EMA runs shard by shard on the process's local shards, which FSDP2 lays
-out the same way for both models. FSDP1 (flat parameters) and ZeRO-3 (whose student is already
-partitioned when it loads, so a copy would hold placeholders) are refused before the model loads.
+out the same way for both models; under ZeRO-3 built partitioned and run by a DeepSpeed engine,
+its EMA on gathered pairs (:func:`copy_of_student`, :func:`place_like_student`). FSDP1 (flat
+parameters) is refused before the model loads (:func:`check_teacher_fits`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import TrainerCallback
 
 from posttrain.errors import ConfigError
-from posttrain.runtime import sharding_engine
+from posttrain.runtime import is_main_process, sharding_engine
 
 TEACHER_ADAPTER = "sdpo_teacher"
 
@@ -237,9 +238,13 @@ class FrozenTeacher(Teacher):
     def state_dict(self) -> dict:
         """The whole state; every process takes part in gathering a sharded one, which lands on
         rank 0's CPU (ZeRO-3: one parameter at a time)."""
-        if is_zero3(self.model):
-            whole = {name: _whole(tensor).cpu() for name, tensor in self.model.state_dict(keep_vars=True).items()}
-            return whole if torch.distributed.get_rank() == 0 else {}
+        if is_zero3(self.model):  # every process gathers each parameter; only rank 0 keeps a copy
+            whole = {}
+            for name, tensor in self.model.state_dict(keep_vars=True).items():
+                gathered = _whole(tensor)
+                if is_main_process():
+                    whole[name] = gathered.cpu()
+            return whole
         if not is_sharded(self.model):
             return self.model.state_dict()
         reshard_(self.model)
