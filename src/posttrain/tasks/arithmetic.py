@@ -13,7 +13,12 @@ The verifier is exact: the number after the last ``Answer:``, and with ``check_s
 every step of the scratchpad (a right answer reached through a wrong step is a failure, which
 keeps RL from rewarding lucky guesses). Feedback says what is wrong and what is right: the
 first wrong or missing step and what it should be (``Step 2 should be: 4+3+1=8 carry 0. You
-wrote: 4+3+1=9 carry 0.``), or the right final answer when only that is wrong.
+wrote: 4+3+1=9 carry 0.``), or the right final answer when only that is wrong. With
+``feedback_style: prefix`` it quotes the right solution up to and including the first wrong
+step instead (``Your attempt goes wrong at step 2. It should begin: 7+8=15 carry 1. 4+3+1=8
+carry 0.``): the same information, worded as the text to write, which a model that reads a
+solution in context can copy at the very token where its attempt went wrong; a step number
+means nothing to a model that cannot count its steps (docs/sdpo.md, "Feedback the model can use").
 
 The hinted prompt puts a correct solution in context, in the words SDPO's teacher sees it
 (:func:`posttrain.data.reprompting.reprompt_text`). A tiny model cannot read a solution in
@@ -36,6 +41,7 @@ from posttrain.errors import ConfigError
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 _STEP_TEXT = re.compile(r"[^.]*\.")  # one scratchpad step: everything up to and including its full stop
+FEEDBACK_STYLES = ("step", "prefix")
 POOL_SIZE = 200_000  # problems drawn (without replacement) when the space is larger
 # Pretraining-like pages (the ``documents`` split). Each page names its question and its answer with
 # one pair of labels: none, a conventional pair, or two words from LABEL_WORDS or made up. Its
@@ -103,16 +109,19 @@ class ArithmeticTask:
         seed: fixes which problems are held out and the order of both splits.
         teacher_fraction: share of training rows whose prompt is a teacher's prompt (a correct
             solution or feedback in context), so SFT teaches the model to use that context.
-        masked_fraction: share of the solution-in-context rows whose question asks about other,
-            random numbers: the answer can only be read from the context.
+        masked_fraction: share of the solution-in-context rows (and, with ``feedback_style:
+            prefix``, of the feedback rows) whose question asks about other, random numbers: the
+            answer can only be read from the context.
         check_steps: the verifier also checks every scratchpad step, not only the final answer.
+        feedback_style: ``step`` names the first wrong step and what it should be; ``prefix``
+            quotes the right solution up to and including it (:meth:`feedback`).
     """
 
     name = "arithmetic"
 
     def __init__(
         self, digits: int = 2, test_size: int = 300, seed: int = 0, teacher_fraction: float = 0.0,
-        masked_fraction: float = 0.0, check_steps: bool = False,
+        masked_fraction: float = 0.0, check_steps: bool = False, feedback_style: str = "step",
     ):
         if not 1 <= digits <= 6:
             raise ConfigError(f"arithmetic task: digits must be in [1, 6], got {digits}")
@@ -125,7 +134,9 @@ class ArithmeticTask:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"arithmetic task: {key} must be in [0, 1], got {value}")
         self.digits, self.test_size, self.seed, self.teacher_fraction = digits, test_size, seed, teacher_fraction
-        self.masked_fraction, self.check_steps = masked_fraction, check_steps
+        if feedback_style not in FEEDBACK_STYLES:
+            raise ConfigError(f"arithmetic task: feedback_style must be one of {', '.join(FEEDBACK_STYLES)}, got '{feedback_style}'")
+        self.masked_fraction, self.check_steps, self.feedback_style = masked_fraction, check_steps, feedback_style
         self._low, self._high, self._space, self._pool = low, high, space, pool
 
     def _pairs(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -155,6 +166,8 @@ class ArithmeticTask:
                 if rng.random() < 0.5:
                     masked = rng.random() < self.masked_fraction
                     row["prompt"] = self.hinted_prompt({**row, "prompt": self.masked_question(rng)} if masked else row)
+                elif self.feedback_style == "prefix" and rng.random() < self.masked_fraction:
+                    row["prompt"] = self.feedback_prompt(row, rng, masked=True)
                 else:
                     row["prompt"] = self.feedback_prompt(row, rng)
         return rows
@@ -228,11 +241,13 @@ class ArithmeticTask:
             pairs.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected, "answer": row["answer"]})
         return pairs
 
-    def mistake(self, a: int, b: int, rng: random.Random) -> str:
-        """A wrong scratchpad for ``a + b`` with one plausible error, propagated to the answer."""
-        kind = rng.choice(["dropped carry", "column sum", "final answer"])
+    def mistake(self, a: int, b: int, rng: random.Random, late: bool = False) -> str:
+        """A wrong scratchpad for ``a + b`` with one plausible error, propagated to the answer;
+        ``late``: an error in the last column's sum or the final answer only, so that everything
+        the answer needs stands before it."""
+        kind = rng.choice(["column sum", "final answer"] if late else ["dropped carry", "column sum", "final answer"])
         steps, carry, digits = [], 0, []
-        column = rng.randrange(self.digits)
+        column = self.digits - 1 if late else rng.randrange(self.digits)
         for position in range(self.digits):
             da, db = (a // 10**position) % 10, (b // 10**position) % 10
             carry_in = 0 if kind == "dropped carry" and position == column + 1 else carry
@@ -260,11 +275,15 @@ class ArithmeticTask:
         """The prompt as SDPO's teacher sees it with a correct solution in context."""
         return reprompt_text(row["prompt"], solve(row["a"], row["b"], self.digits), None, RepromptSettings())
 
-    def feedback_prompt(self, row: dict, rng: random.Random) -> str:
-        """The prompt as SDPO's teacher sees it with the feedback on a typical mistake."""
-        wrong = self.mistake(row["a"], row["b"], rng)
+    def feedback_prompt(self, row: dict, rng: random.Random, masked: bool = False) -> str:
+        """The prompt as SDPO's teacher sees it with the feedback on a typical mistake.
+
+        ``masked`` (``feedback_style: prefix`` only): the question asks about other numbers and the
+        mistake is a late one, so the quoted solution holds every step and the answer can only be
+        read from the feedback, as a masked solution row teaches reading a solution."""
+        wrong = self.mistake(row["a"], row["b"], rng, late=masked)
         feedback = self.feedback(row["a"], row["b"], wrong, extract_answer(wrong))
-        return reprompt_text(row["prompt"], None, feedback, RepromptSettings())
+        return reprompt_text(self.masked_question(rng) if masked else row["prompt"], None, feedback, RepromptSettings())
 
     def score(self, prompt: str, completion: str, /, **row) -> tuple[float, str | None]:
         if "a" in row and "b" in row:
@@ -282,13 +301,19 @@ class ArithmeticTask:
 
     def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
         """Say what is wrong and what is right: the first wrong, missing or extra scratchpad step
-        and what it should be, else the missing or wrong final answer and the right one."""
-        reference, written = scratchpad_steps(solve(a, b, self.digits)), scratchpad_steps(completion)
+        and what it should be, else the missing or wrong final answer and the right one; with
+        ``feedback_style: prefix``, the right solution up to and including that first error."""
+        solution = solve(a, b, self.digits)
+        reference, written = scratchpad_steps(solution), scratchpad_steps(completion)
         for position, want in enumerate(reference):
-            if position >= len(written):
-                return f"Step {position + 1} is missing. Step {position + 1} should be: {want}"
-            if written[position] != want:
+            if position >= len(written) or written[position] != want:
+                if self.feedback_style == "prefix":
+                    return f"Your attempt goes wrong at step {position + 1}. It should begin: {' '.join(reference[: position + 1])}"
+                if position >= len(written):
+                    return f"Step {position + 1} is missing. Step {position + 1} should be: {want}"
                 return f"Step {position + 1} should be: {want} You wrote: {written[position]}"
+        if self.feedback_style == "prefix":  # the steps are right: the error is in what follows them
+            return f"Your steps are right; what follows them goes wrong. It should begin: {solution}"
         if len(written) > len(reference):
             return f"There are {len(reference)} steps, then the answer. You wrote more: {written[len(reference)]}"
         if answer is None:
