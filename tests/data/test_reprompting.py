@@ -10,6 +10,7 @@ from posttrain.data.reprompting import (
     first_divergence,
     select_demonstration,
     teacher_messages,
+    token_at_character,
 )
 
 SYSTEM = {"role": "system", "content": "Be exact."}
@@ -155,6 +156,32 @@ def test_demonstration_index_is_the_first_success_not_self():
 )
 def test_first_divergence_by_hand(ids, demonstration, expected):
     assert first_divergence(ids, demonstration) == expected
+
+
+class PieceTokenizer:
+    """Token i decodes to PIECES[i]; token 0 is special (skipped when asked)."""
+
+    PIECES = ["<s>", "7+", "8=", "14", " carry", " 1."]
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(self.PIECES[i] for i in ids if not (skip_special_tokens and i == 0))
+
+
+@pytest.mark.parametrize(
+    "ids, offset, expected",
+    [  # "7+8=14 carry 1.": characters 0-1 in token 1, 2-3 in token 2, 4-5 in token 3 (index 2 of ids [1..5])
+        ([1, 2, 3, 4, 5], 0, 0),
+        ([1, 2, 3, 4, 5], 4, 2),  # the '1' of '14'
+        ([1, 2, 3, 4, 5], 5, 2),
+        ([1, 2, 3, 4, 5], 6, 3),  # ' carry' starts at 6
+        ([1, 2, 3, 4, 5], 14, 4),  # the last character
+        ([1, 2, 3, 4, 5], 15, None),  # past the text: no token holds it
+        ([0, 1, 2, 3], 4, 3),  # a special token decodes to nothing and shifts nothing
+        ([], 0, None),
+    ],
+)
+def test_token_at_character_by_hand(ids, offset, expected):
+    assert token_at_character(PieceTokenizer(), ids, offset) == expected
 
 
 @pytest.mark.parametrize("settings, solution, feedback", [  # the paper's Table 6 (Hübotter et al. 2026)

@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.errors import ConfigError
 from posttrain.tasks import get_task
-from posttrain.tasks.arithmetic import OTHER_EXCHANGES, PAGE_TERMINATORS, ArithmeticTask, extract_answer, solve
+from posttrain.tasks.arithmetic import OTHER_EXCHANGES, PAGE_TERMINATORS, ArithmeticTask, extract_answer, scratchpad_steps, solve
 
 # ---------------------------------------------------------------------------------------------
 # solve(): scratchpads worked out by hand
@@ -394,3 +394,58 @@ def test_get_task_bad_option_value():
     """An invalid option value surfaces the task's own ConfigError."""
     with pytest.raises(ConfigError, match="digits must be in"):
         get_task("arithmetic", digits=9)
+
+
+PREFIX_TASK = ArithmeticTask(feedback_style="prefix")
+
+
+def test_prefix_feedback_quotes_the_solution_through_the_first_wrong_step():
+    """47 + 38: the right steps are '7+8=15 carry 1.' and '4+3+1=8 carry 0.'; the feedback
+    quotes them up to and including the first one the attempt got wrong or left out."""
+    step_two = "Your attempt goes wrong at step 2. It should begin: 7+8=15 carry 1. 4+3+1=8 carry 0."
+    assert PREFIX_TASK.score(PROMPT, "7+8=15 carry 1. 4+3=7 carry 0. Answer: 75") == (0.0, step_two)
+    assert PREFIX_TASK.score(PROMPT, "7+8=15 carry 1. Answer: 84")[1] == step_two  # missing step
+    assert PREFIX_TASK.score(PROMPT, "")[1] == "Your attempt goes wrong at step 1. It should begin: 7+8=15 carry 1."
+    assert PREFIX_TASK.score(PROMPT, "7+8=14 carry 1. 4+3+1=8 carry 0. Answer: 84")[1] == (
+        "Your attempt goes wrong at step 1. It should begin: 7+8=15 carry 1."
+    )
+
+
+def test_prefix_feedback_after_right_steps_quotes_the_whole_solution():
+    expected = f"Your steps are right; what follows them goes wrong. It should begin: {RIGHT}"
+    assert PREFIX_TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 84") == (0.0, expected)
+    assert PREFIX_TASK.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0.")[1] == expected  # no answer
+    checking = ArithmeticTask(feedback_style="prefix", check_steps=True)
+    assert checking.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. 0+0+0=0 carry 0. Answer: 85")[1] == expected  # extra step
+    assert PREFIX_TASK.score(PROMPT, RIGHT) == (1.0, None)
+
+
+def test_unknown_feedback_style_is_refused():
+    with pytest.raises(ConfigError, match="feedback_style must be one of step, prefix, got 'hint'"):
+        ArithmeticTask(feedback_style="hint")
+
+
+def test_masked_prefix_feedback_rows_hold_every_step_the_answer_needs():
+    """With feedback_style: prefix, masked_fraction also masks feedback rows: the question asks
+    about other numbers and the mistake is late (last column or the answer), so the quoted
+    solution holds every step of the row's completion and only the feedback gives the answer."""
+    task = ArithmeticTask(test_size=100, seed=3, teacher_fraction=1.0, masked_fraction=0.5, feedback_style="prefix")
+    feedback_rows = [row for row in task.make_dataset("train", 2000) if "feedback" in row["prompt"]]
+    masked = [row for row in feedback_rows if not row["prompt"].startswith(f"What is {row['a']} + {row['b']}?")]
+    assert 0.4 < len(masked) / len(feedback_rows) < 0.6
+    for row in masked:
+        assert re.fullmatch(r"What is \d\d \+ \d\d\?", row["prompt"].split("\n")[0])
+        assert f"It should begin: {' '.join(scratchpad_steps(row['completion']))}" in row["prompt"]
+    for row in feedback_rows:  # never the step-numbered wording
+        assert "should be:" not in row["prompt"] and "It should begin: " in row["prompt"]
+
+
+def test_feedback_locates_the_first_wrong_character():
+    """The feedback is a Feedback whose error_at is where the attempt leaves the solution
+    '7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 85' (counted by hand), whatever the wording."""
+    for task in (TASK, PREFIX_TASK):
+        assert task.score(PROMPT, "7+8=14 carry 1. 4+3+1=8 carry 0. Answer: 84")[1].error_at == 5
+        assert task.score(PROMPT, "7+8=15 carry 1. 4+3+1=9 carry 0. Answer: 95")[1].error_at == 22
+        assert task.score(PROMPT, "7+8=15 carry 1. 4+3+1=8 carry 0. Answer: 84")[1].error_at == 42  # the 4 of 84
+        assert task.score(PROMPT, "7+8=15 carry 1.")[1].error_at == 15  # stops inside the solution
+        assert task.score(PROMPT, "")[1].error_at == 0

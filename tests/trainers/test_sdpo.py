@@ -24,6 +24,7 @@ from posttrain.data.jsonl import write_jsonl
 from posttrain.errors import ConfigError, DataError, PosttrainError
 from posttrain.losses import self_distillation_loss
 from posttrain.models import load_model, load_tokenizer
+from posttrain.tasks import Feedback
 from posttrain.tasks.sources import load_rows
 from posttrain.trainers.rewards import FeedbackReward, message_text
 from posttrain.trainers.sdpo import SDPOSettings, SDPOTrainer
@@ -354,6 +355,37 @@ def test_distillation_span_stops_at_the_first_token_that_leaves_the_demonstratio
     distilled = [token for i, own in enumerate(ids) if i % G for token in own[: expected[i]]]
     assert seen["tokens"] == [distilled]
     assert seen["mask"] == [[1] * len(distilled)]
+
+
+ERROR_AT = 3  # where the feedback below says every completion first goes wrong
+
+
+def located_feedback(prompts, completions, **kwargs):
+    """Every completion fails; the feedback locates its first error at character ERROR_AT."""
+    return [(0.0, Feedback("wrong from the fourth character on", error_at=ERROR_AT)) for _ in completions]
+
+
+def unlocated_feedback(prompts, completions, **kwargs):
+    return [(0.0, "wrong somewhere") for _ in completions]
+
+
+@pytest.mark.parametrize("reward", [located_feedback, unlocated_feedback])
+def test_to_divergence_on_feedback_stops_at_the_token_the_verifier_names(tiny_model_dir, tmp_path, prompts, reward):
+    """Groups where every sample failed: the teacher has feedback only, and to_divergence distils up
+    to and including the token holding the character the Feedback names (found here by decoding
+    one more token at a time); feedback that names no place distils every token."""
+    trainer = direct_trainer(tiny_model_dir, tmp_path, prompts, [reward], distillation_span="to_divergence")
+    batch = generate(trainer, group_rows(prompts))
+    tokenizer = trainer.processing_class
+    ids = [unpadded(i, m) for i, m in zip(batch["completion_ids"], batch["completion_mask"])]
+    assert batch["self_distillation_mask"].tolist() == [1.0] * len(ids)  # feedback is every sample's signal
+    expected = []
+    for own in ids:
+        holding = next((j for j in range(len(own)) if len(tokenizer.decode(own[: j + 1], skip_special_tokens=True)) > ERROR_AT), None)
+        expected.append(len(own) if reward is unlocated_feedback or holding is None else holding + 1)
+    assert batch["self_distillation_tokens"].tolist() == expected
+    if reward is located_feedback:
+        assert any(e < len(own) for e, own in zip(expected, ids))  # cut short where the error is
 
 
 # -- the distillation loss: student log-probs, live teacher, mixing with GRPO -----------------------

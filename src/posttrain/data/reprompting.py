@@ -15,8 +15,10 @@ Rules (Hübotter et al. 2026; defaults as in the reference code):
   ``environment_feedback_only_without_solution`` or there is no demonstration);
 * with neither demonstration nor feedback the sample gets no distillation loss (mask 0).
 
-:func:`first_divergence` finds where a sample leaves its demonstration, for distillation
-restricted to the tokens up to there (``distillation_span: to_divergence``, a posttrain option).
+:func:`first_divergence` finds where a sample leaves its demonstration, and
+:func:`token_at_character` the token where the verifier's feedback says it first goes wrong, for
+distillation restricted to the tokens up to there (``distillation_span: to_divergence``, a
+posttrain option).
 
 The teacher prompt is the original conversation, system messages kept, with the last user turn
 replaced by ``reprompt_template.format(prompt=…, solution=…, feedback=…)``; it is rendered with
@@ -94,6 +96,23 @@ def select_demonstration(index: int, completions: list[str], rewards: list[float
 
 def _demonstration_text(completion: str, settings: RepromptSettings) -> str:
     return _THINK.sub("", completion) if settings.remove_thinking_from_demonstration else completion
+
+
+def token_at_character(tokenizer: "PreTrainedTokenizerBase", ids: list[int], offset: int) -> int | None:
+    """Index of the token of ``ids`` whose decoded text holds character ``offset`` of the decoded
+    whole (special tokens skipped), or None when the text is no longer than ``offset``: the
+    smallest ``j`` with ``len(decode(ids[: j + 1])) > offset``, by bisection (decoded prefixes only
+    grow). Where the verifier locates a completion's first error in its text, this is the token."""
+    def decoded_length(count: int) -> int:
+        return len(tokenizer.decode(ids[:count], skip_special_tokens=True))
+
+    if decoded_length(len(ids)) <= offset:
+        return None
+    low, high = 1, len(ids)  # the answer's token count j + 1 lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if decoded_length(middle) <= offset else (low, middle)
+    return low - 1
 
 
 def first_divergence(ids: list[int], demonstration_ids: list[int]) -> int | None:

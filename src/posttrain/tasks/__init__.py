@@ -2,7 +2,8 @@
 
 A task makes rows ``{"prompt", "completion", "answer", ...}`` for a split and scores a model's
 completion with ``score(prompt, completion, **row) -> (reward, feedback)``, where ``feedback`` is
-a string saying what was wrong (``None`` when the completion is right).
+a string saying what was wrong (``None`` when the completion is right), or a :class:`Feedback`,
+which also says where the completion first goes wrong.
 
 Beside the tasks: :mod:`posttrain.tasks.sources` (rows from a task, a file or the Hub) and
 :mod:`posttrain.tasks.sandbox` (where the code task runs programs).
@@ -15,6 +16,22 @@ from typing import Protocol
 from posttrain.errors import ConfigError
 
 
+class Feedback(str):
+    """Feedback text that also locates the completion's first error: ``error_at``, the offset of
+    its first wrong character (SDPO's ``distillation_span: to_divergence`` distils the tokens up to
+    and including the one there). A plain ``str`` everywhere else (files, prompts, comparisons)."""
+
+    error_at: int
+
+    def __new__(cls, text: str, error_at: int):
+        feedback = super().__new__(cls, text)
+        feedback.error_at = error_at
+        return feedback
+
+    def __reduce__(self):  # kept across processes (gather_object pickles it)
+        return Feedback, (str(self), self.error_at)
+
+
 class Task(Protocol):
     name: str
 
@@ -23,7 +40,7 @@ class Task(Protocol):
         ...
 
     def score(self, prompt: str, completion: str, /, **row) -> tuple[float, str | None]:
-        """Reward in [0, 1] and feedback for a wrong completion."""
+        """Reward in [0, 1] and feedback (a ``str`` or :class:`Feedback`) for a wrong completion."""
         ...
 
     def make_pairs(self, split: str, n: int | None = None) -> list[dict]:

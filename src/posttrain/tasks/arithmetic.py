@@ -37,6 +37,7 @@ import re
 
 from posttrain.data.reprompting import RepromptSettings, reprompt_text
 from posttrain.errors import ConfigError
+from posttrain.tasks import Feedback
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
@@ -91,6 +92,15 @@ def scratchpad_steps(text: str) -> list[str]:
     A malformed step stays one step, so the steps after it keep their numbers."""
     body = text.split("Answer:", 1)[0]
     return [step.strip() for step in _STEP_TEXT.findall(body) if step.strip() != "."]
+
+
+def first_wrong_character(completion: str, solution: str) -> int:
+    """Where ``completion`` first leaves ``solution``: the length of their common prefix (the
+    completion's length when it stops inside the solution)::
+
+        first_wrong_character("7+8=14 carry 1.", "7+8=15 carry 1. ...") == 5
+    """
+    return next((i for i, (got, want) in enumerate(zip(completion, solution)) if got != want), min(len(completion), len(solution)))
 
 
 def extract_answer(completion: str) -> int | None:
@@ -297,7 +307,7 @@ class ArithmeticTask:
         steps_right = not self.check_steps or scratchpad_steps(completion) == scratchpad_steps(solve(a, b, self.digits))
         if answer == a + b and steps_right:
             return 1.0, None
-        return 0.0, self.feedback(a, b, completion, answer)
+        return 0.0, Feedback(self.feedback(a, b, completion, answer), first_wrong_character(completion, solve(a, b, self.digits)))
 
     def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
         """Say what is wrong and what is right: the first wrong, missing or extra scratchpad step

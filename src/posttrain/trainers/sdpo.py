@@ -45,11 +45,12 @@ from trl.trainer.utils import pad
 from posttrain.artifacts import atomic_open, write_json
 from posttrain.config import config_field
 from posttrain.data.chat import message_text
-from posttrain.data.reprompting import RepromptSettings, build_teacher_inputs, first_divergence
+from posttrain.data.reprompting import RepromptSettings, TeacherInput, build_teacher_inputs, first_divergence, token_at_character
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.losses import distillation_inputs_in_chunks, self_distillation_loss, sequence_mean_weights
 from posttrain.models.output_head import OutputHead
 from posttrain.runtime import get_logger
+from posttrain.tasks import Feedback
 from posttrain.trainers.checkpoints import CompleteCheckpoints
 from posttrain.trainers.nonfinite import NonFiniteLossGuard
 from posttrain.trainers.rewards import FeedbackReward, feedback_reward
@@ -90,8 +91,9 @@ class SDPOSettings(RepromptSettings):
     )
     distillation_span: Literal["all", "to_divergence"] = config_field(
         "all",
-        help="Tokens distilled on a sample with a demonstration: all (reference) or up to and including the first "
-        "token where it leaves the demonstration (its first mistake, on a deterministic task).",
+        help="Tokens distilled on a failed sample: all (reference) or up to and including its first mistake: the first "
+        "token where it leaves its demonstration (on a deterministic task), or, with feedback only, the token where "
+        "the verifier's feedback locates the first error (a task returning posttrain.tasks.Feedback; else all).",
     )
 
     def __post_init__(self):  # ranges and names: the config loader checks the fields' bounds and Literals
@@ -198,12 +200,13 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         return rewards_per_func
 
     def _feedback(self, n: int) -> list[str | None]:
-        """Each local sample's feedback, joined over the reward functions that gave any."""
+        """Each local sample's feedback, joined over the reward functions that gave any (one
+        function's is kept as it is, a :class:`~posttrain.tasks.Feedback` with where it locates the error)."""
         per_function = [f.last_feedback for f in self.reward_funcs if isinstance(f, FeedbackReward)]
         joined = []
         for i in range(n):
             texts = [feedback[i] for feedback in per_function if feedback and feedback[i]]
-            joined.append("\n\n".join(texts) if texts else None)
+            joined.append(texts[0] if len(texts) == 1 else "\n\n".join(texts) if texts else None)
         return joined
 
     def _generate_and_score_completions(self, inputs):
@@ -231,7 +234,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         has_signal = torch.tensor([float(t.has_signal) for t in teacher_inputs], device=device)
         output["self_distillation_mask"] = has_signal
         output["self_distillation_tokens"] = torch.tensor(
-            [self._distilled_tokens(all_ids, i, t.demonstration) for i, t in zip(share, teacher_inputs)], device=device
+            [self._distilled_tokens(all_ids, i, t, all_feedback[i]) for i, t in zip(share, teacher_inputs)], device=device
         )
         # The distilled tokens of the whole generation batch, all processes: the loss's denominator (a 0-d
         # tensor, which TRL's batch splitting hands to every micro-batch whole)
@@ -242,13 +245,20 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
         return output
 
-    def _distilled_tokens(self, all_ids: list[list[int]], index: int, demonstration: int | None) -> int:
+    def _distilled_tokens(self, all_ids: list[list[int]], index: int, teacher: TeacherInput, feedback: str | None) -> int:
         """How many leading completion tokens of sample ``index`` are distilled: all of them, or with
-        ``distillation_span: to_divergence`` those up to and including where it leaves its demonstration."""
+        ``distillation_span: to_divergence`` those up to and including its first mistake: where it
+        leaves its demonstration, or, taught by feedback alone, where the verifier's
+        :class:`~posttrain.tasks.Feedback` says it first goes wrong."""
         ids = all_ids[index]
-        if self.sdpo.distillation_span == "all" or demonstration is None:
+        if self.sdpo.distillation_span == "all" or not teacher.has_signal:
             return len(ids)
-        position = first_divergence(ids, all_ids[demonstration])
+        if teacher.demonstration is not None:
+            position = first_divergence(ids, all_ids[teacher.demonstration])
+        elif isinstance(feedback, Feedback):
+            position = token_at_character(self.processing_class, ids, feedback.error_at)
+        else:  # feedback that does not say where: all of it
+            position = None
         return len(ids) if position is None else position + 1
 
     # -- loss ---------------------------------------------------------------------------------
