@@ -30,6 +30,7 @@ completion tokens are appended unchanged, so both models score the same tokens.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -115,9 +116,10 @@ def token_at_character(tokenizer: "PreTrainedTokenizerBase", ids: list[int], off
     return low - 1
 
 
-def first_divergence(ids: list[int], demonstration_ids: list[int]) -> int | None:
+def first_divergence(ids: Sequence, demonstration_ids: Sequence) -> int | None:
     """Position of the first token of ``ids`` that differs from ``demonstration_ids`` (a token
-    past the demonstration's end differs), or None when ``ids`` never leaves it::
+    past the demonstration's end differs), or None when ``ids`` never leaves it (token ids, or the
+    characters of two texts)::
 
         first_divergence([5, 6, 7, 8], [5, 6, 9]) == 2
         first_divergence([5, 6], [5, 6, 9]) is None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 import re
 
-from posttrain.data.reprompting import RepromptSettings, reprompt_text
+from posttrain.data.reprompting import RepromptSettings, first_divergence, reprompt_text
 from posttrain.errors import ConfigError
 from posttrain.tasks import Feedback
 
@@ -92,15 +92,6 @@ def scratchpad_steps(text: str) -> list[str]:
     A malformed step stays one step, so the steps after it keep their numbers."""
     body = text.split("Answer:", 1)[0]
     return [step.strip() for step in _STEP_TEXT.findall(body) if step.strip() != "."]
-
-
-def first_wrong_character(completion: str, solution: str) -> int:
-    """Where ``completion`` first leaves ``solution``: the length of their common prefix (the
-    completion's length when it stops inside the solution)::
-
-        first_wrong_character("7+8=14 carry 1.", "7+8=15 carry 1. ...") == 5
-    """
-    return next((i for i, (got, want) in enumerate(zip(completion, solution)) if got != want), min(len(completion), len(solution)))
 
 
 def extract_answer(completion: str) -> int | None:
@@ -303,11 +294,13 @@ class ArithmeticTask:
             if match is None:
                 raise ValueError(f"arithmetic task cannot parse the problem in prompt {prompt!r}")
             a, b = int(match.group(1)), int(match.group(2))
-        answer = extract_answer(completion)
-        steps_right = not self.check_steps or scratchpad_steps(completion) == scratchpad_steps(solve(a, b, self.digits))
+        answer, solution = extract_answer(completion), solve(a, b, self.digits)
+        steps_right = not self.check_steps or scratchpad_steps(completion) == scratchpad_steps(solution)
         if answer == a + b and steps_right:
             return 1.0, None
-        return 0.0, Feedback(self.feedback(a, b, completion, answer), first_wrong_character(completion, solve(a, b, self.digits)))
+        # the first character where it leaves the solution (one that stops inside it errs where it stops)
+        error_at = first_divergence(completion, solution)
+        return 0.0, Feedback(self.feedback(a, b, completion, answer), len(completion) if error_at is None else error_at)
 
     def feedback(self, a: int, b: int, completion: str, answer: int | None) -> str:
         """Say what is wrong and what is right: the first wrong, missing or extra scratchpad step
