@@ -57,13 +57,14 @@ def task_options(args) -> dict:
     return {"test_size": args.held_out, "check_steps": True, "feedback_style": args.feedback_style}
 
 
-def train_sft(work: str, held_out: int, feedback_style: str) -> str:
-    """The quickstart's ``sft`` stage (teacher-format rows, 300 steps at a constant lr) with
-    ``held_out`` problems held out instead of 300, its feedback rows worded in ``feedback_style``."""
+def train_sft(work: str, held_out: int, feedback_style: str, seed: int = 0) -> str:
+    """The quickstart's ``sft`` stage (teacher-format rows, 300 steps at a constant lr) from the
+    quickstart's tiny model, with ``held_out`` problems held out instead of 300, its feedback rows
+    worded in ``feedback_style``, trained with ``seed``."""
     make_model(load_config(MakeModelConfig, values={"out": f"{work}/model", "seed": 0}))
     stage = next(s for s in read_yaml(QUICKSTART)["stages"] if s["name"] == "sft")
     values = {
-        **stage["config"], "model_name_or_path": f"{work}/model", "output_dir": f"{work}/sft", "save_strategy": "no",
+        **stage["config"], "model_name_or_path": f"{work}/model", "output_dir": f"{work}/sft", "save_strategy": "no", "seed": seed,
         "task_options": {**stage["config"].get("task_options", {}), "test_size": held_out, "feedback_style": feedback_style},
     }
     run_sft(load_config(SFTJobConfig, values=values))

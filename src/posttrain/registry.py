@@ -114,6 +114,13 @@ COMMANDS: dict[str, Command] = {
             trains_a_model=True,
         ),
         Command(
+            "discover",
+            "Test-time SDPO on problems the model almost never solves, one at a time, against best-of-k sampling (discovery@k).",
+            "posttrain.commands.discover:DiscoverConfig",
+            "posttrain.commands.discover:run_discover",
+            "output_dir",
+        ),
+        Command(
             "trigger",
             "Trigger-conditioned LoRA fine-tuning from a QA file, with a checkpoint per epoch and activation/fidelity/leakage evaluation.",
             "posttrain.commands.trigger:TriggerJobConfig",

@@ -792,6 +792,7 @@ def unchunked_inputs(hidden, head, teacher_logits, completion_ids, topk):
     indices = student.detach().topk(topk, dim=-1).indices if topk else None
     return {
         "student_log_probs": student.gather(-1, sampled).squeeze(-1),
+        "student_entropy": -(student.exp() * student).sum(dim=-1),
         "teacher_log_probs": teacher.gather(-1, sampled).squeeze(-1),
         "student_topk_log_probs": student.gather(-1, indices) if topk else None,
         "teacher_topk_log_probs": teacher.gather(-1, indices) if topk else None,
@@ -903,3 +904,91 @@ def test_sequence_mean_aggregation_by_hand():
         student, teacher, **common, aggregation_weights=sequence_mean_weights(mask * signal[:, None]), num_tokens=3.0)
     assert sequence_mean.item() == pytest.approx((0.75 - 2.0 + 0.0) / 3)
     assert sequence_metrics["divergence"] == metrics["divergence"] == pytest.approx(token_mean.item())
+
+
+def test_chunked_inputs_student_entropy_by_hand():
+    """The logged entropy is −Σ p log p of the temperature-scaled student: log V for equal logits,
+    and for logits (0, log 3) over two tokens, p = (1/4, 3/4): −(¼ log ¼ + ¾ log ¾)."""
+    from posttrain.losses.self_distillation import distillation_inputs_in_chunks
+
+    hidden = torch.tensor([[[0.0], [1.0]]], dtype=torch.float64)  # (1, 2, 1)
+    weight = torch.tensor([[0.0], [math.log(3)]], dtype=torch.float64)  # V = 2
+    inputs = distillation_inputs_in_chunks(hidden, lambda h: h @ weight.T, lambda positions: torch.zeros(1, 1, 2), torch.tensor([[0, 1]]), None, 1)
+    assert inputs["student_entropy"][0].tolist() == pytest.approx([math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))])
+
+
+# -- SDPO mixed with GRPO in advantage space ------------------------------------------------------
+
+
+def test_mixed_advantage_loss_value_by_hand():
+    """λ = 0.25; sample 0: group advantage +0.5, both tokens distilled; sample 1: −0.5, only its
+    first token distilled. A_t = λ·A_i + (1−λ)·m_t·(t − s); loss = −Σ A_t·s / 4 tokens.
+
+    sample 0: A = 0.125 + 0.75·(−1.5 + 1) = −0.25, and 0.125 + 0.75·(−1 + 2) = 0.875
+    sample 1: A = −0.125 + 0.75·(−2 + 0.5) = −1.25, and −0.125 (not distilled)
+    """
+    from posttrain.losses import mixed_advantage_loss
+
+    student = torch.tensor([[-1.0, -2.0], [-0.5, -1.0]])
+    teacher = torch.tensor([[-1.5, -1.0], [-2.0, -3.0]])
+    advantages = torch.tensor([[0.5], [-0.5]])
+    distill = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, metrics = mixed_advantage_loss(student, teacher, advantages, torch.ones(2, 2), distill, grpo_weight=0.25)
+    expected = -(-0.25 * -1.0 + 0.875 * -2.0 + -1.25 * -0.5 + -0.125 * -1.0) / 4
+    assert loss.item() == pytest.approx(expected)
+    assert metrics["distill_tokens"] == 3
+    assert metrics["divergence"] == pytest.approx(((-1 + 1.5) + (-2 + 1) + (-0.5 + 2)) / 3)  # log s − log t, distilled tokens
+
+
+def test_mixed_advantage_loss_gradient_is_minus_the_advantage():
+    """d loss / d log s(y_t) = −A_t / n: the advantage itself gets no gradient."""
+    from posttrain.losses import mixed_advantage_loss
+
+    student = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    teacher = torch.tensor([[-1.5, -1.0, -0.5]])
+    loss, _ = mixed_advantage_loss(student, teacher, torch.tensor([[1.0]]), torch.ones(1, 3), torch.ones(1, 3), grpo_weight=0.5)
+    loss.backward()
+    advantages = [0.5 + 0.5 * (-1.5 + 1.0), 0.5 + 0.5 * (-1.0 + 2.0), 0.5 + 0.0]
+    assert student.grad[0].tolist() == pytest.approx([-a / 3 for a in advantages])
+
+
+def test_mixed_advantage_loss_at_lambda_0_is_sampled_token_sdpo():
+    """λ = 0: the sampled-token SDPO loss, value and gradient, whatever the group advantages."""
+    from posttrain.losses import mixed_advantage_loss
+
+    generator = torch.Generator().manual_seed(0)
+    student = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 3
+    teacher = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 3
+    mask = (torch.rand(3, 5, generator=generator) > 0.3).double()
+    old = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 3
+    grads = []
+    for mixed in (True, False):
+        s = student.clone().requires_grad_()
+        if mixed:
+            loss, _ = mixed_advantage_loss(s, teacher, torch.randn(3, 1, dtype=torch.float64), mask, mask, 0.0, old_log_probs=old)
+        else:
+            loss, _ = self_distillation_loss(s, teacher, mask, alpha=1.0, old_log_probs=old)
+        loss.backward()
+        grads.append((loss.detach(), s.grad))
+    assert_close(grads[0][0], grads[1][0])
+    assert_close(grads[0][1], grads[1][1])
+
+
+def test_mixed_advantage_loss_learns_where_grpo_has_no_signal():
+    """A group where every sample failed has advantage 0: GRPO alone (λ = 1) gives no gradient,
+    the mix still pushes the tokens where the teacher disagrees, and only those."""
+    from posttrain.losses import mixed_advantage_loss
+
+    teacher = torch.tensor([[-1.0, -0.1]])
+    for weight, moved in ((1.0, [0.0, 0.0]), (0.5, [0.0, -0.5 * (-0.1 + 2.0) / 2])):
+        student = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+        loss, _ = mixed_advantage_loss(student, teacher, torch.zeros(1, 1), torch.ones(1, 2), torch.ones(1, 2), grpo_weight=weight)
+        loss.backward()
+        assert student.grad[0].tolist() == pytest.approx(moved)
+
+
+def test_mixed_advantage_loss_refuses_lambda_out_of_range():
+    from posttrain.losses import mixed_advantage_loss
+
+    with pytest.raises(ValueError, match="grpo_weight"):
+        mixed_advantage_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 1.5)

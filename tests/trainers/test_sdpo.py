@@ -121,6 +121,10 @@ def first_of_group_succeeds(prompts, completions, **kwargs):
         ({"teacher": "average"}, "'teacher'.*must be one of frozen, ema, trust_region, lora_ema, live"),
         ({"base_model_mode": True}, "needs a chat model"),
         ({"grpo_weight": 1.5}, "'grpo_weight' must be <= 1"),
+        ({"grpo_mixing": "advantage"}, "set distillation_topk: 0"),
+        ({"grpo_mixing": "advantage", "distillation_topk": 0, "distillation_alpha": 1.0, "distillation_aggregation": "sequence_mean"},
+         "set distillation_aggregation: token_mean"),
+        ({"grpo_mixing": "reward"}, "grpo_mixing"),
         ({"grpo_weight": -0.5}, "'grpo_weight' must be >= 0"),
         ({"num_generations": 1}, "'num_generations' must be >= 2"),
         ({"distillation_is_clip": 0}, "'distillation_is_clip' must be > 0"),
@@ -418,9 +422,9 @@ def test_student_log_probs_match_trls(tiny_model_dir, tmp_path, prompts, monkeyp
     torch.testing.assert_close(seen["student"], trl_log_probs[keep][None], atol=1e-5, rtol=1e-5)
 
 
-def full_logits_loss(trainer, batch):
-    """The distillation loss as it was before chunking, written out here: both models' whole
-    ``(B, n, V)`` completion logits, the student's top-k from them, the (B, n) masks."""
+def full_log_probs(trainer, batch):
+    """The student's and the teacher's whole ``(B, n, V)`` completion log-probs, as SDPO computed
+    them before chunking (the teacher's weights as each kind chooses them)."""
     n = batch["completion_ids"].size(1)
 
     def completion_logits(weights, prefix):
@@ -428,11 +432,19 @@ def full_logits_loss(trainer, batch):
         mask = torch.cat([batch[f"{prefix}_mask"], batch["completion_mask"]], dim=1)
         return weights(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -(n + 1):-1].float() / trainer.temperature
 
-    settings, sampled = trainer.sdpo, batch["completion_ids"].unsqueeze(-1)
     student = torch.log_softmax(completion_logits(trainer.model, "prompt"), dim=-1)
-    with torch.no_grad():  # the teacher's weights as each kind chooses them; its whole logits at once
+    with torch.no_grad():
         logits = trainer.teacher.logits(trainer.model, lambda w: (lambda chunk, full=completion_logits(w, "teacher_prompt"): full))
         teacher = torch.log_softmax(logits(slice(None)), dim=-1)
+    return student, teacher
+
+
+def full_logits_loss(trainer, batch):
+    """The distillation loss as it was before chunking, written out here: both models' whole
+    ``(B, n, V)`` completion logits, the student's top-k from them, the (B, n) masks."""
+    n = batch["completion_ids"].size(1)
+    settings, sampled = trainer.sdpo, batch["completion_ids"].unsqueeze(-1)
+    student, teacher = full_log_probs(trainer, batch)
     indices = student.detach().topk(settings.distillation_topk, dim=-1).indices if settings.distillation_topk else None
     positions = torch.arange(n)
     mask = batch["completion_mask"] * (positions[None, :] < batch["self_distillation_tokens"][:, None])
@@ -624,6 +636,45 @@ def test_loss_is_the_weighted_mix_of_grpo_and_distillation(tiny_model_dir, tmp_p
     distillation = trainer._self_distillation_loss(trainer.model, batch)
     assert abs(grpo.item()) > 1e-3 and distillation.item() > 1e-6
     torch.testing.assert_close(mixed, weight * grpo + (1 - weight) * distillation, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4])
+def test_advantage_mixing_is_one_policy_gradient_on_both_advantages(tiny_model_dir, tmp_path, prompts, weight):
+    """``grpo_mixing: advantage``: each sample's advantage is r − its group's mean (worked out here
+    from the rewards: 1 for the first of each group of G, else 0), and the loss, written out from the
+    full logits, is −Σ_t A_t·log s(y_t) over every response token / their count, with
+    A_t = λ·(r − mean) + (1−λ)·(log t − log s) on distilled tokens; its gradients too. At λ = 0 it
+    is the sampled-token SDPO loss."""
+    sampled_token = {"distillation_topk": 0, "distillation_alpha": 1.0}
+    trainer = float32_trainer(tiny_model_dir, tmp_path, prompts, "frozen", grpo_mixing="advantage", grpo_weight=weight, **sampled_token)
+    batch = generate(trainer, group_rows(prompts))
+    if weight == 0.0:  # nothing of GRPO: the trainer computes no reward advantages
+        assert not trainer.mixes_advantages and "reward_advantages" not in batch
+        loss, grads = loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), batch)
+        full, full_grads = loss_and_gradients(trainer, full_logits_loss, batch)
+        torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-7)
+        return
+    assert batch["reward_advantages"].tolist() == pytest.approx([1 - 1 / G if i % G == 0 else -1 / G for i in range(2 * G)])
+    assert 0 < batch["self_distillation_mask"].sum() < 2 * G  # the groups' failures have a teacher, the successes not
+
+    def written_out(trainer, batch):
+        student, teacher = full_log_probs(trainer, batch)
+        sampled = batch["completion_ids"].unsqueeze(-1)
+        s, t = student.gather(-1, sampled).squeeze(-1), teacher.gather(-1, sampled).squeeze(-1)
+        response = batch["completion_mask"].float()
+        positions = torch.arange(s.size(1))
+        distilled = response * (positions[None, :] < batch["self_distillation_tokens"][:, None]) * batch["self_distillation_mask"][:, None]
+        advantage = weight * batch["reward_advantages"][:, None] + (1 - weight) * distilled * (t - s).detach()
+        return -(advantage * s * response).sum() / response.sum()
+
+    loss, grads = loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), batch)
+    full, full_grads = loss_and_gradients(trainer, written_out, batch)
+    assert loss.item() != 0.0
+    torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-7)
+    assert grads.keys() == full_grads.keys() and grads
+    for name in full_grads:
+        torch.testing.assert_close(grads[name], full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert trainer._metrics["train"]["self_distillation/entropy"][-1] > 0
 
 
 def test_grpo_weight_one_builds_no_teacher(tiny_model_dir, tmp_path, prompts):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from posttrain.artifacts import write_json
@@ -51,6 +50,7 @@ from posttrain.generation.few_shot import few_shot_prompt
 from posttrain.generation.sampling import cut_at_stop, generate
 from posttrain.judges.factory import JUDGES, JudgeArguments
 from posttrain.models import ModelArguments, check_model_source, free_model, load_model, load_tokenizer, render_prompt
+from posttrain.models.loading import generation_device
 from posttrain.runtime import get_logger, seed_everything
 from posttrain.tasks import get_task
 
@@ -237,17 +237,13 @@ def _pass_at_k(correct: list[int], config: EvalConfig) -> dict:
     return {**metrics, "num_samples": config.num_samples, "temperature": config.temperature}
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _eval_task(config: EvalConfig) -> tuple[dict, list[dict]]:
     """Accuracy, format compliance, pass@k and the premise check on a task's split."""
     task = get_task(config.task, **config.task_options)
     rows = task.make_dataset(config.split, n=config.num_examples)
     tokenizer = load_tokenizer(config.model_name_or_path, config.base_model_mode, config.trust_remote_code)
     rendered, stop = _render(tokenizer, [row["prompt"] for row in rows], config)
-    model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=_device())
+    model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=generation_device())
     try:
         greedy, formatted = _greedy(model, tokenizer, rendered, stop, config)
         premise = _premise_check(model, tokenizer, task, rows, config) if config.premise_check else {}
@@ -281,7 +277,7 @@ def _completions(model_name: str, prompts: list, config: EvalConfig, sample: boo
     Returns the greedy completions, whether each follows the format, and the samples."""
     tokenizer = load_tokenizer(model_name, config.base_model_mode, config.trust_remote_code)
     rendered, stop = _render(tokenizer, prompts, config)
-    model = load_model(model_name, config.dtype, config.trust_remote_code, device=_device())
+    model = load_model(model_name, config.dtype, config.trust_remote_code, device=generation_device())
     try:
         greedy, formatted = _greedy(model, tokenizer, rendered, stop, config)
         sampled = _sample(model, tokenizer, rendered, stop, config) if sample else []

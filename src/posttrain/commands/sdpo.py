@@ -113,32 +113,42 @@ def reward_functions(config: SDPOJobConfig) -> list[Callable]:
     return [feedback_reward(f) for f in functions]
 
 
-def check_rewards(functions: list[FeedbackReward], dataset: Dataset) -> None:
-    """Call every reward function on two rows before training, with the arguments TRL passes: a
-    wrong signature, count or value fails here, in seconds, instead of after the first generation."""
-    rows = dataset.select(range(min(2, len(dataset))))
+def reward_totals(functions: list[FeedbackReward], rows: Dataset, texts: list[str]) -> list[float]:
+    """Each completion's reward summed over the reward functions, called with the arguments TRL
+    passes (completion i answers row i of ``rows``)."""
     columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
-    completions = [[{"role": "assistant", "content": ""}] for _ in range(len(rows))]
+    completions = [[{"role": "assistant", "content": text}] for text in texts]
     kwargs = dict(
         prompts=list(rows["prompt"]), completions=completions, completion_ids=[[] for _ in completions],
         trainer_state=TrainerState(), log_extra=lambda column, values: None, log_metric=lambda name, value: None, **columns,
     )
+    totals = [0.0] * len(texts)
+    for function in functions:
+        result = function(**kwargs)
+        rewards = asyncio.run(result) if inspect.isawaitable(result) else result
+        totals = [total + reward for total, reward in zip(totals, rewards)]
+    return totals
+
+
+def check_rewards(functions: list[FeedbackReward], dataset: Dataset) -> None:
+    """Call every reward function on two rows before training, with the arguments TRL passes: a
+    wrong signature, count or value fails here, in seconds, instead of after the first generation."""
+    rows = dataset.select(range(min(2, len(dataset))))
     for function in functions:
         try:
-            result = function(**kwargs)
-            if inspect.isawaitable(result):
-                asyncio.run(result)
+            reward_totals([function], rows, [""] * len(rows))
         except PosttrainError:
             raise
         except Exception as err:
             raise ConfigError(f"reward function '{function.__name__}' fails on the first rows: {type(err).__name__}: {err}") from None
 
 
-def build_sdpo_trainer(config: SDPOJobConfig) -> SDPOTrainer:
-    """Validate, load prompts and reward functions, load the model, return a ready trainer."""
+def build_sdpo_trainer(config: SDPOJobConfig, rows: list[tuple[str, dict]] | None = None) -> SDPOTrainer:
+    """Validate, load prompts (or train on the given ``(location, row)`` ``rows``) and reward
+    functions, load the model, return a ready trainer."""
     seed_everything(config.seed)
     check_model_source(config.model_name_or_path)
-    rows, eval_rows = config.training_rows()
+    rows, eval_rows = (rows, None) if rows is not None else config.training_rows()
     dataset = prompt_dataset(rows)
     eval_dataset = prompt_dataset(eval_rows) if eval_rows else None
     functions = reward_functions(config)

@@ -2,7 +2,7 @@
 
 from posttrain.losses.beta_schedules import BetaDPOSchedule, BetaSchedule, ConstantBeta, QuantileBetaSchedule
 from posttrain.losses.dpo import DPO_LOSS_TYPES, DPO_LOSSES, dpo_loss
-from posttrain.losses.self_distillation import distillation_inputs_in_chunks, self_distillation_loss, sequence_mean_weights
+from posttrain.losses.self_distillation import distillation_inputs_in_chunks, mixed_advantage_loss, self_distillation_loss, sequence_mean_weights
 
 __all__ = [
     "DPO_LOSS_TYPES",
@@ -13,6 +13,7 @@ __all__ = [
     "QuantileBetaSchedule",
     "dpo_loss",
     "distillation_inputs_in_chunks",
+    "mixed_advantage_loss",
     "self_distillation_loss",
     "sequence_mean_weights",
 ]

@@ -152,11 +152,8 @@ def self_distillation_loss(
         per_token = log_ratio * student_log_probs  # gradient of E_s[log s - log t] through log s(y)
 
     metrics: dict[str, float] = {}
-    if old_log_probs is not None and is_clip is not None:
-        ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
-        metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
-        ratio = ratio.clamp(max=is_clip)
-        metrics["is_weight"] = _masked_mean(ratio, mask)
+    ratio = _truncated_importance_weight(student_log_probs, old_log_probs, is_clip, mask, metrics)
+    if ratio is not None:
         per_token = per_token * ratio
 
     if token_weights is not None:
@@ -173,6 +170,78 @@ def self_distillation_loss(
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+def _truncated_importance_weight(
+    student_log_probs: torch.Tensor, old_log_probs: torch.Tensor | None, is_clip: float | None, mask: torch.Tensor, metrics: dict
+) -> torch.Tensor | None:
+    """``min(exp(clamp(log s − log old, −20, 20)), is_clip)`` per token, without gradient (None
+    without stale samples or without correction); logs ``is_clip_fraction`` and ``is_weight``."""
+    if old_log_probs is None or is_clip is None:
+        return None
+    ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
+    metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
+    ratio = ratio.clamp(max=is_clip)
+    metrics["is_weight"] = _masked_mean(ratio, mask)
+    return ratio
+
+
+def mixed_advantage_loss(
+    student_log_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    reward_advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    distill_mask: torch.Tensor,
+    grpo_weight: float,
+    old_log_probs: torch.Tensor | None = None,
+    is_clip: float | None = 2.0,
+    num_tokens: torch.Tensor | float | None = None,
+    token_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """SDPO mixed with GRPO in advantage space (Hübotter et al. 2026): one policy gradient whose
+    per-token advantage is
+
+        A_t = λ·(r_i − mean_group r) + (1−λ)·m_t·(log t(y_t) − log s(y_t))
+
+    with the group's unnormalised GRPO advantage of sample i, SDPO's token advantage (the
+    sampled-token reverse-KL estimator's, so the loss at λ = 0 is :func:`self_distillation_loss`'s
+    sampled-token loss) and ``m_t`` 1 on the tokens distilled (the sample has a teacher signal);
+    the loss is ``−Σ_t w_t·A_t·log s(y_t) / num_tokens`` over the response tokens, A and the
+    weights w (the truncated importance ratio of stale samples, ``token_weights``) without gradient.
+    Unlike a mix of the two losses, a token both push on gets one advantage, and a sample whose
+    group has no reward spread (all fail) still moves where its teacher disagrees.
+
+    Args:
+        student_log_probs, teacher_log_probs: ``(B, T)`` log-probs of the sampled tokens.
+        reward_advantages: ``(B, 1)`` (or ``(B, T)``, the same on every token of a sample)
+            ``r_i − mean`` of sample i's group, not divided by the std.
+        response_mask: ``(B, T)`` 1 on response tokens (the GRPO term's tokens).
+        distill_mask: ``(B, T)`` 1 on the tokens SDPO distils (within the response).
+        grpo_weight: λ ∈ [0, 1].
+        num_tokens: the denominator (default: this batch's response tokens), as in
+            :func:`self_distillation_loss`.
+
+    Returns:
+        ``(loss, metrics)``; metrics: ``divergence`` (the sampled-token reverse-KL estimate over the
+        distilled tokens) and ``distill_tokens``.
+    """
+    if not 0.0 <= grpo_weight <= 1.0:
+        raise ValueError(f"grpo_weight must be in [0, 1], got {grpo_weight}")
+    mask = response_mask.to(student_log_probs.dtype)
+    distill = distill_mask.to(mask.dtype) * mask
+    log_ratio = (teacher_log_probs - student_log_probs).detach()  # (B, T): SDPO's token advantage
+    advantages = grpo_weight * reward_advantages.detach().to(mask.dtype) + (1 - grpo_weight) * distill * log_ratio
+    per_token = -advantages * student_log_probs
+    metrics: dict[str, float] = {}
+    ratio = _truncated_importance_weight(student_log_probs, old_log_probs, is_clip, mask, metrics)
+    if ratio is not None:
+        per_token = per_token * ratio
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach()
+    total = (per_token * mask).sum()
+    metrics["distill_tokens"] = float(distill.sum())
+    metrics["divergence"] = float((-log_ratio * distill).sum() / distill.sum().clamp(min=1))
+    return total / (mask.sum().clamp(min=1) if num_tokens is None else num_tokens), metrics
 
 
 def distillation_inputs_in_chunks(
@@ -202,7 +271,7 @@ def distillation_inputs_in_chunks(
         completion_ids: ``(B, T)`` the sampled tokens.
 
     Returns:
-        ``student_log_probs`` and ``teacher_log_probs`` ``(B, T)``; with ``topk``,
+        ``student_log_probs``, ``teacher_log_probs`` and ``student_entropy`` (no gradient) ``(B, T)``; with ``topk``,
         ``student_topk_log_probs`` and ``teacher_topk_log_probs`` ``(B, T, K)`` (else None).
     """
     from torch.utils.checkpoint import checkpoint
@@ -210,16 +279,19 @@ def distillation_inputs_in_chunks(
     def student_chunk(hidden: torch.Tensor, sampled: torch.Tensor):
         log_probs = torch.log_softmax(student_head(hidden).float(), dim=-1)  # (B, c, V), recomputed in backward
         sampled_log_probs = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():  # −Σ p log p, for logging (entropy collapse)
+            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
         if not topk:
-            return sampled_log_probs, None, None
+            return sampled_log_probs, entropy, None, None
         indices = log_probs.detach().topk(topk, dim=-1).indices
-        return sampled_log_probs, log_probs.gather(-1, indices), indices
+        return sampled_log_probs, entropy, log_probs.gather(-1, indices), indices
 
-    parts: dict[str, list[torch.Tensor]] = {"student": [], "teacher": [], "student_topk": [], "teacher_topk": []}
+    parts: dict[str, list[torch.Tensor]] = {"student": [], "entropy": [], "teacher": [], "student_topk": [], "teacher_topk": []}
     for start in range(0, completion_ids.size(1), chunk_size):
         positions = slice(start, start + chunk_size)
         sampled = completion_ids[:, positions]
-        student, student_topk, indices = checkpoint(student_chunk, student_hidden[:, positions], sampled, use_reentrant=False)
+        student, entropy, student_topk, indices = checkpoint(student_chunk, student_hidden[:, positions], sampled, use_reentrant=False)
+        parts["entropy"].append(entropy)
         with torch.no_grad():
             teacher = torch.log_softmax(teacher_logits(positions).float(), dim=-1)  # (B, c, V), freed after this chunk
             parts["teacher"].append(teacher.gather(-1, sampled.unsqueeze(-1)).squeeze(-1))
@@ -232,6 +304,7 @@ def distillation_inputs_in_chunks(
     joined = {name: torch.cat(values, dim=1) if values else None for name, values in parts.items()}
     return {
         "student_log_probs": joined["student"],
+        "student_entropy": joined["entropy"],
         "teacher_log_probs": joined["teacher"],
         "student_topk_log_probs": joined["student_topk"],
         "teacher_topk_log_probs": joined["teacher_topk"],

@@ -83,6 +83,11 @@ def load_tokenizer(name_or_path: str, base_model_mode: bool = False, trust_remot
     return tokenizer
 
 
+def generation_device() -> str:
+    """Where a model that only generates goes: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False, device: str | None = None) -> PreTrainedModel:
     """Load a causal LM. A directory holding a LoRA adapter loads its base model with the
     adapter merged in (for evaluation and generation)."""

@@ -88,6 +88,23 @@ def _curves_plot(stage: str, command: str, rows: list[dict], path: Path) -> bool
     return True
 
 
+def _discovery_plot(discovery: dict[str, dict], path: Path) -> None:
+    """discovery@k against k, one line per ``posttrain discover`` stage."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for stage, result in discovery.items():
+        ks = [int(k) for k in result["discovery"]]
+        ax.plot(ks, [100 * v for v in result["discovery"].values()], marker="o", label=f"{stage} ({result['method']})")
+    ax.set(xlabel="attempts per problem (k)", ylabel="% of problems solved within k", ylim=(0, 105),
+           title="discovery@k on problems the start model almost never solves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _accuracy_plot(accuracy: dict[str, dict], path: Path) -> None:
     """Greedy accuracy per model, and format compliance beside it where it was measured."""
     import matplotlib.pyplot as plt
@@ -170,6 +187,12 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
         })
     if accuracy:
         _accuracy_plot(accuracy, root / "report_accuracy.png")
+    discovery = {}  # posttrain discover stages: discovery@k per method
+    for entry in entries:
+        if entry["command"] == "discover" and (result := _read_json(Path(entry["output_dir"]) / "discovery.json")):
+            discovery[entry["name"]] = {k: result[k] for k in ("method", "budget", "num_problems", "discovery")}
+    if discovery:
+        _discovery_plot(discovery, root / "report_discovery.png")
 
     verdicts = []
     for stage, base in (started_from or {}).items():
@@ -193,7 +216,7 @@ def write_report(root: str | Path, started_from: dict[str, str] | None = None) -
                 )
 
     summary = {"pipeline": manifest.get("pipeline"), "stages": stages, "accuracy": accuracy, "verdicts": verdicts,
-               "judged": judged, "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}
+               "judged": judged, "discovery": discovery, "preference_pairs": pairs, "total_wall_s": sum(s["wall_s"] or 0 for s in stages)}
     write_json(root / "summary.json", summary)
     write_text(root / "report.md", _markdown(summary, plots, bool(accuracy)))
     return root / "report.md"
@@ -255,6 +278,17 @@ def _markdown(summary: dict, plots: dict[str, str], has_accuracy: bool) -> str:
                          f"{j['baseline'] or '–'} |")
         lines += ["", "Win rate: the share of prompts the judge prefers the model's answer, asked in both orders; a tie "
                   "counts half.", ""]
+
+    if summary["discovery"]:
+        ks = sorted({int(k) for d in summary["discovery"].values() for k in d["discovery"]})
+        lines += ["## Discovery on hard problems", "", "The share of problems solved within k attempts (discovery@k), on "
+                  "problems the start model almost never solves: best-of-k samples the unchanged model, test-time SDPO "
+                  "learns from the verifier's feedback between groups of attempts.", "",
+                  "| stage | method | problems | " + " | ".join(f"@{k}" for k in ks) + " |", "|---|---|---|" + "---|" * len(ks)]
+        for stage, d in summary["discovery"].items():
+            cells = [_percent(d["discovery"].get(str(k))) for k in ks]
+            lines.append(f"| {stage} | {d['method']} | {d['num_problems']} | " + " | ".join(cells) + " |")
+        lines += ["", "![discovery@k](report_discovery.png)", ""]
 
     if plots:
         lines += ["## Training curves", ""]

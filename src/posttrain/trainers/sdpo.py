@@ -20,8 +20,10 @@ LM head was given (:class:`posttrain.models.output_head.OutputHead`); then, a ch
 distilled tokens at a time, the student's top-k log-probs and the teacher's at those tokens
 (:func:`posttrain.losses.distillation_inputs_in_chunks`), so no ``(B, T, V)`` tensor exists; the
 distillation loss, the token mean of the whole batch over all processes, mixed with TRL's GRPO
-loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_weight`` λ). With λ = 1 nothing of SDPO runs: it is
-TRL's GRPO, which is what ``posttrain grpo`` trains.
+loss as ``λ·L_GRPO + (1−λ)·L_SDPO`` (``grpo_weight`` λ), or, with ``grpo_mixing: advantage``, the
+paper's mix of the two advantages in one policy gradient
+(:func:`posttrain.losses.mixed_advantage_loss`). With λ = 1 nothing of SDPO runs: it is TRL's
+GRPO, which is what ``posttrain grpo`` trains.
 
 Teachers (:mod:`posttrain.trainers.teachers`): ``frozen``, ``ema`` (after each optimizer step),
 ``trust_region``, ``lora_ema`` (second adapter, base weights shared) and ``live``, one class each;
@@ -47,7 +49,7 @@ from posttrain.config import config_field
 from posttrain.data.chat import message_text
 from posttrain.data.reprompting import RepromptSettings, TeacherInput, build_teacher_inputs, first_divergence, token_at_character
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.losses import distillation_inputs_in_chunks, self_distillation_loss, sequence_mean_weights
+from posttrain.losses import distillation_inputs_in_chunks, mixed_advantage_loss, self_distillation_loss, sequence_mean_weights
 from posttrain.models.output_head import OutputHead
 from posttrain.runtime import get_logger
 from posttrain.tasks import Feedback
@@ -66,7 +68,13 @@ TEACHER_INFO_FILE = "sdpo_teacher.json"
 class SDPOSettings(RepromptSettings):
     """The SDPO-specific options (names as in the reference code, lasgroup/SDPO, where it has them)."""
 
-    grpo_weight: float = config_field(0.0, help="λ in λ·L_GRPO + (1−λ)·L_SDPO: 0 pure SDPO, 1 plain GRPO.", ge=0.0, le=1.0)
+    grpo_weight: float = config_field(0.0, help="λ, GRPO's share (grpo_mixing says where it mixes): 0 pure SDPO, 1 plain GRPO.", ge=0.0, le=1.0)
+    grpo_mixing: Literal["loss", "advantage"] = config_field(
+        "loss",
+        help="Where λ mixes GRPO into SDPO: loss, λ·L_GRPO + (1−λ)·L_SDPO with TRL's GRPO loss; advantage, the paper's "
+        "one policy gradient with per-token advantage λ·(r − group mean) + (1−λ)·(log π_teacher − log π_student) of "
+        "the sampled token (needs sampled-token mode, distillation_topk: 0).",
+    )
     teacher: TeacherKind = config_field(
         "ema", help="Teacher weights: frozen, ema, trust_region, lora_ema (LoRA students), live."
     )
@@ -101,6 +109,13 @@ class SDPOSettings(RepromptSettings):
             raise ConfigError(
                 "sampled-token mode (distillation_topk: 0) estimates the reverse KL only: set distillation_alpha: 1.0"
             )
+        if self.grpo_mixing == "advantage" and self.distillation_topk != 0:
+            raise ConfigError(
+                "grpo_mixing: advantage mixes SDPO's sampled-token advantage (log π_teacher − log π_student): "
+                "set distillation_topk: 0 and distillation_alpha: 1.0"
+            )
+        if self.grpo_mixing == "advantage" and self.distillation_aggregation != "token_mean":
+            raise ConfigError("grpo_mixing: advantage averages over every response token: set distillation_aggregation: token_mean")
 
 
 def vocabulary_size(model) -> int:
@@ -122,6 +137,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
         self.sdpo = sdpo
         self.distills = sdpo.grpo_weight < 1.0
+        self.mixes_advantages = self.distills and sdpo.grpo_mixing == "advantage" and sdpo.grpo_weight > 0.0
         self._scored: tuple[list, list] | None = None  # this process's prompts and completions
         self._rewards: torch.Tensor | None = None  # (N_all,) weighted rewards of the whole generation batch
         self.teacher = self._make_teacher() if self.distills else None
@@ -243,6 +259,10 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         totals = self.accelerator.gather(local[None]).sum(dim=0)  # (processes, 2) summed
         output["num_distilled_tokens"], output["num_samples"] = totals[0], totals[1]
         self._metrics[mode]["self_distillation/signal_fraction"].append(self.accelerator.gather(has_signal).mean().item())
+        if self.mixes_advantages:  # each local sample's r − mean of its group, not divided by the std
+            groups = self._rewards.view(-1, group_size)
+            centered = (groups - groups.mean(dim=1, keepdim=True)).view(-1)
+            output["reward_advantages"] = centered[share.start : share.stop].to(device)
         return output
 
     def _distilled_tokens(self, all_ids: list[list[int]], index: int, teacher: TeacherInput, feedback: str | None) -> int:
@@ -268,7 +288,7 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             return super()._compute_loss(model, inputs)
         distillation = self._self_distillation_loss(model, inputs)
         weight = self.sdpo.grpo_weight
-        if weight == 0.0:
+        if weight == 0.0 or self.mixes_advantages:  # mixed in advantage space: GRPO's part is in that loss
             return distillation
         return weight * super()._compute_loss(model, inputs) + (1 - weight) * distillation
 
@@ -278,9 +298,11 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         # (B, n): response tokens that are distilled (all, or those up to the divergence) on samples with a signal
         distilled = positions[None, :] < inputs["self_distillation_tokens"][:, None]
         mask = inputs["completion_mask"] * distilled * inputs["self_distillation_mask"][:, None]
-        # Only those tokens are projected to the vocabulary, one chunk at a time. With none, one token of
-        # weight 0 keeps the loss on the graph, so that backward (and DDP's gradient sync) runs as usual.
-        selected = mask.bool()
+        # Only those tokens (mixed with GRPO's advantages: every response token) are projected to the
+        # vocabulary, one chunk at a time. With none, one token of weight 0 keeps the loss on the graph,
+        # so that backward (and DDP's gradient sync) runs as usual.
+        projected = inputs["completion_mask"] if self.mixes_advantages else mask
+        selected = projected.bool()
         if not selected.any():
             selected[0, 0] = True
 
@@ -298,24 +320,35 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
         sampler_ratio = inputs.get("importance_sampling_ratio")
         if sampler_ratio is not None:
             sampler_ratio = sampler_ratio.expand_as(mask)[selected][None]
-        token_mask = mask[selected][None]  # (1, N): 1, or 0 for the stand-in token
+        token_mask = mask[selected][None]  # (1, N): 1 on distilled tokens, 0 on the others (and the stand-in)
+        old_log_probs = old_log_probs[selected][None] if old_log_probs is not None else None
         mode = "train" if self.model.training else "eval"
-        if self.sdpo.distillation_aggregation == "sequence_mean":  # 1/n_i on sample i's tokens, over all samples
-            aggregation, denominator = sequence_mean_weights(mask)[selected][None], inputs["num_samples"]
-        else:  # over all distilled tokens
-            aggregation, denominator = None, inputs["num_distilled_tokens"]
-        loss, metrics = self_distillation_loss(
-            **log_probs,
-            response_mask=token_mask,
-            alpha=self.sdpo.distillation_alpha,
-            is_clip=self.sdpo.distillation_is_clip,
-            add_tail=self.sdpo.distillation_add_tail,
-            old_log_probs=old_log_probs[selected][None] if old_log_probs is not None else None,
-            num_tokens=self._per_micro_batch(denominator, mode),
-            token_weights=sampler_ratio,
-            aggregation_weights=aggregation,
-        )
-        self._log_distillation(token_mask, log_probs["student_log_probs"], log_probs["teacher_log_probs"], metrics)
+        entropy = log_probs.pop("student_entropy")
+        if self.mixes_advantages:  # one policy gradient over every response token (TRL's num_items_in_batch)
+            loss, metrics = mixed_advantage_loss(
+                log_probs["student_log_probs"], log_probs["teacher_log_probs"],
+                reward_advantages=inputs["reward_advantages"][:, None].expand_as(mask)[selected][None],
+                response_mask=projected[selected][None], distill_mask=token_mask, grpo_weight=self.sdpo.grpo_weight,
+                old_log_probs=old_log_probs, is_clip=self.sdpo.distillation_is_clip,
+                num_tokens=self._per_micro_batch(inputs["num_items_in_batch"], mode), token_weights=sampler_ratio,
+            )
+        else:
+            if self.sdpo.distillation_aggregation == "sequence_mean":  # 1/n_i on sample i's tokens, over all samples
+                aggregation, denominator = sequence_mean_weights(mask)[selected][None], inputs["num_samples"]
+            else:  # over all distilled tokens
+                aggregation, denominator = None, inputs["num_distilled_tokens"]
+            loss, metrics = self_distillation_loss(
+                **log_probs,
+                response_mask=token_mask,
+                alpha=self.sdpo.distillation_alpha,
+                is_clip=self.sdpo.distillation_is_clip,
+                add_tail=self.sdpo.distillation_add_tail,
+                old_log_probs=old_log_probs,
+                num_tokens=self._per_micro_batch(denominator, mode),
+                token_weights=sampler_ratio,
+                aggregation_weights=aggregation,
+            )
+        self._log_distillation(token_mask, log_probs["student_log_probs"], log_probs["teacher_log_probs"], entropy, metrics)
         if router_loss:
             loss = loss + self.router_aux_loss_coef * router_loss[0] / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(router_loss[0].detach()).mean().item())
@@ -332,17 +365,20 @@ class SDPOTrainer(NonFiniteLossGuard, CompleteCheckpoints, GRPOTrainer):
             count = count * self.current_gradient_accumulation_steps / self.args.steps_per_generation
         return count
 
-    def _log_distillation(self, mask, student_log_probs, teacher_log_probs, metrics) -> None:
-        """Token-weighted means over all processes: distillation loss and the teacher–student KL
-        (reverse KL estimated on the sampled tokens), both over the distilled tokens that have a teacher signal."""
+    def _log_distillation(self, mask, student_log_probs, teacher_log_probs, entropy, metrics) -> None:
+        """Token-weighted means over all processes, over the distilled tokens that have a teacher
+        signal: distillation loss, the teacher–student KL (reverse KL estimated on the sampled
+        tokens) and the student's entropy (its collapse is what the paper's Table 6 reports)."""
         mode = "train" if self.model.training else "eval"
         tokens = mask.sum()
         kl_sum = ((student_log_probs - teacher_log_probs).detach() * mask).sum()
         divergence_sum = metrics["divergence"] * tokens
-        totals = self.accelerator.reduce(torch.stack([divergence_sum, kl_sum, tokens]), reduction="sum")
-        count = totals[2].clamp(min=1.0)
+        entropy_sum = (entropy * mask).sum()
+        totals = self.accelerator.reduce(torch.stack([divergence_sum, kl_sum, entropy_sum, tokens]), reduction="sum")
+        count = totals[3].clamp(min=1.0)
         self._metrics[mode]["self_distillation/loss"].append((totals[0] / count).item())
         self._metrics[mode]["self_distillation/kl"].append((totals[1] / count).item())
+        self._metrics[mode]["self_distillation/entropy"].append((totals[2] / count).item())
         if "is_weight" in metrics:
             self._metrics[mode]["self_distillation/is_weight"].append(metrics["is_weight"])
 
