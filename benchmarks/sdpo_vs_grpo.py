@@ -1,14 +1,15 @@
 """Held-out accuracy against generations seen: GRPO vs SDPO from the same SFT model, several seeds.
 
     python benchmarks/sdpo_vs_grpo.py [--seeds 0 1 2] [--steps 50] [--eval-every 25] [--held-out 1000]
-        [--feedback-style step|prefix] [--model DIR] [--out docs/img/sdpo_vs_grpo.png]
+        [--feedback-style step|prefix] [--model DIR | --sft-seed N] [--out docs/img/sdpo_vs_grpo.png]
         [-- extra options for every RL run]
 
 Without ``--model`` it first trains the SFT model every run starts from: the quickstart's ``sft``
 stage (80% teacher-format rows, a correct solution or feedback in context, half of the solution
 rows with other numbers in the question so that the model learns to read its context; 300 steps at
-a constant lr) with 1,000 held-out problems (``test_size``), and prints that model's SDPO premise
-check. Every RL run then uses the recipe's settings (``recipes/sdpo.yaml``: 256 completions per
+a constant lr; its seed ``--sft-seed``) with 1,000 held-out problems (``test_size``), and prints
+that model's SDPO premise check and how often its samples at the RL temperature succeed (pass@1 of
+8) and how often a whole group of 8 fails (1 − pass@8). Every RL run then uses the recipe's settings (``recipes/sdpo.yaml``: 256 completions per
 optimizer step, lr warmup, T = 0.3, step-checking verifier) on the task's training problems, and
 every ``--eval-every`` steps its checkpoint is evaluated greedily on all held-out problems. Methods
 (``--methods``): GRPO, SDPO with the reference settings, and SDPO distilling only up to each
@@ -71,9 +72,12 @@ def train_sft(work: str, held_out: int, feedback_style: str, seed: int = 0) -> s
     return f"{work}/sft"
 
 
-def evaluate(model_dir: str, work: str, args, premise: bool = False) -> dict:
+def evaluate(model_dir: str, work: str, args, premise: bool = False, samples_at: float | None = None) -> dict:
+    """Greedy accuracy on the held-out problems; with ``premise``, the premise check; with
+    ``samples_at`` a temperature, also pass@1 and pass@8 of 8 samples at it (the RL runs' sampling)."""
     options = {"test_size": args.held_out, "feedback_style": args.feedback_style}
-    return run_eval(EvalConfig(model_name_or_path=model_dir, output_dir=work, task_options=options, premise_check=premise))
+    sampling = {"num_samples": 8, "pass_k": [1, 8], "temperature": samples_at} if samples_at else {}
+    return run_eval(EvalConfig(model_name_or_path=model_dir, output_dir=work, task_options=options, premise_check=premise, **sampling))
 
 
 def signal(train_dir: str, key: str) -> float | None:
@@ -109,15 +113,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--feedback-style", choices=["step", "prefix"], default="step",
                         help="the arithmetic task's feedback wording, in SFT, RL and eval")
+    parser.add_argument("--sft-seed", type=int, default=0, help="the seed of the SFT model trained without --model")
     parser.add_argument("--out", default="docs/img/sdpo_vs_grpo.png")
     parser.add_argument("extra", nargs="*", help="more config overrides for every RL run, as --key value after --")
     args = parser.parse_args()
     args.extra = parse_overrides(args.extra)
 
     with tempfile.TemporaryDirectory() as work:
-        start = args.model or train_sft(work, args.held_out, args.feedback_style)
-        base = evaluate(start, f"{work}/eval_start", args, premise=True)
+        start = args.model or train_sft(work, args.held_out, args.feedback_style, seed=args.sft_seed)
         per_step = load_config(SDPOJobConfig, path=str(RECIPE), values={"task_options": {}}, overrides=args.extra)
+        base = evaluate(start, f"{work}/eval_start", args, premise=True, samples_at=per_step.temperature)
         batch = per_step.per_device_train_batch_size * per_step.gradient_accumulation_steps
         runs = {name: [curve(args, start, METHODS[name], seed, f"{work}/{i}-{seed}") for seed in args.seeds]
                 for i, name in enumerate(args.methods)}
@@ -126,6 +131,8 @@ def main() -> None:
 
     print(f"\nstart model: greedy {base['accuracy']:.3f} on {base['num_examples']} held-out problems; premise check: "
           + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in base.items() if k.startswith("premise/") and v is not None))
+    print(f"start model's samples at T = {per_step.temperature}: {base['pass@1']:.3f} succeed; on {1 - base['pass@8']:.3f} "
+          "of the problems all 8 of a group fail")
     print(f"held-out greedy accuracy, mean ± standard error over seeds {args.seeds} ({batch} generations per step)\n")
     print("| generations | " + " | ".join(curves) + " |")
     print("|---|" + "---|" * len(curves))

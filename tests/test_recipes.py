@@ -16,7 +16,7 @@ RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # recipes for one command (the rest are pipelines, with `stages:`)
 COMMAND_RECIPES = {
     "dpo.yaml": "dpo", "beta_dpo.yaml": "dpo", "quantile_beta_dpo.yaml": "dpo", "sdpo.yaml": "sdpo", "trigger.yaml": "trigger",
-    "topics.yaml": "topics", "sdpo_vllm_colocate.yaml": "sdpo", "sdpo_vllm_server.yaml": "sdpo",
+    "topics.yaml": "topics", "sdpo_vllm_colocate.yaml": "sdpo", "sdpo_vllm_server.yaml": "sdpo", "discover.yaml": "discover",
 }
 
 

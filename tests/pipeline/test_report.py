@@ -121,3 +121,19 @@ def test_judged_evaluations_are_tabled_with_their_win_rates(tmp_path):
     assert "Accuracy on held-out problems" not in report
     judged = json.loads((root / "summary.json").read_text())["judged"]
     assert judged["vs_sft"]["baseline"] == "sft" and judged["rm_score"]["mean_score"] == 1.25
+
+
+def test_discover_stages_get_a_discovery_table_and_plot(tmp_path):
+    """posttrain discover stages: discovery@k per method, in a table and a plot."""
+    root = tmp_path / "discovery"
+    entries = [stage(root, "best_of_k", "discover", "00:00", "00:01"), stage(root, "test_time_sdpo", "discover", "00:01", "00:02")]
+    (root / "manifest.json").write_text(json.dumps({"pipeline": "discovery", "stages": entries}))
+    for name, method, curve in (("best_of_k", "sampling", [0.0, 0.25]), ("test_time_sdpo", "sdpo", [0.125, 0.5])):
+        (root / name / "discovery.json").write_text(json.dumps(
+            {"method": method, "budget": 16, "num_problems": 8, "discovery": {"8": curve[0], "16": curve[1]}, "problems": []}))
+    report = write_report(root).read_text()
+    assert "| stage | method | problems | @8 | @16 |" in report
+    assert "| best_of_k | sampling | 8 | 0.0% | 25.0% |" in report
+    assert "| test_time_sdpo | sdpo | 8 | 12.5% | 50.0% |" in report
+    assert (root / "report_discovery.png").stat().st_size > 0
+    assert json.loads((root / "summary.json").read_text())["discovery"]["test_time_sdpo"]["discovery"]["16"] == 0.5
