@@ -30,17 +30,12 @@ import json
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from posttrain.commands.eval import EvalConfig, run_eval  # noqa: E402
-from posttrain.commands.make_model import MakeModelConfig, make_model  # noqa: E402
-from posttrain.commands.sdpo import SDPOJobConfig, run_sdpo  # noqa: E402
-from posttrain.commands.sft import SFTJobConfig, run_sft  # noqa: E402
-from posttrain.config import load_config, parse_overrides, read_yaml  # noqa: E402
-from seed_statistics import mean_and_error  # noqa: E402
+from posttrain.commands.eval import EvalConfig, run_eval
+from posttrain.commands.make_model import MakeModelConfig, make_model
+from posttrain.commands.sdpo import SDPOJobConfig, run_sdpo
+from posttrain.commands.sft import SFTJobConfig, run_sft
+from posttrain.config import load_config, parse_overrides, read_yaml
+from seed_statistics import mean_and_error, plot_over_seeds
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sdpo.yaml"
 QUICKSTART = Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
@@ -144,19 +139,8 @@ def main() -> None:
                                 for key, label in SIGNALS.items() if all(m[key] is not None for _, m in results))
         for name, results in runs.items()))
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, runs in curves.items():
-        stats = [mean_and_error([run[i] for run in runs]) for i in range(len(generations))]
-        ax.errorbar(generations, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=name)
-    ax.set_xlabel("generations seen")
-    ax.set_ylabel(f"held-out accuracy, greedy, {args.held_out} problems (%)")
-    ax.set_title(f"GRPO vs SDPO from the same SFT model ({len(args.seeds)} seeds, ± SE)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"plot: {args.out}")
-
+    plot_over_seeds(curves, generations, args.out, "generations seen", f"held-out accuracy, greedy, {args.held_out} problems (%)",
+                    f"GRPO vs SDPO from the same SFT model ({len(args.seeds)} seeds, ± SE)")
 
 if __name__ == "__main__":
     main()

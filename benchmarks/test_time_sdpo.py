@@ -19,15 +19,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from posttrain.commands.discover import DiscoverConfig, run_discover  # noqa: E402
-from posttrain.config import load_config, parse_overrides  # noqa: E402
-from sdpo_vs_grpo import train_sft  # noqa: E402
-from seed_statistics import mean_and_error  # noqa: E402
+from posttrain.commands.discover import DiscoverConfig, run_discover
+from posttrain.config import load_config, parse_overrides
+from sdpo_vs_grpo import train_sft
+from seed_statistics import mean_and_error, plot_over_seeds
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "discover.yaml"
 METHODS = {"best-of-k": "sampling", "test-time SDPO": "sdpo"}
@@ -75,18 +70,9 @@ def main() -> None:
     for i, k in enumerate(ks):
         print(f"| {k} | " + " | ".join("{:.1f} ± {:.1f}".format(100 * m, 100 * e) for m, e in (c[i] for c in curves.values())) + " |")
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, stats in curves.items():
-        ax.errorbar(ks, [100 * m for m, _ in stats], yerr=[100 * e for _, e in stats], marker="o", capsize=3, label=name)
-    ax.set_xlabel("attempts per problem (k)")
-    ax.set_ylabel("problems solved within k attempts (%)")
-    ax.set_title(f"discovery@k, {len(chosen)} problems with pass rate < 3% ({len(args.seeds)} seeds, ± SE)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"plot: {args.out}")
-
+    per_seed = {name: [[r["discovery"][str(k)] for k in ks] for r in results] for name, results in runs.items()}
+    plot_over_seeds(per_seed, ks, args.out, "attempts per problem (k)", "problems solved within k attempts (%)",
+                    f"discovery@k, {len(chosen)} problems with pass rate < 3% ({len(args.seeds)} seeds, ± SE)")
 
 if __name__ == "__main__":
     main()

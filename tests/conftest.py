@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -61,6 +63,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def importable_module(tmp_path, monkeypatch):
+    """``make(source) -> name``: writes ``source`` as a module of a unique name on ``sys.path``
+    (importable as ``'<name>:function'``, as reward functions are named), forgotten afterwards."""
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    names = []
+
+    def make(source: str) -> str:
+        names.append(f"test_module_{uuid.uuid4().hex[:8]}")
+        (folder / f"{names[-1]}.py").write_text(source)
+        return names[-1]
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 
 import pytest
 
@@ -45,14 +44,8 @@ def test_discovery_at_k_by_hand():
 
 
 @pytest.fixture
-def scripted_reward(tmp_path, monkeypatch):
-    name = f"discover_rewards_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "modules"
-    folder.mkdir()
-    (folder / f"{name}.py").write_text(REWARD_MODULE)
-    monkeypatch.syspath_prepend(str(folder))
-    yield name
-    sys.modules.pop(name, None)
+def scripted_reward(importable_module):
+    return importable_module(REWARD_MODULE)
 
 
 def discover_config(model_dir, out, **values) -> DiscoverConfig:
@@ -125,3 +118,9 @@ def test_problems_are_chosen_by_pass_rate_and_the_estimates_reused(tiny_model_di
     with pytest.raises(ConfigError, match="holds 1 pass rates for the 3 problems"):
         run_discover(discover_config(tiny_model_dir, tmp_path / "c", method="sampling", dataset_train_split="test[:3]",
                                      max_pass_rate=0.03, pass_rates_from=str(tmp_path / "short.json"), budget=G))
+
+
+def test_discover_refuses_to_run_in_several_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="runs in one process"):
+        run_discover(discover_config("/no/model", tmp_path))

@@ -8,7 +8,6 @@ import re
 import os
 import subprocess
 import sys
-import uuid
 import zlib
 from pathlib import Path
 
@@ -173,15 +172,8 @@ def curriculum(prompts, completions, trainer_state, **kwargs):  # TRL passes tra
 
 
 @pytest.fixture
-def reward_module(tmp_path, monkeypatch):
-    """A module of reward functions importable as '<name>:function' (the suite uses --import-mode=importlib)."""
-    name = f"sdpo_test_rewards_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "modules"
-    folder.mkdir()
-    (folder / f"{name}.py").write_text(REWARD_MODULE)
-    monkeypatch.syspath_prepend(str(folder))
-    yield name
-    sys.modules.pop(name, None)
+def reward_module(importable_module):
+    return importable_module(REWARD_MODULE)
 
 
 @pytest.fixture
@@ -485,6 +477,18 @@ def loss_and_gradients(trainer, loss_fn, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
 
+def assert_same_loss_and_gradients(trainer, loss_fn, expected_fn, batch):
+    """``loss_fn`` (the trainer's) and ``expected_fn`` (written out in the test) give one non-zero
+    loss and the same gradients, to float32 rounding."""
+    loss, grads = loss_and_gradients(trainer, loss_fn, batch)
+    expected, expected_grads = loss_and_gradients(trainer, expected_fn, batch)
+    assert loss.item() != 0.0
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+    assert grads.keys() == expected_grads.keys() and grads
+    for name in expected_grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
 MODES = {  # (topk, add_tail, alpha)
     "topk-tail-jsd": {"distillation_topk": 5, "distillation_add_tail": True, "distillation_alpha": 0.5},
     "topk-renormalised-forward-kl": {"distillation_topk": 5, "distillation_add_tail": False, "distillation_alpha": 0.0},
@@ -504,14 +508,8 @@ def test_chunked_distillation_equals_the_full_logits_loss(tiny_model_dir, tmp_pa
         batch["old_per_token_logps"] = torch.randn(len(batch["completion_ids"]), n) * 0.5 - 2.0
     assert 0 < batch["self_distillation_mask"].sum() < len(batch["self_distillation_mask"])  # some samples have no teacher
 
-    chunked, chunked_grads = loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), batch)
+    assert_same_loss_and_gradients(trainer, lambda t, b: t._self_distillation_loss(t.model, b), full_logits_loss, batch)
     assert trainer._head_outside_forward  # the chunked path, not the fallback
-    full, full_grads = loss_and_gradients(trainer, full_logits_loss, batch)
-    assert chunked.item() != 0.0
-    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-7)
-    assert chunked_grads.keys() == full_grads.keys() and chunked_grads
-    for name in full_grads:
-        torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
 
 
 def test_a_head_that_is_not_reproduced_falls_back_to_the_full_logits(tiny_model_dir, tmp_path, prompts, monkeypatch, caplog):
@@ -650,9 +648,7 @@ def test_advantage_mixing_is_one_policy_gradient_on_both_advantages(tiny_model_d
     batch = generate(trainer, group_rows(prompts))
     if weight == 0.0:  # nothing of GRPO: the trainer computes no reward advantages
         assert not trainer.mixes_advantages and "reward_advantages" not in batch
-        loss, grads = loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), batch)
-        full, full_grads = loss_and_gradients(trainer, full_logits_loss, batch)
-        torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-7)
+        assert_same_loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), full_logits_loss, batch)
         return
     assert batch["reward_advantages"].tolist() == pytest.approx([1 - 1 / G if i % G == 0 else -1 / G for i in range(2 * G)])
     assert 0 < batch["self_distillation_mask"].sum() < 2 * G  # the groups' failures have a teacher, the successes not
@@ -667,13 +663,7 @@ def test_advantage_mixing_is_one_policy_gradient_on_both_advantages(tiny_model_d
         advantage = weight * batch["reward_advantages"][:, None] + (1 - weight) * distilled * (t - s).detach()
         return -(advantage * s * response).sum() / response.sum()
 
-    loss, grads = loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), batch)
-    full, full_grads = loss_and_gradients(trainer, written_out, batch)
-    assert loss.item() != 0.0
-    torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-7)
-    assert grads.keys() == full_grads.keys() and grads
-    for name in full_grads:
-        torch.testing.assert_close(grads[name], full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert_same_loss_and_gradients(trainer, lambda t, b: t._compute_loss(t.model, b), written_out, batch)
     assert trainer._metrics["train"]["self_distillation/entropy"][-1] > 0
 
 

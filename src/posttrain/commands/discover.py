@@ -22,6 +22,7 @@ Best-of-k (``method: sampling``) draws the same number of attempts from the unch
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -36,7 +37,7 @@ from posttrain.evaluation.accuracy import discovery_at_k
 from posttrain.generation.sampling import generate
 from posttrain.models import load_tokenizer
 from posttrain.models.loading import free_model, generation_device, load_model, render_prompt
-from posttrain.runtime import get_logger, seed_everything
+from posttrain.runtime import get_logger, process_rank, seed_everything
 from posttrain.tasks.sources import load_train_rows
 
 log = get_logger(__name__)
@@ -155,6 +156,9 @@ def _summary(config: DiscoverConfig, problems: list[dict]) -> dict:
 
 def run_discover(config: DiscoverConfig) -> dict:
     """Attempt every selected problem with the configured method; write and return discovery@k."""
+    if process_rank() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("posttrain discover runs in one process (each problem's SDPO run is one group per step): "
+                          "start it without torchrun or accelerate launch")
     out = Path(config.output_dir)
     rows = load_train_rows(config)
     dataset = prompt_dataset(rows)

@@ -152,12 +152,7 @@ def self_distillation_loss(
         per_token = log_ratio * student_log_probs  # gradient of E_s[log s - log t] through log s(y)
 
     metrics: dict[str, float] = {}
-    ratio = _truncated_importance_weight(student_log_probs, old_log_probs, is_clip, mask, metrics)
-    if ratio is not None:
-        per_token = per_token * ratio
-
-    if token_weights is not None:
-        per_token = per_token * token_weights.detach()
+    per_token = _token_weighted(per_token, student_log_probs, old_log_probs, is_clip, token_weights, mask, metrics)
 
     tokens = mask.sum()
     masked = per_token * mask
@@ -172,18 +167,22 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp(min=1))
 
 
-def _truncated_importance_weight(
-    student_log_probs: torch.Tensor, old_log_probs: torch.Tensor | None, is_clip: float | None, mask: torch.Tensor, metrics: dict
-) -> torch.Tensor | None:
-    """``min(exp(clamp(log s − log old, −20, 20)), is_clip)`` per token, without gradient (None
-    without stale samples or without correction); logs ``is_clip_fraction`` and ``is_weight``."""
-    if old_log_probs is None or is_clip is None:
-        return None
-    ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
-    metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
-    ratio = ratio.clamp(max=is_clip)
-    metrics["is_weight"] = _masked_mean(ratio, mask)
-    return ratio
+def _token_weighted(
+    per_token: torch.Tensor, student_log_probs: torch.Tensor, old_log_probs: torch.Tensor | None, is_clip: float | None,
+    token_weights: torch.Tensor | None, mask: torch.Tensor, metrics: dict,
+) -> torch.Tensor:
+    """Each token's loss times, without gradient, the truncated importance weight of a stale
+    sample, ``min(exp(clamp(log s − log old, −20, 20)), is_clip)`` (logging ``is_clip_fraction`` and
+    ``is_weight``), and the caller's ``token_weights``."""
+    if old_log_probs is not None and is_clip is not None:
+        ratio = torch.exp(torch.clamp(student_log_probs - old_log_probs, -20.0, 20.0)).detach()
+        metrics["is_clip_fraction"] = _masked_mean((ratio > is_clip).to(mask.dtype), mask)
+        ratio = ratio.clamp(max=is_clip)
+        metrics["is_weight"] = _masked_mean(ratio, mask)
+        per_token = per_token * ratio
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach()
+    return per_token
 
 
 def mixed_advantage_loss(
@@ -233,11 +232,7 @@ def mixed_advantage_loss(
     advantages = grpo_weight * reward_advantages.detach().to(mask.dtype) + (1 - grpo_weight) * distill * log_ratio
     per_token = -advantages * student_log_probs
     metrics: dict[str, float] = {}
-    ratio = _truncated_importance_weight(student_log_probs, old_log_probs, is_clip, mask, metrics)
-    if ratio is not None:
-        per_token = per_token * ratio
-    if token_weights is not None:
-        per_token = per_token * token_weights.detach()
+    per_token = _token_weighted(per_token, student_log_probs, old_log_probs, is_clip, token_weights, mask, metrics)
     total = (per_token * mask).sum()
     metrics["distill_tokens"] = float(distill.sum())
     metrics["divergence"] = float((-log_ratio * distill).sum() / distill.sum().clamp(min=1))
