@@ -95,6 +95,8 @@ def test_best_of_k_draws_the_budget_at_once_and_a_rerun_skips_what_is_done(tiny_
     assert [p["first_success"] for p in json.loads((tmp_path / "discovery.json").read_text())["problems"]] == [None, None]
     run_discover(config)
     assert len(calls) == 2
+    with pytest.raises(ConfigError, match="holds a run with method sampling and budget 12, not sdpo and 12"):
+        run_discover(discover_config(tiny_model_dir, tmp_path, reward_functions=[f"{scripted_reward}:scripted"]))
 
 
 def test_problems_are_chosen_by_pass_rate_and_the_estimates_reused(tiny_model_dir, tmp_path):
@@ -106,6 +108,10 @@ def test_problems_are_chosen_by_pass_rate_and_the_estimates_reused(tiny_model_di
     estimates = json.loads((tmp_path / "a" / "pass_rates.json").read_text())
     assert estimates["pass_rates"] == [0.0, 0.0, 0.0] and estimates["samples"] == 2
     assert [p["index"] for p in json.loads((tmp_path / "a" / "discovery.json").read_text())["problems"]] == [0, 1]
+    (tmp_path / "a" / "pass_rates.json").write_text(json.dumps({"pass_rates": [0.0, 0.5, 0.0]}))
+    (tmp_path / "a" / "discovery.json").unlink()
+    run_discover(first)  # a rerun reads its own estimates instead of sampling again
+    assert [p["index"] for p in json.loads((tmp_path / "a" / "discovery.json").read_text())["problems"]] == [0, 2]
 
     (tmp_path / "rates.json").write_text(json.dumps({"pass_rates": [0.5, 0.0, 0.02]}))
     reused = discover_config(tiny_model_dir, tmp_path / "b", method="sampling", dataset_train_split="test[:3]",

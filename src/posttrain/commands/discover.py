@@ -16,7 +16,7 @@ Best-of-k (``method: sampling``) draws the same number of attempts from the unch
    whose group holds the first success.
 3. **discovery.json**: each problem's attempt number of its first success (null: none within the
    budget) and discovery@k at k = G, 2G, ..., budget. It is rewritten after every problem; a
-   rerun skips the problems it holds.
+   rerun skips the problems it holds (and reads its own pass_rates.json).
 """
 
 from __future__ import annotations
@@ -154,6 +154,17 @@ def _summary(config: DiscoverConfig, problems: list[dict]) -> dict:
     }
 
 
+def _finished_problems(config: DiscoverConfig, path: Path) -> dict[int, dict]:
+    """The problems an earlier run of this config wrote to ``path`` (none if there is no file)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if (saved["method"], saved["budget"]) != (config.method, config.budget):
+        raise ConfigError(f"{path} holds a run with method {saved['method']} and budget {saved['budget']}, not "
+                          f"{config.method} and {config.budget}: give this run another output_dir")
+    return {problem["index"]: problem for problem in saved["problems"]}
+
+
 def run_discover(config: DiscoverConfig) -> dict:
     """Attempt every selected problem with the configured method; write and return discovery@k."""
     if process_rank() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -163,12 +174,14 @@ def run_discover(config: DiscoverConfig) -> dict:
     rows = load_train_rows(config)
     dataset = prompt_dataset(rows)
     functions = reward_functions(config)
+    # the pass rates of another run, or of this one before it stopped
+    estimates = config.pass_rates_from or (str(out / PASS_RATES_FILE) if (out / PASS_RATES_FILE).exists() else "")
     if config.max_pass_rate is None:
         rates = [None] * len(dataset)
-    elif config.pass_rates_from:
-        rates = json.loads(Path(config.pass_rates_from).read_text())["pass_rates"]
+    elif estimates:
+        rates = json.loads(Path(estimates).read_text())["pass_rates"]
         if len(rates) != len(dataset):
-            raise ConfigError(f"{config.pass_rates_from} holds {len(rates)} pass rates for the {len(dataset)} problems of this split")
+            raise ConfigError(f"{estimates} holds {len(rates)} pass rates for the {len(dataset)} problems of this split")
     else:
         rates = pass_rates(config, dataset, functions)
         write_json(out / PASS_RATES_FILE, {"model": config.model_name_or_path, "samples": config.pass_rate_samples, "pass_rates": rates})
@@ -177,7 +190,7 @@ def run_discover(config: DiscoverConfig) -> dict:
     if not chosen:
         raise ConfigError(f"no problem of {config.dataset_train_split} has a pass rate below max_pass_rate ({config.max_pass_rate})")
 
-    done = {p["index"]: p for p in json.loads((out / DISCOVERY_FILE).read_text())["problems"]} if (out / DISCOVERY_FILE).exists() else {}
+    done = _finished_problems(config, out / DISCOVERY_FILE)
     model = tokenizer = None
     if config.method == "sampling":
         tokenizer = load_tokenizer(config.model_name_or_path, False, config.trust_remote_code)
