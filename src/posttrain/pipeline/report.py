@@ -96,8 +96,8 @@ def _discovery_plot(discovery: dict[str, dict], path: Path) -> None:
     for stage, result in discovery.items():
         ks = [int(k) for k in result["discovery"]]
         ax.plot(ks, [100 * v for v in result["discovery"].values()], marker="o", label=f"{stage} ({result['method']})")
-    ax.set(xlabel="attempts per problem (k)", ylabel="% of problems solved within k", ylim=(0, 105),
-           title="discovery@k on problems the start model almost never solves")
+    ax.set(xlabel="attempts per problem (k)", ylabel="% of problems solved within k", ylim=(0, 105))
+    ax.set_title("discovery@k on problems the start model almost never solves", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
