@@ -28,8 +28,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
+# then compare the README's quickstart table with the run (a difference is reported, not fatal:
+# other hardware may round differently; on the README's machine the table must reproduce exactly)
 demo: setup
 	$(BIN)/posttrain run recipes/quickstart.yaml
+	-$(BIN)/python benchmarks/quickstart_table.py --run runs/quickstart
 
 # Three workers, one torch thread each, on two cores: the tiny model gains nothing from a second
 # thread, and a third worker keeps both cores busy while another waits (the quickstart's RL test
