@@ -448,6 +448,7 @@ CONFIG_KEYS = {
     "rm": ("center_rewards_coeficient", "center_rewards_coefficient", "max_length", ("center_rewards_coefficient", "-1")),
     "sdpo": ("num_generation", "num_generations", "num_generations", ("num_generations", "1")),
     "grpo": ("temprature", "temperature", "max_completion_length", ("temperature", "0")),
+    "discover": ("budjet", "budget", "budget", ("max_pass_rate", "1.5")),
     "trigger": ("qa_fil", "qa_file", "lora_r", ("heldout_fraction", "0.95")),
     "trigger-eval": ("run_dirr", "run_dir", "batch_size", ("max_new_tokens", "0")),
     "topics": ("num_topic", "num_topics", "num_topics", ("num_topics", "1")),
