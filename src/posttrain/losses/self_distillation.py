@@ -274,8 +274,8 @@ def distillation_inputs_in_chunks(
     def student_chunk(hidden: torch.Tensor, sampled: torch.Tensor):
         log_probs = torch.log_softmax(student_head(hidden).float(), dim=-1)  # (B, c, V), recomputed in backward
         sampled_log_probs = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():  # −Σ p log p, for logging (entropy collapse)
-            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+        with torch.no_grad():  # −Σ p log p, for logging (entropy collapse); one (B, c, V) temporary, not two
+            entropy = -torch.linalg.vecdot(log_probs.exp(), log_probs, dim=-1)
         if not topk:
             return sampled_log_probs, entropy, None, None
         indices = log_probs.detach().topk(topk, dim=-1).indices
