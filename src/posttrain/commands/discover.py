@@ -109,15 +109,10 @@ def _successes(functions, dataset, index: int, texts: list[str], threshold: floa
     return [reward >= threshold for reward in reward_totals(functions, rows, texts)]
 
 
-def pass_rates(config: DiscoverConfig, dataset, functions) -> list[float]:
+def pass_rates(config: DiscoverConfig, dataset, functions, model, tokenizer) -> list[float]:
     """Each problem's share of successes among ``pass_rate_samples`` samples of the starting model."""
-    tokenizer = load_tokenizer(config.model_name_or_path, False, config.trust_remote_code)
-    model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=generation_device())
-    try:
-        seed_everything(config.pass_rate_seed)
-        samples = _attempt_texts(model, tokenizer, config, list(dataset["prompt"]), config.pass_rate_samples, "pass rates")
-    finally:
-        free_model(model)
+    seed_everything(config.pass_rate_seed)
+    samples = _attempt_texts(model, tokenizer, config, list(dataset["prompt"]), config.pass_rate_samples, "pass rates")
     return [sum(_successes(functions, dataset, i, texts, config.success_reward)) / len(texts) for i, texts in enumerate(samples)]
 
 
@@ -176,27 +171,31 @@ def run_discover(config: DiscoverConfig) -> dict:
     functions = reward_functions(config)
     # the pass rates of another run, or of this one before it stopped
     estimates = config.pass_rates_from or (str(out / PASS_RATES_FILE) if (out / PASS_RATES_FILE).exists() else "")
-    if config.max_pass_rate is None:
-        rates = [None] * len(dataset)
-    elif estimates:
-        rates = json.loads(Path(estimates).read_text())["pass_rates"]
-        if len(rates) != len(dataset):
-            raise ConfigError(f"{estimates} holds {len(rates)} pass rates for the {len(dataset)} problems of this split")
-    else:
-        rates = pass_rates(config, dataset, functions)
-        write_json(out / PASS_RATES_FILE, {"model": config.model_name_or_path, "samples": config.pass_rate_samples, "pass_rates": rates})
-    chosen = [i for i, rate in enumerate(rates) if rate is None or rate < config.max_pass_rate][: config.max_problems]
-    log.info(f"discover ({config.method}): {len(chosen)} problems (pass rate below {config.max_pass_rate}), {config.budget} attempts each")
-    if not chosen:
-        raise ConfigError(f"no problem of {config.dataset_train_split} has a pass rate below max_pass_rate ({config.max_pass_rate})")
-
-    done = _finished_problems(config, out / DISCOVERY_FILE)
+    sample_rates = config.max_pass_rate is not None and not estimates
     model = tokenizer = None
-    if config.method == "sampling":
-        tokenizer = load_tokenizer(config.model_name_or_path, False, config.trust_remote_code)
-        model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=generation_device())
-    problems = []
     try:
+        if sample_rates or config.method == "sampling":  # the start model, loaded once for all its sampling
+            tokenizer = load_tokenizer(config.model_name_or_path, False, config.trust_remote_code)
+            model = load_model(config.model_name_or_path, config.dtype, config.trust_remote_code, device=generation_device())
+        if config.max_pass_rate is None:
+            rates = [None] * len(dataset)
+        elif estimates:
+            rates = json.loads(Path(estimates).read_text())["pass_rates"]
+            if len(rates) != len(dataset):
+                raise ConfigError(f"{estimates} holds {len(rates)} pass rates for the {len(dataset)} problems of this split")
+        else:
+            rates = pass_rates(config, dataset, functions, model, tokenizer)
+            write_json(out / PASS_RATES_FILE, {"model": config.model_name_or_path, "samples": config.pass_rate_samples, "pass_rates": rates})
+        if config.method == "sdpo":  # each problem's SDPO run loads its own trainable copy
+            free_model(model)
+            model = None
+        chosen = [i for i, rate in enumerate(rates) if rate is None or rate < config.max_pass_rate][: config.max_problems]
+        log.info(f"discover ({config.method}): {len(chosen)} problems (pass rate below {config.max_pass_rate}), {config.budget} attempts each")
+        if not chosen:
+            raise ConfigError(f"no problem of {config.dataset_train_split} has a pass rate below max_pass_rate ({config.max_pass_rate})")
+
+        done = _finished_problems(config, out / DISCOVERY_FILE)
+        problems = []
         for index in chosen:
             if index not in done:
                 first = (_best_of_k(config, dataset, functions, index, model, tokenizer) if config.method == "sampling"
@@ -205,9 +204,9 @@ def run_discover(config: DiscoverConfig) -> dict:
                                "first_success": first}
                 log.info(f"problem {index}: " + (f"solved at attempt {first}" if first else f"not solved in {config.budget}"))
             problems.append(done[index])
-            write_json(out / DISCOVERY_FILE, _summary(config, problems))
+            summary = _summary(config, problems)
+            write_json(out / DISCOVERY_FILE, summary)
     finally:
         free_model(model)
-    summary = _summary(config, problems)
     log.info("discovery@k: " + ", ".join(f"@{k} {share:.2f}" for k, share in summary["discovery"].items()))
     return {f"discovery@{k}": share for k, share in summary["discovery"].items()} | {"num_problems": len(problems)}
